@@ -1,0 +1,59 @@
+# KartPilot front door. `make demo` and `make test` work on a fresh clone.
+SHELL := /bin/bash
+PYTHON3 ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+EXTRAS ?=
+STAMP := $(VENV)/.installed$(if $(EXTRAS),-$(EXTRAS))
+
+# record / train / drive knobs
+SOURCE ?= screen
+TRACK ?= luigi
+SECONDS ?= 60
+SESSION ?=
+DATA ?= data/prepared
+MODEL ?= data/models/pilotnet.keras
+ROM ?=
+SIM ?=
+FRAMES ?= 2000000
+ENVS ?= 24
+
+.PHONY: setup test lint demo record dataset clean-data train drive finetune plugin bench
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml tools_deps.py
+	test -x $(PY) || $(PYTHON3) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $$($(PYTHON3) tools_deps.py dev $(EXTRAS))
+	touch $@
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup lint plugin
+	$(PY) -m pytest -q
+
+plugin:
+	@if [ -f plugin_c/Makefile ]; then $(MAKE) -C plugin_c; fi
+
+demo: setup
+	$(PY) -m demo
+
+record: setup
+	$(PY) -m record --source $(SOURCE) --track $(TRACK) --seconds $(SECONDS)
+
+dataset: setup
+	$(PY) -m dataset clean $(SESSION)
+
+train: setup
+	$(PY) -m train --data $(DATA) --out $(MODEL)
+
+drive: setup
+	$(PY) -m drive --model $(MODEL) $(if $(SIM),--sim --track $(TRACK)) $(if $(ROM),--rom $(ROM))
+
+finetune: setup
+	$(PY) -m train.finetune --model $(MODEL) --track rainbow --frames $(FRAMES) --envs $(ENVS)
+
+bench: setup
+	$(PY) -m envs.kartsim bench --envs 24 --steps 300 --size 66x200 --json

@@ -1,0 +1,1 @@
+"""Sessions and the dataset tools: view, clean, prepare, import."""
