@@ -40,20 +40,26 @@ plugin:
 demo: setup
 	$(PY) -m demo
 
+# make record [SOURCE=screen|sim] [TRACK=luigi] [SECONDS=60] [OUT=data/sessions/NAME]
 record: setup
-	$(PY) -m record --source $(SOURCE) --track $(TRACK) --seconds $(SECONDS)
+	$(PY) -m record --source $(SOURCE) --track $(TRACK) --seconds $(SECONDS) $(if $(OUT),--out $(OUT))
 
+# make dataset [SESSION="data/sessions/A data/sessions/B"] [DATA=data/prepared]: clean, then prepare
+# (default: every session under data/sessions)
 dataset: setup
-	$(PY) -m dataset clean $(SESSION)
+	@test -n "$(or $(SESSION),$(wildcard data/sessions/*))" || { echo "no sessions: make record first"; exit 2; }
+	$(PY) -m dataset clean $(or $(SESSION),$(wildcard data/sessions/*))
+	$(PY) -m dataset prepare $(or $(SESSION),$(wildcard data/sessions/*)) --out $(DATA) --force
 
 train: setup
-	$(PY) -m train --data $(DATA) --out $(MODEL)
+	$(PY) -m train --data $(DATA) --out $(MODEL) $(if $(EPOCHS),--epochs $(EPOCHS))
 
+# SIM=1: kartsim through the server (window if DISPLAY), prints lap times; ROM=path: mupen64plus + plugin_c.
 drive: setup
-	$(PY) -m drive --model $(MODEL) $(if $(SIM),--sim --track $(TRACK)) $(if $(ROM),--rom $(ROM))
+	$(PY) -m drive --model $(MODEL) $(if $(SIM),--sim --track $(TRACK)) $(if $(LAPS),--laps $(LAPS)) $(if $(ROM),--rom $(ROM))
 
 finetune: setup
-	$(PY) -m train.finetune --model $(MODEL) --track rainbow --frames $(FRAMES) --envs $(ENVS)
+	$(PY) -m train.finetune --model $(MODEL) --track rainbow --frames $(FRAMES) --envs $(ENVS) --out data/finetune/rainbow --json
 
 bench: setup
 	$(PY) -m envs.kartsim bench --envs 24 --steps 300 --size 66x200 --json

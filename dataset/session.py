@@ -67,21 +67,28 @@ class SessionWriter:
     def append(self, frame: np.ndarray, action, driver: str, *, t: float | None = None,
                index: int | None = None) -> int:
         """Write one frame image, then its row. Returns the frame index."""
+        idx = self.count if index is None else int(index)
+        name = self.write_image(frame, idx)
+        self.add_row(idx, name, action, driver, t=t)
+        return idx
+
+    def image_name(self, index: int) -> str:
+        return image_name(index, self.image_ext)
+
+    def write_image(self, frame: np.ndarray, index: int) -> str:
+        """Encode and write one frame image (see :func:`save_image`); safe to call from
+        several encoder threads at once. Returns the image name relative to the session."""
+        return save_image(self.path, index, frame, self.image_ext)
+
+    def add_row(self, index: int, image: str, action, driver: str, *, t: float | None = None) -> None:
+        """Append (and flush) the row of an image already written."""
         if driver not in DRIVERS:
             raise SessionError(f"driver must be one of {DRIVERS}, got {driver!r}")
         vec = act.as_action(action)
-        idx = self.count if index is None else int(index)
-        name = f"{FRAMES_DIR}/{idx:07d}.{self.image_ext}"
-        tmp = self.path / (name + ".tmp")
-        Image.fromarray(np.asarray(frame, dtype=np.uint8)).save(
-            tmp, format="PNG" if self.image_ext == "png" else self.image_ext.upper(), compress_level=1
-        )
-        os.replace(tmp, self.path / name)  # image complete before its row exists
         ts = time.monotonic() if t is None else t
-        self._rows.writerow([idx, f"{ts:.6f}", name, *(f"{v:.5f}" for v in vec), driver])
+        self._rows.writerow([int(index), f"{ts:.6f}", image, *(f"{v:.5f}" for v in vec), driver])
         self._csv.flush()
         self.count += 1
-        return idx
 
     def update_meta(self, **extra) -> None:
         meta = read_meta(self.path)
@@ -99,6 +106,29 @@ class SessionWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def image_name(index: int, ext: str = "png") -> str:
+    """The image file of frame ``index``, relative to the session folder."""
+    return f"{FRAMES_DIR}/{int(index):07d}.{ext}"
+
+
+def save_image(session_path: str | os.PathLike, index: int, frame: np.ndarray, ext: str = "png") -> str:
+    """Write frame ``index``'s image: tmp file, then rename into place, so the name only
+    ever holds a complete image. Touches nothing else (encoder threads and processes
+    call it in parallel; the row comes later, from the one writer of frames.csv)."""
+    name = image_name(index, ext)
+    final = Path(session_path) / name
+    tmp = final.with_name(final.name + ".tmp")
+    try:
+        Image.fromarray(np.asarray(frame, dtype=np.uint8)).save(
+            tmp, format="PNG" if ext == "png" else ext.upper(), compress_level=1
+        )
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # e.g. ENOSPC: leave no partial file behind
+        raise
+    os.replace(tmp, final)  # image complete before its row exists
+    return name
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
@@ -122,8 +152,10 @@ def load_session(path: str | os.PathLike, *, include_excluded: bool = False,
     """Read a session as a DataFrame (columns COLUMNS plus ``excluded`` and
     ``reason``); ``df.attrs['meta']`` holds meta.json, ``df.attrs['path']`` the folder.
 
-    Rows are validated (types, action ranges, driver); a bad row raises
-    SessionError naming the file and the row. A trailing partial row (the
+    Rows are validated (field count, types, driver); a bad row raises
+    SessionError naming the file and the row. Action ranges are not enforced
+    here, so that ``dataset clean`` can mark out-of-range rows (and prepare
+    refuses them). A trailing partial row (the
     line in flight at a crash) is dropped. Excluded frames are left out unless
     ``include_excluded``.
     """
@@ -157,7 +189,7 @@ def load_session(path: str | os.PathLike, *, include_excluded: bool = False,
             if not (path / image).is_file():
                 raise SessionError(f"{csv_path}, row {lineno}: image {path / image} is missing")
     excl = read_exclusions(path)
-    df["reason"] = df["frame"].map(excl).fillna("").astype(str)
+    df["reason"] = pd.Series([excl.get(int(f), "") for f in df["frame"]], index=df.index, dtype=object)
     df["excluded"] = df["reason"] != ""
     if not include_excluded:
         df = df[~df["excluded"]].reset_index(drop=True)

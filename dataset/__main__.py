@@ -1,0 +1,139 @@
+"""python -m dataset: look at, clean and prepare recorded sessions.
+
+  view SESSION --out DIR              contact sheet + action plot PNGs
+  clean SESSION... [--dry-run]        write reversible exclusions, with reasons
+  restore SESSION... [--reason R]     undo them
+  prepare SESSION... --out DIR        model-ready memory-mappable arrays + manifest
+  import-tensorkart DIR --out SESSION a TensorKart samples folder -> a session
+  export-tensorkart SESSION --out DIR a session -> a TensorKart folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from dataset.session import SessionError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m dataset", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def common(p, skip=True):
+        p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+        if skip:
+            p.add_argument("--skip-bad", action="store_true",
+                           help="go past bad frames (missing/corrupt images, bad values) and list them")
+
+    p = sub.add_parser("view", help="contact sheet and action plot of a session")
+    p.add_argument("session")
+    p.add_argument("--out", required=True, help="folder for the PNGs")
+    p.add_argument("--count", type=int, default=48, help="frames on the contact sheet")
+    common(p)
+
+    from dataset.clean import REASONS
+
+    p = sub.add_parser("clean", help="exclude frames that are not worth learning from (reversible)",
+                       description="Reasons: " + ", ".join(REASONS) + ". See dataset/clean.py.")
+    p.add_argument("sessions", nargs="+")
+    p.add_argument("--dry-run", action="store_true", help="report only; write nothing")
+    common(p)
+
+    p = sub.add_parser("restore", help="remove exclusions written by clean")
+    p.add_argument("sessions", nargs="+")
+    p.add_argument("--reason", default=None, help="only this reason (default: all)")
+    common(p, skip=False)
+
+    p = sub.add_parser("prepare", help="sessions -> train/val arrays (split by session) + manifest")
+    p.add_argument("sessions", nargs="+")
+    p.add_argument("--out", required=True)
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of sessions for validation")
+    p.add_argument("--val", action="append", default=None, help="use this session for validation (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    common(p)
+
+    p = sub.add_parser("import-tensorkart", help="a TensorKart samples folder -> a session")
+    p.add_argument("folder")
+    p.add_argument("--out", required=True, help="new session folder")
+    p.add_argument("--track", default="unknown")
+    p.add_argument("--rate", type=float, default=5.0, help="TensorKart's sampling rate (default 5 Hz)")
+    common(p)
+
+    p = sub.add_parser("export-tensorkart", help="a session -> a TensorKart samples folder")
+    p.add_argument("session")
+    p.add_argument("--out", required=True)
+    common(p, skip=False)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    progress = sys.stderr.isatty()
+    try:
+        if args.cmd == "view":
+            from dataset.view import view
+
+            result = view(args.session, args.out, count=args.count, skip_bad=args.skip_bad)
+            print(f"{result['contact_sheet']}\n{result['actions_plot']}", file=sys.stderr)
+        elif args.cmd == "clean":
+            from dataset.clean import clean
+
+            reports = []
+            for s in args.sessions:
+                rep = clean(s, dry_run=args.dry_run, skip_bad=args.skip_bad, progress=progress)
+                reports.append(rep)
+                counts = ", ".join(f"{k} {v}" for k, v in rep["excluded"].items()) or "nothing"
+                print(f"{s}: {rep['frames']} frames, {'would exclude' if args.dry_run else 'excluded'} "
+                      f"{rep['excluded_total']} ({counts}); {rep['kept']} kept", file=sys.stderr)
+                if rep["unreadable"]:
+                    print(f"  unreadable frames: {rep['unreadable']}", file=sys.stderr)
+            totals: dict = {}
+            for rep in reports:
+                for k, v in rep["excluded"].items():
+                    totals[k] = totals.get(k, 0) + v
+            result = {"sessions": reports, "excluded": totals, "dry_run": args.dry_run,
+                      "frames": sum(r["frames"] for r in reports), "kept": sum(r["kept"] for r in reports)}
+        elif args.cmd == "restore":
+            from dataset.clean import restore
+
+            result = {"sessions": [restore(s, args.reason) for s in args.sessions]}
+            for rep in result["sessions"]:
+                print(f"{rep['session']}: restored {rep['restored']} frames", file=sys.stderr)
+        elif args.cmd == "prepare":
+            from dataset.prepare import prepare
+
+            m = prepare(args.sessions, args.out, val_fraction=args.val_fraction, val=args.val, seed=args.seed,
+                        skip_bad=args.skip_bad, force=args.force, progress=progress)
+            for e in m["sessions"]:
+                extra = f", skipped bad frames {e['skipped_bad']}" if e["skipped_bad"] else ""
+                print(f"{e['path']}: {e['split']} rows {e['rows'][0]}..{e['rows'][1]} "
+                      f"(excluded {sum(e['excluded'].values())}{extra})", file=sys.stderr)
+            print(f"{args.out}: train {m['train']} frames, val {m['val']} frames", file=sys.stderr)
+            result = {"out": args.out, "train": m["train"], "val": m["val"],
+                      "sessions": [{k: e[k] for k in ("path", "split", "rows", "skipped_bad")}
+                                   for e in m["sessions"]]}
+        elif args.cmd == "import-tensorkart":
+            from dataset.tensorkart import import_tensorkart
+
+            result = import_tensorkart(args.folder, args.out, track=args.track, rate_hz=args.rate,
+                                       skip_bad=args.skip_bad, progress=progress)
+            print(f"{args.out}: {result['frames']} frames imported"
+                  + (f"; skipped rows {result['skipped_rows']}" if result["skipped_rows"] else ""), file=sys.stderr)
+        else:
+            from dataset.tensorkart import export_tensorkart
+
+            result = export_tensorkart(args.session, args.out)
+    except (SessionError, ValueError, FileExistsError) as exc:
+        print(f"dataset {args.cmd}: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""The RL reward, configurable: dense progress along the centreline plus penalties.
+
+Per step::
+
+    reward = progress * 100 * (centreline progress this step) / track length
+           + fall                 (once, when the kart leaves the road into the void)
+           + speed * v / VMAX     (shaping, off by default)
+           + boost                (per step while a mini-turbo boost runs; off by default)
+           + offroad              (per step on grass; off by default)
+
+So with the defaults one full lap is worth 100, reversing earns it back
+negatively, and a fall costs ``fall`` plus the ground lost back to the last
+checkpoint (and the time Lakitu takes). Progress is cheat-proof: it is measured
+from the last checkpoint passed in order (see race.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    progress: float = 1.0  # reward per percent of a lap
+    fall: float = -5.0  # one-off, when falling off the track
+    speed: float = 0.0  # x speed / VMAX, per step
+    boost: float = 0.0  # per step while boosting
+    offroad: float = 0.0  # per step off-road (use a negative value)
+
+    def weights(self) -> np.ndarray:
+        # order = physics.RW_* indices
+        return np.array([self.progress, self.fall, self.speed, self.boost, self.offroad], np.float64)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> RewardConfig:
+        d = dict(d or {})
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown reward terms {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        return cls(**{k: float(v) for k, v in d.items()})
+
+    def as_dict(self) -> dict:
+        return asdict(self)

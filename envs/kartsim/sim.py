@@ -1,0 +1,106 @@
+"""KartBatch: N karts on one track, stepped and rendered together.
+
+Both the single env (N = 1) and VecKartSim use it, so they agree step for step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from common.action import clip_batch
+
+from . import physics as P
+from .render import Renderer
+from .reward import RewardConfig
+from .texture import CLASS_OF
+from .track import CELL, NEAR_CELL, load
+
+START_S = 2.0  # the grid: just past the start/finish line
+JITTER_LAT, JITTER_HEAD = 1.0, 0.03  # seeded start jitter (units, rad)
+
+
+class KartBatch:
+    def __init__(self, num: int, track="luigi", size=(240, 320), laps: int = 3,
+                 reward: RewardConfig | dict | None = None, max_time_s: float | None = None,
+                 render: bool = True):
+        if laps < 1:
+            raise ValueError(f"laps must be >= 1, got {laps}")
+        self.track = load(track)
+        self.n = int(num)
+        self.laps = int(laps)
+        self.reward = reward if isinstance(reward, RewardConfig) else RewardConfig.from_dict(reward)
+        self.rw = self.reward.weights()
+        if max_time_s is None:  # generous: a slow human (5 units/s on average) still finishes
+            max_time_s = 60.0 + self.laps * self.track.length / 5.0
+        self.max_time_s = float(max_time_s)
+        if len(size) != 2 or int(size[0]) < 8 or int(size[1]) < 8:
+            raise ValueError(f"size must be (height, width) of at least 8 pixels each, got {size!r}")
+        self.size = (int(size[0]), int(size[1]))
+        self.fs = np.zeros((self.n, P.NF), np.float64)
+        self.ist = np.zeros((self.n, P.NI), np.int64)
+        self.lapt = np.zeros((self.n, self.laps), np.float64)
+        self.rew = np.zeros(self.n, np.float64)
+        self.fin_now = np.zeros(self.n, np.int64)
+        self.renderer = Renderer(self.track, self.size) if render else None
+        self.obs = np.zeros((self.n, *self.size, 3), np.uint8)
+        t = self.track
+        self._args = (t.xy, t.heading, t.s, t.tex, CLASS_OF, t.origin[0], t.origin[1], 1.0 / CELL,
+                      t.near, t.near_origin[0], t.near_origin[1], NEAR_CELL, t.cp_s, t.cp_idx,
+                      t.length, t.offroad_speed, t.void, self.laps, self.rw)
+
+    def reset_kart(self, n: int, rng: np.random.Generator) -> None:
+        t = self.track
+        idx = int(round(START_S / t.ds)) % len(t.xy)
+        self.fs[n] = 0.0
+        self.ist[n] = 0
+        self.lapt[n] = 0.0
+        P.place(self.fs, self.ist, n, idx, t.xy, t.heading)
+        lat = rng.uniform(-1.0, 1.0) * min(JITTER_LAT, t.width[idx] / 6)
+        self.fs[n, P.X] += lat * t.nrm[idx, 0]
+        self.fs[n, P.Y] += lat * t.nrm[idx, 1]
+        self.fs[n, P.TH] += rng.uniform(-1.0, 1.0) * JITTER_HEAD
+        self.fs[n, P.PROG] = t.s[idx]
+        self.ist[n, P.CPN] = 1
+        self.ist[n, P.LASTCP] = 0
+
+    def step(self, actions: np.ndarray):
+        """Advance every kart one logic step; returns (reward, terminated, truncated)."""
+        act = clip_batch(np.nan_to_num(np.asarray(actions, np.float32).reshape(self.n, 5)))  # NaN -> neutral
+        P.step_batch(self.fs, self.ist, self.lapt, act, self.rew, self.fin_now, *self._args)
+        term = self.fin_now.astype(bool)
+        trunc = (self.fs[:, P.T] >= self.max_time_s - 1e-9) & (self.ist[:, P.FIN] == 0)
+        return self.rew.copy(), term, trunc
+
+    def render(self) -> np.ndarray:
+        if self.renderer is not None:
+            self.renderer.draw(self.fs, self.ist, self.obs)
+        return self.obs
+
+    def infos(self) -> dict:
+        """Info of every kart as arrays (lap_times and surface as object arrays)."""
+        fs, ist, t = self.fs, self.ist, self.track
+        lap = ist[:, P.LAP].copy()
+        frac = (fs[:, P.PROG] - lap * t.length) / t.length
+        lap_times = np.empty(self.n, dtype=object)
+        surface = np.empty(self.n, dtype=object)
+        for i in range(self.n):
+            lap_times[i] = self.lapt[i, :min(int(lap[i]), self.laps)].tolist()
+            surface[i] = P.SURFACES[int(ist[i, P.SURF])]
+        return {
+            "progress": np.clip(frac, 0.0, 1.0),
+            "lap": lap,
+            "lap_times": lap_times,
+            "race_time": np.where(ist[:, P.FIN] != 0, fs[:, P.FINISH_T], fs[:, P.T]),
+            "speed": fs[:, P.V].copy(),
+            "surface": surface,
+            "falls": ist[:, P.FALLS].copy(),
+            "t": fs[:, P.T].copy(),
+            "finished": ist[:, P.FIN] != 0,
+            "checkpoint": ist[:, P.LASTCP].copy(),
+            "drift": ist[:, P.DDIR].copy(),
+            "boost": fs[:, P.BOOST] > 0,
+        }
+
+    def info(self, n: int) -> dict:
+        """Info of kart ``n`` as plain Python values (same numbers as ``infos``)."""
+        return {k: (v[n] if isinstance(v[n], (list, str)) else v[n].item()) for k, v in self.infos().items()}

@@ -1,0 +1,92 @@
+"""VecKartSim: N karts stepped and rendered together in one process.
+
+A ``gymnasium.vector.VectorEnv`` with next-step autoreset: after a sub-env
+terminates or truncates, the next ``step`` resets it (its action is ignored)
+and returns the reset observation with reward 0. Sub-env ``i`` seeded with
+``seed + i`` behaves exactly like ``make(..., seed=seed + i)``.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from common.action import HIGH, LOW
+
+from .expert import Expert
+from .sim import KartBatch
+
+
+class VecKartSim(VectorEnv):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30, "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs: int = 24, track="luigi", size=(240, 320), seed: int | None = None,
+                 laps: int = 3, reward=None, max_time_s: float | None = None, copy: bool = True):
+        self.num_envs = int(num_envs)
+        self.sim = KartBatch(self.num_envs, track, size, laps, reward, max_time_s)
+        self.track = self.sim.track
+        self.single_observation_space = gym.spaces.Box(0, 255, (*self.sim.size, 3), np.uint8)
+        self.single_action_space = gym.spaces.Box(LOW, HIGH, (5,), np.float32)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self._seed = seed
+        self._rngs = [None] * self.num_envs
+        self._needs_reset = np.zeros(self.num_envs, bool)
+        self._copy = copy
+        self._expert = None
+
+    def _obs(self):
+        obs = self.sim.render()
+        return obs.copy() if self._copy else obs
+
+    def reset(self, *, seed: int | list | None = None, options: dict | None = None):
+        if seed is None and self._seed is not None:
+            seed, self._seed = self._seed, None
+        super().reset(seed=seed if isinstance(seed, int) else None)
+        if seed is None:
+            seeds = [None] * self.num_envs
+        elif isinstance(seed, int):
+            seeds = [seed + i for i in range(self.num_envs)]
+        else:
+            seeds = list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} envs")
+        for i, s in enumerate(seeds):
+            if s is not None or self._rngs[i] is None:
+                self._rngs[i], _ = seeding.np_random(s)
+            self.sim.reset_kart(i, self._rngs[i])
+        self._needs_reset[:] = False
+        return self._obs(), self._infos()
+
+    def step(self, actions):
+        actions = np.asarray(actions, np.float32).reshape(self.num_envs, 5)
+        redo = np.flatnonzero(self._needs_reset)
+        rew, term, trunc = self.sim.step(actions)
+        for i in redo:  # next-step autoreset: this step only resets them
+            self.sim.reset_kart(i, self._rngs[i])
+            rew[i] = 0.0
+            term[i] = trunc[i] = False
+        self._needs_reset = term | trunc
+        return self._obs(), rew, term, trunc, self._infos()
+
+    def _infos(self) -> dict:
+        out = {}
+        for key, arr in self.sim.infos().items():
+            out[key] = arr
+            out["_" + key] = np.ones(self.num_envs, bool)
+        return out
+
+    def render(self):
+        return tuple(self.sim.obs)
+
+    def expert_actions(self) -> np.ndarray:
+        """The scripted expert's actions (N, 5) for the current states."""
+        if self._expert is None:
+            self._expert = Expert(self.track)
+        return self._expert.actions(self.sim.fs, self.sim.ist)
+
+
+__all__ = ["VecKartSim"]
