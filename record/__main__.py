@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--laps", type=int, default=3)
     g.add_argument("--stop-at-finish", action="store_true", help="stop when the race finishes")
     g.add_argument("--fast", action="store_true", help="sim: record as fast as possible, not in real time")
+    g.add_argument("--noise", type=float, default=0.0,
+                   help="sim expert: DART steering noise (std, e.g. 0.3): the kart drives perturbed, the "
+                        "recorded label stays the expert's, so the data shows how to recover (default 0)")
     g = ap.add_argument_group("writer")
     g.add_argument("--queue", type=int, default=128, help="frames buffered between capture and disk (default %(default)s)")
     g.add_argument("--writers", type=int, default=2, help="PNG encoders (default %(default)s)")
@@ -121,7 +124,7 @@ def main(argv=None) -> int:
             except ValueError:
                 fail(f"--size must be HxW, got {args.size!r}")
             try:
-                source = SimSource(args.track, (h, w), args.seed, args.laps, args.stop_at_finish)
+                source = SimSource(args.track, (h, w), args.seed, args.laps, args.stop_at_finish, args.noise)
             except ImportError as exc:
                 fail(f"kartsim is not available: {exc}")
             except (ValueError, KeyError, FileNotFoundError) as exc:
@@ -147,7 +150,7 @@ def main(argv=None) -> int:
                 meta["controller"] = {"device": controller.path, "mapping": controller.mapping}
             else:
                 controller = ExpertDriver(source)
-                meta["controller"] = {"device": "expert"}
+                meta["controller"] = {"device": "expert", "dart_noise": args.noise}
             meta.update(source="sim", seed=args.seed, laps=args.laps, fast=args.fast, sim_fps=source.fps)
             if args.rate != source.fps and not args.fast:
                 print(f"record: note: kartsim advances 1/{source.fps} s per frame; at {args.rate:g} Hz the "

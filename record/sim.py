@@ -15,8 +15,9 @@ class SimSource:
     source = "sim"
 
     def __init__(self, track: str = "luigi", size: tuple[int, int] = (240, 320), seed: int | None = None,
-                 laps: int = 3, stop_at_finish: bool = False):
+                 laps: int = 3, stop_at_finish: bool = False, noise: float = 0.0):
         import envs.kartsim as kartsim  # imported here: the screen recorder must not need it
+        from envs.kartsim.dart import DartNoise
 
         self.kartsim = kartsim
         self.track = track
@@ -32,6 +33,8 @@ class SimSource:
         self.finished = False  # a race ended (and stop_at_finish was asked)
         self.episodes = 1
         self.fps = getattr(kartsim, "FPS", 30)
+        # DART: the kart executes a perturbed action, the session keeps the clean label
+        self.dart = DartNoise(noise, seed) if noise > 0 else None
 
     def grab(self) -> np.ndarray:
         return np.array(self.obs, dtype=np.uint8, copy=True)
@@ -41,7 +44,10 @@ class SimSource:
 
     def after(self, action: np.ndarray) -> None:
         """Advance the simulator by one step with the recorded action."""
-        self.obs, _, terminated, truncated, self.info = self.env.step(np.asarray(action, dtype=np.float32))
+        executed = np.asarray(action, dtype=np.float32)
+        if self.dart is not None:
+            executed = self.dart.perturb(executed)
+        self.obs, _, terminated, truncated, self.info = self.env.step(executed)
         if terminated or truncated:
             if self.stop_at_finish:
                 self.finished = True

@@ -70,3 +70,22 @@ def test_keyboard_driver_reads_key_events(monkeypatch):
         assert kb.quit
     finally:
         kb.close()
+
+
+@needs_kartsim
+def test_dart_noise_perturbs_the_kart_but_keeps_the_expert_label():
+    from record.sim import SimSource
+
+    clean = SimSource("luigi", (66, 200), seed=3)
+    noisy = SimSource("luigi", (66, 200), seed=3, noise=0.5)
+    try:
+        for _ in range(60):
+            for src in (clean, noisy):
+                src.after(src.expert_action())  # the recorder records expert_action() as the label
+        # same seed and the same clean policy, but the noisy kart was pushed off the clean one's line
+        assert not np.array_equal(clean.grab(), noisy.grab())
+        label = noisy.expert_action()
+        assert label.shape == (5,) and -1 <= label[0] <= 1
+    finally:
+        clean.close()
+        noisy.close()

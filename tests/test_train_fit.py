@@ -1,0 +1,198 @@
+"""Training on kartsim expert data, the tf.data pipeline, the CLI, and closed-loop evaluation."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+# Keras converts tensors with np.array(x) internally; numpy 2 warns about it on every call.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+from common import action as act  # noqa: E402
+from common import frames  # noqa: E402
+from train import data as tdata  # noqa: E402
+from train.simdata import expert_dataset, write_arrays  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def sim_data(tmp_path_factory):
+    """~10 s of the kartsim expert on luigi, as prepared arrays (80% train / 20% val)."""
+    out = str(tmp_path_factory.mktemp("prepared"))
+    stats = expert_dataset(out, "luigi", 300, size=(66, 200), seed=1, progress=False)
+    assert stats["frames"] == 300
+    return out
+
+
+def test_sim_data_has_prepared_layout(sim_data):
+    manifest = tdata.load_manifest(sim_data)
+    assert manifest["transform"] == frames.TRANSFORM and manifest["train"] == 240 and manifest["val"] == 60
+    tr = tdata.load_split(sim_data, "train")
+    assert isinstance(tr.frames, np.memmap) and tr.frames.shape == (240, 66, 200, 3)
+    assert (tr.actions >= act.LOW).all() and (tr.actions <= act.HIGH).all()
+    assert tr.actions[:, 2].mean() > 0.5  # the expert accelerates
+
+
+def test_pipeline_batches_shuffles_and_flips_steering(sim_data):
+    src = tdata.Source([tdata.load_split(sim_data, "train")])
+    ds, steps = tdata.make_dataset(src, 32, training=True, brightness=0.0, flip=True)
+    assert steps == 8
+    seen, flipped, total = [], 0, 0
+    for x, y in ds.take(steps):
+        assert x.dtype == tf.uint8 and x.shape[1:] == frames.MODEL_SHAPE and y.shape[1:] == (5,)
+        for xi, yi in zip(x.numpy(), y.numpy(), strict=True):
+            # find the source row: the frame itself or its mirror image
+            hits = np.flatnonzero((src.parts[0].frames[:, 30, :, 0] == xi[30, :, 0]).all(axis=1))
+            mirror = np.flatnonzero((src.parts[0].frames[:, 30, ::-1, 0] == xi[30, :, 0]).all(axis=1))
+            total += 1
+            if len(hits) and np.allclose(src.parts[0].actions[hits[0]], yi):
+                seen.append(int(hits[0]))
+            else:
+                assert len(mirror), "batch frame is neither a source frame nor its mirror"
+                want = src.parts[0].actions[mirror[0]].copy()
+                want[0] = -want[0]
+                np.testing.assert_allclose(yi, want)
+                flipped += 1
+    assert total == 240 and 0 < flipped < total  # about half are mirrored, steering negated
+    assert seen != sorted(seen)  # shuffled
+
+
+def test_pipeline_brightness_changes_pixels_not_labels():
+    x = tf.fill((8, *frames.MODEL_SHAPE), tf.constant(100, tf.uint8))
+    y = tf.constant(np.tile([[0.5, 0, 1, 0, 0]], (8, 1)).astype(np.float32))
+    xa, ya = tdata.augment(x, y, brightness=0.3, flip=False)
+    vals = xa.numpy()[:, 0, 0, 0]
+    assert xa.dtype == tf.uint8 and len(set(vals.tolist())) > 1 and (vals >= 70).all() and (vals <= 130).all()
+    np.testing.assert_array_equal(ya.numpy(), y.numpy())
+
+
+def test_validation_pipeline_is_ordered_and_unaugmented(sim_data):
+    src = tdata.Source([tdata.load_split(sim_data, "val")])
+    ds, steps = tdata.make_dataset(src, 16, training=False)
+    xs = np.concatenate([x.numpy() for x, _ in ds])
+    assert steps == 4
+    np.testing.assert_array_equal(xs, src.parts[0].frames[:])
+
+
+def test_corrections_are_oversampled(sim_data, tmp_path):
+    fr = np.zeros((10, *frames.MODEL_SHAPE), np.uint8)
+    ac = np.tile(act.NEUTRAL, (10, 1))
+    corr = write_arrays(str(tmp_path / "corr"), {"train": (fr, ac), "val": (fr[:2], ac[:2])})
+    train, val, _ = tdata.load_sources(sim_data, corr, corrections_weight=3)
+    idx = train.epoch_index()
+    assert len(idx) == 240 + 30 and (idx >= 240).sum() == 30
+    assert len(val) == 62
+    x, _ = train.gather(np.array([0, 245, 5]))
+    assert x.shape == (3, *frames.MODEL_SHAPE)
+    with pytest.raises(ValueError, match="corrections-weight"):
+        tdata.load_sources(sim_data, corr, corrections_weight=0)
+
+
+def test_data_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothere"):
+        tdata.load_manifest(str(tmp_path / "nothere"))
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "manifest.json").write_text(json.dumps({"transform": {**frames.TRANSFORM, "height": 64}}))
+    with pytest.raises(frames.TransformMismatch, match="height"):
+        tdata.load_manifest(str(d))
+
+
+def test_training_lowers_val_loss_and_resumes(sim_data, tmp_path):
+    from train.fit import train
+
+    out = str(tmp_path / "m.keras")
+    res = train(sim_data, out, epochs=2, batch_size=32, lr=1e-3, seed=0, progress=False)
+    assert os.path.exists(out) and res["epochs"] == 2
+    assert res["val_loss"] < res["initial_val_loss"]
+    assert set(res["val_mae"]) == set(act.FIELDS)
+    assert res["samples_per_s"] > 0 and res["train_samples"] == 240 and res["val_samples"] == 60
+    run = res["run_dir"]
+    for name in ("last.keras", "log.csv", "learning_curves.png", "steering_val.png", "result.json"):
+        assert os.path.exists(os.path.join(run, name)), name
+    assert os.listdir(os.path.join(run, "tb"))
+    # --resume continues from the last epoch instead of starting again
+    res2 = train(sim_data, out, epochs=3, batch_size=32, seed=0, resume=True, progress=False, plots=False)
+    with open(os.path.join(run, "log.csv")) as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
+    assert res2["epochs"] == 3 and res2["initial_val_loss"] is None
+
+
+def test_cli_trains_and_prints_json(sim_data, tmp_path):
+    out = tmp_path / "cli.keras"
+    proc = subprocess.run(
+        [sys.executable, "-m", "train", "--data", sim_data, "--out", str(out), "--epochs", "1",
+         "--batch-size", "64", "--no-plots", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("train_loss", "val_loss", "val_mae", "epochs", "samples_per_s"):
+        assert key in res
+    assert res["epochs"] == 1 and out.exists()
+    bad = subprocess.run([sys.executable, "-m", "train", "--data", str(tmp_path / "none"), "--out", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "none" in bad.stderr
+
+
+def test_evaluate_expert_lap_is_fully_autonomous(tmp_path):
+    from train.evaluate import evaluate
+
+    res = evaluate(None, track="luigi", laps=1, out_dir=str(tmp_path), media=True)
+    assert res["laps"] == 1 and res["finished"] and res["falls"] == 0
+    assert res["autonomy"] == 1.0 and res["interventions"] == 0
+    assert res["best_lap_s"] >= res["lower_bound_s"] > 0
+    for key in ("gif", "strip", "trace"):
+        assert os.path.getsize(res["media"][key]) > 0
+
+
+def test_evaluate_counts_offroad_interventions(tmp_path):
+    from train.evaluate import evaluate
+
+    def hard_right(x):  # a bad driver: full right lock, full throttle
+        return np.tile(np.array([1.0, 0, 1, 0, 0], np.float32), (len(x), 1))
+
+    res = evaluate(policy=hard_right, track="luigi", laps=1, max_seconds=20, media=False)
+    assert res["driver"] == "model" and not res["finished"]
+    assert res["interventions"] >= 1 and 0.0 <= res["autonomy"] < 1.0
+    assert res["intervention_s"] > 0
+
+
+def test_evaluate_cli_with_model(tmp_path):
+    from train.model import build_pilotnet, save_model
+
+    path = save_model(build_pilotnet(), tmp_path / "untrained.keras")
+    proc = subprocess.run(
+        [sys.executable, "-m", "train", "evaluate", "--model", path, "--track", "luigi", "--laps", "1",
+         "--max-seconds", "2", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("laps", "lap_times", "best_lap_s", "falls", "autonomy"):
+        assert key in res
+    assert res["laps"] == 0 and res["best_lap_s"] is None and res["inference_ms"] > 0
+    assert os.path.exists(res["media"]["trace"]) and os.path.exists(res["media"]["gif"])
+
+
+def test_dart_noise_perturbs_steering_only():
+    from envs.kartsim.dart import DartNoise
+
+    label = np.array([0.2, 0.0, 1.0, 0.0, 1.0], np.float32)
+    dart = DartNoise(0.3, seed=0)
+    runs = np.array([dart.perturb(label) for _ in range(600)])
+    np.testing.assert_array_equal(runs[:, 1:], np.tile(label[1:], (600, 1)))  # buttons untouched
+    dev = runs[:, 0] - label[0]
+    assert 0.1 < dev.std() < 0.6 and (np.abs(runs[:, 0]) <= 1).all()
+    assert np.corrcoef(dev[:-1], dev[1:])[0, 1] > 0.5  # slowly varying, not white noise
+    np.testing.assert_array_equal(DartNoise(0.0).perturb(label), label)
+    with pytest.raises(ValueError):
+        DartNoise(-1)

@@ -1,0 +1,139 @@
+"""``python -m train``: behavioral cloning CLI.
+
+    python -m train --data DIR --out MODEL.keras [--epochs N] [--json]      train
+    python -m train evaluate --model MODEL --track T --laps N [--json]      drive it in kartsim
+    python -m train demos --track T --frames N --out DIR [--noise S]        expert demos -> arrays
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+COMMANDS = ("evaluate", "demos")
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train",
+        description="Train PilotNet by behavioral cloning on `dataset prepare` arrays. "
+        "Other commands: `python -m train evaluate --help`, `python -m train demos --help`.",
+    )
+    p.add_argument("--data", default="data/prepared", help="prepared arrays dir (default: %(default)s)")
+    p.add_argument("--out", default="data/models/pilotnet.keras",
+                   help="best-validation model path, .keras (default: %(default)s); run files go to OUT.run/")
+    p.add_argument("--epochs", type=int, default=10, help="max epochs (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
+    p.add_argument("--dropout", type=float, default=0.2, help="dropout after hidden dense layers (default: %(default)s)")
+    p.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs (default: %(default)s)")
+    p.add_argument("--brightness", type=float, default=0.2,
+                   help="brightness augmentation: scale frames by 1 +- this (0 disables; default: %(default)s)")
+    p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip augmentation")
+    p.add_argument("--resume", action="store_true", help="continue from OUT.run/last.keras and its CSV log")
+    p.add_argument("--corrections", metavar="DIR", help="another prepared dir (drive-time corrections) to mix in")
+    p.add_argument("--corrections-weight", type=float, default=4.0, metavar="K",
+                   help="oversample corrections K times per epoch (default: %(default)s)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--seed", type=int, help="random seed (weights, shuffling, augmentation)")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object (last line)")
+    return p
+
+
+def _evaluate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train evaluate",
+        description="Drive a model closed-loop in kartsim: laps, lap times, falls, autonomy; "
+        "writes a GIF of the run and a top-down trace PNG.",
+    )
+    p.add_argument("--model", default="data/models/pilotnet.keras", help="model .keras (default: %(default)s)")
+    p.add_argument("--expert", action="store_true", help="drive kartsim's scripted expert instead of a model")
+    p.add_argument("--track", default="luigi", help="kartsim track name or track JSON (default: %(default)s)")
+    p.add_argument("--laps", type=int, default=3, help="(default: %(default)s)")
+    p.add_argument("--render", choices=("model", "full"), default="full",
+                   help="full: render 320x240 and apply common.frames.to_model_input, the same pixels "
+                   "as recorded sessions after prepare; model: render at 66x200 directly (about 2x "
+                   "cheaper; drove equally well in our check) (default: %(default)s)")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="game-time limit (default: 60 s per lap + 30 s)")
+    p.add_argument("--seed", type=int, default=0, help="kartsim seed (default: %(default)s)")
+    p.add_argument("--out-dir", "--out", dest="out_dir", help="where the GIF and trace go (default: next to the model, MODEL.eval-TRACK/)")
+    p.add_argument("--no-media", action="store_true", help="skip the GIF and trace PNG")
+    p.add_argument("--no-takeover", action="store_true",
+                   help="do not let the expert take the wheel after >1 s off-road (still counted as an intervention)")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object (last line)")
+    return p
+
+
+def _demos_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train demos",
+        description="Drive kartsim's expert and write prepared arrays directly (tests, quick experiments). "
+        "The full pipeline is record --source sim -> dataset clean -> dataset prepare.",
+    )
+    p.add_argument("--track", default="luigi", help="(default: %(default)s)")
+    p.add_argument("--frames", type=int, default=18000, help="frames at 30 Hz (default: %(default)s = 10 min)")
+    p.add_argument("--out", required=True, help="output dir for the arrays")
+    p.add_argument("--noise", type=float, default=0.0,
+                   help="DART steering-noise std while labelling with the expert (default: %(default)s)")
+    p.add_argument("--size", choices=("model", "full"), default="model",
+                   help="render at 66x200 (model) or 320x240 + to_model_input (full)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print stats as one JSON object (last line)")
+    return p
+
+
+def _emit(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            if k != "history":
+                print(f"{k}: {v}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cmd = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
+    try:
+        if cmd == "evaluate":
+            args = _evaluate_parser().parse_args(argv)
+            from train.evaluate import evaluate
+
+            result = evaluate(
+                None if args.expert else args.model, track=args.track, laps=args.laps, render=args.render,
+                max_seconds=args.max_seconds, seed=args.seed, out_dir=args.out_dir, media=not args.no_media,
+                takeover=not args.no_takeover,
+                progress=True,
+            )
+        elif cmd == "demos":
+            args = _demos_parser().parse_args(argv)
+            from train.simdata import expert_dataset
+
+            size = (66, 200) if args.size == "model" else (240, 320)
+            result = expert_dataset(args.out, args.track, args.frames, val_fraction=args.val_fraction,
+                                    size=size, seed=args.seed, noise=args.noise)
+            result["out"] = args.out
+        else:
+            args = _train_parser().parse_args(argv)
+            from train.fit import train
+
+            result = train(
+                args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                dropout=args.dropout, patience=args.patience, brightness=args.brightness,
+                flip=not args.no_flip, resume=args.resume, corrections=args.corrections,
+                corrections_weight=args.corrections_weight, plots=not args.no_plots, seed=args.seed,
+            )
+    except (FileNotFoundError, ValueError) as exc:  # TransformMismatch is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _emit(result, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())

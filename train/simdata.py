@@ -1,0 +1,94 @@
+"""Expert demonstrations from kartsim, written straight into prepared-array layout.
+
+For tests, benchmarks and quick experiments: the real path is
+``record --source sim`` -> ``dataset clean`` -> ``dataset prepare``; this
+writes the same ``DIR/{train,val}_{frames,actions}.npy`` + ``manifest.json``
+without the PNG round trip.
+
+DART-style noise injection (Laskey et al. 2017): with ``noise > 0`` the
+*executed* steering is the expert's plus a slowly varying perturbation, while
+the *label* stays the expert's action. The kart then visits states a bit off
+the expert's line and the data says how to recover from them, which is what
+plain cloning lacks (covariate shift: small errors compound into states the
+expert never showed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from common import action as act
+from common import frames
+from envs.kartsim.dart import DartNoise
+
+
+def write_arrays(out_dir: str, splits: dict[str, tuple[np.ndarray, np.ndarray]], sessions=None, **meta) -> str:
+    """Write ``{split}_frames.npy`` / ``{split}_actions.npy`` and a manifest like prepare's."""
+    os.makedirs(out_dir, exist_ok=True)
+    counts = {}
+    for split, (fr, ac) in splits.items():
+        np.save(os.path.join(out_dir, f"{split}_frames.npy"), np.asarray(fr, np.uint8))
+        np.save(os.path.join(out_dir, f"{split}_actions.npy"), np.asarray(ac, np.float32))
+        counts[split] = len(fr)
+    manifest = {
+        "transform": frames.TRANSFORM,
+        "action_fields": list(act.FIELDS),
+        **counts,
+        "sessions": sessions or [],
+        **meta,
+    }
+    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=2)
+    return out_dir
+
+
+def drive_expert(track: str, n_frames: int, *, size=(66, 200), seed: int = 0, noise: float = 0.0,
+                 progress: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Run kartsim's expert for ``n_frames`` steps; return model-input frames, expert labels, stats.
+
+    ``noise``: std of the DART steering perturbation (see DartNoise); labels stay the expert's.
+    """
+    from envs import kartsim
+
+    env = kartsim.make(track=track, size=size, seed=seed, laps=10_000)
+    obs, info = env.reset(seed=seed)
+    dart = DartNoise(noise, seed)
+    xs = np.empty((n_frames, *frames.MODEL_SHAPE), np.uint8)
+    ys = np.empty((n_frames, act.SIZE), np.float32)
+    falls = 0
+    bar = tqdm(total=n_frames, desc=f"expert {track}", unit="frame", disable=not progress)
+    for i in range(n_frames):
+        label = act.as_action(env.unwrapped.expert_action())
+        xs[i], ys[i] = frames.to_model_input(obs), label
+        obs, _, terminated, truncated, info = env.step(dart.perturb(label))
+        if terminated or truncated:
+            falls += int(info.get("falls", 0))
+            obs, info = env.reset()
+        bar.update(1)
+    bar.close()
+    stats = {"track": track, "frames": n_frames, "noise": noise, "laps": int(info.get("lap", 0)),
+             "lap_times": [round(float(t), 3) for t in info.get("lap_times", [])],
+             "falls": falls + int(info.get("falls", 0))}
+    env.close()
+    return xs, ys, stats
+
+
+def expert_dataset(out_dir: str, track: str = "luigi", n_frames: int = 600, *, val_fraction: float = 0.2,
+                   size=(66, 200), seed: int = 0, noise: float = 0.0, progress: bool = True) -> dict:
+    """Expert demos -> prepared arrays. The last ``val_fraction`` of the drive is the val split
+    (a contiguous stretch, like a held-out session, so val is not a shuffled copy of train)."""
+    xs, ys, stats = drive_expert(track, n_frames, size=size, seed=seed, noise=noise, progress=progress)
+    cut = int(round(len(xs) * (1 - val_fraction)))
+    sessions = [
+        {"path": f"sim-{track}-train", "split": "train", "rows": [0, cut], "frames": cut, "source": "sim",
+         "drivers": {"expert": cut}, "excluded": {}},
+        {"path": f"sim-{track}-val", "split": "val", "rows": [0, len(xs) - cut], "frames": len(xs) - cut,
+         "source": "sim", "drivers": {"expert": len(xs) - cut}, "excluded": {}},
+    ]
+    write_arrays(out_dir, {"train": (xs[:cut], ys[:cut]), "val": (xs[cut:], ys[cut:])}, sessions,
+                 rate_hz=30, expert=stats)
+    return stats
