@@ -1,0 +1,283 @@
+"""Drive server latency and load: our server vs TensorKart's way, in one run.
+
+    python -m bench.drive [--model M.keras] --json
+    -> post_p50_ms, post_p99_ms   POST 640x480 frames on one keep-alive connection
+       get_p50_ms, get_p99_ms     GET: the server captures 640x480 with mss (private Xvfb)
+       naive_p50_ms, naive_p99_ms TensorKart's way: Werkzeug dev server, a new connection
+                                  per poll, model.predict per request (same frame, same model)
+       speedup                    naive_p99_ms / post_p99_ms   (targets: post p99 <= 5 ms, >= 10x)
+       load_*                     4 controllers polling concurrently (default 20,000 requests):
+                                  errors, requests/s, server RSS at start and end
+
+Both servers run as their own processes (like the emulator and the server do),
+the clients here. Latency is client-side: from sending the request to having
+read the whole answer. Without --model an untrained PilotNet is saved to a temp
+dir (the weights do not change the cost of a forward pass).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+FRAME_HW = (480, 640)
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return -1
+
+
+def percentiles(lat_s: list[float]) -> tuple[float, float]:
+    a = np.asarray(lat_s) * 1000.0
+    p50, p99 = np.percentile(a, [50, 99])
+    return round(float(p50), 3), round(float(p99), 3)
+
+
+class ServerProcess:
+    """A server subprocess that announces its port on stderr ('... on http://127.0.0.1:PORT')."""
+
+    def __init__(self, cmd: list[str], env: dict | None = None, timeout: float = 120.0):
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or {})})
+        self.port: int | None = None
+        self.stderr_tail: list[str] = []
+        ready = threading.Event()
+
+        def drain():  # keep reading stderr so the server never blocks on a full pipe
+            for line in self.proc.stderr:
+                self.stderr_tail = (self.stderr_tail + [line])[-20:]
+                m = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+                if m and self.port is None:
+                    self.port = int(m.group(1))
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not ready.wait(timeout) or self.port is None:
+            self.proc.kill()
+            raise RuntimeError(f"server did not start: {' '.join(cmd)}\n{''.join(self.stderr_tail)}")
+
+    def stop(self) -> str:
+        """SIGINT, wait, return stdout."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        return out
+
+
+def bench_keepalive(port: int, method: str, n: int, warmup: int, frame: np.ndarray) -> list[float]:
+    from drive.client import DriveClient
+
+    lat = []
+    with DriveClient("127.0.0.1", port) as cli:
+        for i in range(warmup + n):
+            t0 = time.perf_counter()
+            status, body = cli.post(0, frame, index=i) if method == "POST" else cli.get(0)
+            dt = time.perf_counter() - t0
+            if status != 200:
+                raise RuntimeError(f"{method} /0 answered {status}: {body[:200]!r}")
+            if i >= warmup:
+                lat.append(dt)
+    return lat
+
+
+def bench_naive(port: int, n: int, warmup: int, frame: np.ndarray) -> list[float]:
+    """TensorKart's client side: a new TCP connection for every poll."""
+    import http.client
+
+    body = frame.tobytes()
+    headers = {"X-Frame": f"{frame.shape[1]}x{frame.shape[0]}x3", "Connection": "close"}
+    lat = []
+    for i in range(warmup + n):
+        t0 = time.perf_counter()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("POST", "/0", body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        dt = time.perf_counter() - t0
+        if resp.status != 200:
+            raise RuntimeError(f"naive server answered {resp.status}: {data[:200]!r}")
+        if i >= warmup:
+            lat.append(dt)
+    return lat
+
+
+def load_test(port: int, pid: int, total: int, controllers: int = 4, frame_hw=FRAME_HW, progress=True) -> dict:
+    """``controllers`` keep-alive clients polling at once until ``total`` answers."""
+    from tqdm.auto import tqdm
+
+    from drive.client import DriveClient
+
+    frame = np.random.default_rng(1).integers(0, 256, (*frame_hw, 3), dtype=np.uint8)
+    per = [total // controllers + (1 if c < total % controllers else 0) for c in range(controllers)]
+    errors = [0] * controllers
+    done = [0] * controllers
+    exc: list[str] = []
+    rss = {"start_kb": rss_kb(pid)}
+    bar = tqdm(total=total, desc="load test", unit="req", disable=not progress)
+
+    def client(c: int):
+        try:
+            with DriveClient("127.0.0.1", port) as cli:
+                for i in range(per[c]):
+                    status, body = cli.post(c, frame, index=i)
+                    if status != 200 or not body.startswith(b"{"):
+                        errors[c] += 1
+                    done[c] += 1
+        except Exception as e:  # a dropped connection is an error of the run, not a crash of the bench
+            exc.append(f"controller {c}: {type(e).__name__}: {e}")
+            errors[c] += per[c] - done[c]
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(controllers)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    samples = []
+    while any(t.is_alive() for t in threads):
+        time.sleep(0.5)
+        bar.n = sum(done)
+        bar.refresh()
+        samples.append((sum(done), rss_kb(pid)))
+    elapsed = time.perf_counter() - t0
+    bar.close()
+    rss["end_kb"] = rss_kb(pid)
+    rss["max_kb"] = max([kb for _, kb in samples] + [rss["end_kb"]])
+    # RSS after each further ~10% of the requests: flat means no growth per request
+    marks, step = [], total / 10
+    for n, kb in samples:
+        if n >= step * (len(marks) + 1):
+            marks.append(round(kb / 1024, 1))
+    return {"load_requests": sum(done), "load_controllers": controllers, "load_errors": sum(errors),
+            "load_exceptions": exc, "load_req_per_s": round(sum(done) / elapsed, 1),
+            "load_seconds": round(elapsed, 1), "load_rss_start_mb": round(rss["start_kb"] / 1024, 1),
+            "load_rss_end_mb": round(rss["end_kb"] / 1024, 1), "load_rss_max_mb": round(rss["max_kb"] / 1024, 1),
+            "load_rss_every_10pct_mb": marks}
+
+
+def naive_server(model_path: str) -> None:
+    """TensorKart's server: Flask on Werkzeug's dev server, ``model.predict`` per request."""
+    from flask import Flask, jsonify, request
+    from werkzeug.serving import make_server
+
+    from common.action import to_n64
+    from common.frames import to_model_input
+    from train.model import load_model
+
+    model = load_model(model_path)
+    app = Flask("tensorkart")
+
+    @app.route("/<int:controller>", methods=["GET", "POST"])
+    def poll(controller):
+        w, h, _ = (int(v) for v in request.headers["X-Frame"].split("x"))
+        frame = np.frombuffer(request.get_data(), np.uint8).reshape(h, w, 3)
+        action = model.predict(to_model_input(frame)[None], batch_size=1, verbose=0)[0]
+        return jsonify(to_n64(np.clip(action, -1, 1)))
+
+    srv = make_server("127.0.0.1", 0, app, threaded=True)
+    print(f"naive: TensorKart-style server on http://127.0.0.1:{srv.port}", file=sys.stderr, flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        srv.serve_forever()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.drive", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="PilotNet .keras (default: an untrained one in a temp dir)")
+    p.add_argument("--requests", type=int, default=2000, help="timed POST polls (default: %(default)s)")
+    p.add_argument("--get-requests", type=int, default=500, help="timed GET polls, 0 = skip (default: %(default)s)")
+    p.add_argument("--naive-requests", type=int, default=200, help="timed naive polls (default: %(default)s)")
+    p.add_argument("--load-requests", type=int, default=20000,
+                   help="load test total over 4 controllers, 0 = skip (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=100, help="untimed polls first (default: %(default)s)")
+    p.add_argument("--naive-server", metavar="MODEL", help=argparse.SUPPRESS)  # internal: run the naive server
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    args = p.parse_args(argv)
+    if args.naive_server:
+        naive_server(args.naive_server)
+        return 0
+
+    tmp = tempfile.TemporaryDirectory(prefix="bench-drive-")
+    model = args.model
+    if model is None:
+        from train.model import build_pilotnet, save_model
+
+        model = save_model(build_pilotnet(), os.path.join(tmp.name, "pilotnet.keras"))
+    frame = np.random.default_rng(0).integers(0, 256, (*FRAME_HW, 3), dtype=np.uint8)
+    result: dict = {"frame": f"{FRAME_HW[1]}x{FRAME_HW[0]}", "cpus": os.cpu_count(), "model": model}
+
+    display_ctx = None
+    env = {}
+    if args.get_requests:
+        from record.xvfb import virtual_display
+
+        display_ctx = virtual_display("800x600x24")
+        env["DISPLAY"] = display_ctx.__enter__()
+    try:
+        server = ServerProcess([sys.executable, "-m", "drive", "--model", model, "--port", "0", "--gamepad", "none",
+                                "--sessions", os.path.join(tmp.name, "sessions"), "--json"], env)
+        try:
+            lat = bench_keepalive(server.port, "POST", args.requests, args.warmup, frame)
+            result["post_p50_ms"], result["post_p99_ms"] = percentiles(lat)
+            print(f"POST 640x480 keep-alive: p50 {result['post_p50_ms']} ms  p99 {result['post_p99_ms']} ms",
+                  flush=True)
+            if args.get_requests:
+                lat = bench_keepalive(server.port, "GET", args.get_requests, args.warmup // 2, frame)
+                result["get_p50_ms"], result["get_p99_ms"] = percentiles(lat)
+                print(f"GET (mss capture 640x480): p50 {result['get_p50_ms']} ms  p99 {result['get_p99_ms']} ms",
+                      flush=True)
+            if args.load_requests:
+                result.update(load_test(server.port, server.proc.pid, args.load_requests))
+                print(f"load: {result['load_requests']} requests from 4 controllers, {result['load_errors']} errors, "
+                      f"{result['load_req_per_s']} req/s, server RSS {result['load_rss_start_mb']} -> "
+                      f"{result['load_rss_end_mb']} MB", flush=True)
+        finally:
+            out = server.stop()
+        try:
+            summary = json.loads(out.strip().splitlines()[-1])
+            result["server_side"] = summary.get("server", {}).get("latency_ms")
+            result["server_errors"] = summary.get("server", {}).get("errors")
+        except (ValueError, IndexError):
+            result["server_side"] = None
+    finally:
+        if display_ctx is not None:
+            display_ctx.__exit__(None, None, None)
+
+    naive = ServerProcess([sys.executable, "-m", "bench.drive", "--naive-server", model])
+    try:
+        lat = bench_naive(naive.port, args.naive_requests, min(args.warmup, 10), frame)
+    finally:
+        naive.stop()
+    result["naive_p50_ms"], result["naive_p99_ms"] = percentiles(lat)
+    result["speedup"] = round(result["naive_p99_ms"] / result["post_p99_ms"], 1)
+    result["speedup_p50"] = round(result["naive_p50_ms"] / result["post_p50_ms"], 1)
+    print(f"naive (TensorKart's way): p50 {result['naive_p50_ms']} ms  p99 {result['naive_p99_ms']} ms; "
+          f"speedup (p99) {result['speedup']}x", flush=True)
+    tmp.cleanup()
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
