@@ -4,41 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import sys
 import time
 
+from common.xvfb import Xvfb, parse_size
+
 
 @contextlib.contextmanager
 def virtual_display(size: str = "800x600x24", boost: bool = False):
-    """Start Xvfb on a free display number; yields ':N' and stops it afterwards.
+    """Start Xvfb (common.xvfb) on a free display number; yields ':N' and stops it afterwards.
 
-    ``boost``: run the X server under SCHED_FIFO where permitted (the benchmark's option
-    to measure the recorder apart from a crowded machine's scheduling of the X server)."""
-    if not shutil.which("Xvfb"):
-        raise FileNotFoundError("Xvfb is not installed (apt-get install xvfb)")
-    r, w = os.pipe()
-    proc = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", size, "-nolisten", "tcp"],
-                            pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(w)
-    if boost:
-        with contextlib.suppress(AttributeError, OSError):
-            os.sched_setscheduler(proc.pid, os.SCHED_FIFO, os.sched_param(5))
-    try:
-        with os.fdopen(r) as fh:
-            num = fh.readline().strip()  # Xvfb writes the display number once it is ready
-        if not num:
-            raise RuntimeError("Xvfb did not start")
-        yield f":{num}"
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    ``boost``: run the X server under SCHED_FIFO where permitted."""
+    with Xvfb(*parse_size(size), boost=boost) as xvfb:
+        yield xvfb.display
 
 
 @contextlib.contextmanager

@@ -8,11 +8,11 @@ user's ~/.config is never touched) and runs it on a given X display.
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import subprocess
-import time
 from pathlib import Path
+
+from common.xvfb import Xvfb  # noqa: F401  (re-exported for the plugin tests and bench)
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = ROOT / "plugin_c"
@@ -28,34 +28,6 @@ def mupen64plus_binary() -> str | None:
         if found:
             return found
     return None
-
-
-class Xvfb:
-    """A private Xvfb server on a random free display in a high range (away
-    from the :0/:99 that scripts and people use); ``.name`` is ':N'."""
-
-    def __init__(self, width: int = 800, height: int = 600, timeout: float = 15.0):
-        if shutil.which("Xvfb") is None:
-            raise FileNotFoundError("Xvfb is not installed (apt-get install xvfb)")
-        rng = random.Random()
-        for _attempt in range(20):
-            number = rng.randrange(300, 900)
-            if Path(f"/tmp/.X{number}-lock").exists() or Path(f"/tmp/.X11-unix/X{number}").exists():
-                continue
-            self.proc = subprocess.Popen(
-                ["Xvfb", f":{number}", "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            deadline = time.monotonic() + timeout
-            while self.proc.poll() is None and time.monotonic() < deadline:
-                if Path(f"/tmp/.X11-unix/X{number}").exists():
-                    self.name = f":{number}"
-                    return
-                time.sleep(0.05)
-            stop(self.proc)  # lost a race for that display, or too slow: try another
-        raise RuntimeError("could not start Xvfb on a free display")
-
-    def close(self) -> None:
-        stop(self.proc)
 
 
 def build_plugin() -> Path:

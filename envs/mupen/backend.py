@@ -1,0 +1,95 @@
+"""The emulator behind the learner's ``VecEnvBackend`` interface (train/finetune/envs.py).
+
+``MupenBackend`` wraps :class:`envs.mupen.vector.VecMupen`: observations go
+through ``common.frames.to_model_batch`` (66x200 model input), one decision
+lasts ``frames_per_step`` controller polls (one per game frame), the reward
+is the change in course completion (one lap = 100, as in kartsim) weighted by
+``RewardShaping.progress`` (the other shaping terms need signals we do not
+read from MK64 yet and are ignored here). Registered as ``--env mk64`` (and ``--env mupen-test``
+for the GPL test ROM) when this module is imported.
+
+ROM and savestate come from the factory's ``rom=``/``state=`` or the
+``KARTPILOT_ROM`` / ``KARTPILOT_STATE`` environment variables (the Makefile's
+``ROM=`` / ``STATE=``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from common import frames as fr
+
+
+class MupenBackend:
+    def __init__(self, track: str = "mk64", num_envs: int = 24, frames_per_step: int = 4, seed: int | None = 0,
+                 shaping=None, rom: str | None = None, state: str | None = None, profile: str | None = None,
+                 **env_kw):
+        from envs.mupen.vector import VecMupen
+
+        rom = rom or os.environ.get("KARTPILOT_ROM")
+        state = state or os.environ.get("KARTPILOT_STATE") or None
+        if not rom:
+            raise ValueError("the emulator env needs your ROM: pass ROM=path/to/mk64.z64 (KARTPILOT_ROM)")
+        self.track, self.num_envs, self.frames_per_step, self._seed = track, num_envs, frames_per_step, seed
+        self.shaping = shaping
+        self.vec = VecMupen(num_envs, rom=rom, state=state, profile=profile, frame_skip=frames_per_step,
+                            **env_kw)
+        self._laps = np.zeros(num_envs)
+
+    def _obs(self, frames) -> np.ndarray:
+        return fr.to_model_batch(list(frames))
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        obs, info = self.vec.reset(seed=self._seed if seed is None else seed)
+        self._laps = np.asarray(info.get("lap", np.zeros(self.num_envs)), np.float64)
+        return self._obs(obs)
+
+    def step(self, actions: np.ndarray):
+        from train.finetune.envs import StepResult
+
+        obs, reward, term, trunc, info = self.vec.step(np.asarray(actions, np.float32))
+        n = self.num_envs
+        reward = np.asarray(reward, np.float64)
+        if self.shaping is not None:
+            reward = self.shaping.progress * reward
+        laps = np.asarray(info["lap"], np.float64) if "lap" in info else self._laps
+        new_laps = []
+        lap_times = info.get("lap_times")
+        for i in np.flatnonzero(laps > self._laps):
+            if lap_times is not None and lap_times[i]:
+                new_laps.append((int(i), float(lap_times[i][-1])))
+        self._laps = laps
+        out = {
+            "progress": np.asarray(info.get("progress", np.zeros(n)), np.float64),
+            "lap": laps.copy(),
+            "speed": np.asarray(info.get("speed", np.zeros(n)), np.float64),
+            "falls": np.zeros(n),  # MK64 has no fall counter we read (yet)
+            "new_laps": new_laps,
+            "restarts": np.asarray(self.vec.restarts),
+        }
+        return StepResult(self._obs(obs), reward.astype(np.float32), np.asarray(term, bool),
+                          np.asarray(trunc, bool), out)
+
+    def close(self) -> None:
+        self.vec.close()
+
+
+def _mk64(**kw):
+    return MupenBackend(profile="mk64", **kw)
+
+
+def _test_rom(**kw):
+    kw.setdefault("rom", os.environ.get("KARTPILOT_TEST_ROM"))
+    return MupenBackend(profile="test", **kw)
+
+
+def register() -> None:
+    from train.finetune.envs import register_backend
+
+    register_backend("mk64", _mk64)
+    register_backend("mupen-test", _test_rom)
+
+
+register()

@@ -1,0 +1,240 @@
+"""MupenEnv: one mupen64plus instance as a Gymnasium environment.
+
+Lockstep through the drive protocol: between steps the env holds the
+plugin's latest poll unanswered, so the emulator waits. ``step(action)``
+answers it with the action, answers ``frame_skip - 1`` more polls with the
+same action, then holds the next poll: its frame is the observation and its
+telemetry feeds the game profile (reward, end of race, info). ``reset()``
+answers with ``"CMD": "reset"`` (the plugin loads the savestate), lets
+``settle_polls`` polls pass while the core loads it, and holds the next.
+
+A crashed or frozen emulator (process gone, or no poll for
+``poll_timeout_s``) is restarted on a fresh display; the step that saw it
+returns ``truncated=True`` with ``info["crashed"] = True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from common.action import HIGH, LOW, to_n64
+from envs.mupen.bridge import Bridge, Poll
+from envs.mupen.process import Emulator, EmulatorError, Xvfb, find_plugin
+from envs.mupen.profiles import GameProfile, get_profile, profile_for_rom
+
+log = logging.getLogger(__name__)
+
+
+class EmulatorCrashed(RuntimeError):
+    """The emulator died or stopped polling (internal: triggers a restart)."""
+
+
+class MupenEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+
+    def __init__(self, rom: str | Path, *, profile: str | GameProfile | None = None,
+                 state: str | Path | None = None, frame_skip: int = 1, max_steps: int | None = None,
+                 resolution: str = "320x240", frame_size: tuple[int, int] | None = None,
+                 plugin: str | Path | None = None, boot_timeout_s: float = 60.0,
+                 poll_timeout_s: float = 15.0, settle_polls: int = 3, timeout_ms: int = 10000,
+                 max_restarts: int = 20, tracker_kw: dict | None = None, render_mode: str | None = None):
+        if frame_skip < 1:
+            raise ValueError(f"frame_skip must be >= 1, got {frame_skip}")
+        self.rom = Path(rom).resolve()
+        if isinstance(profile, GameProfile):
+            self.profile = profile
+        else:
+            self.profile = get_profile(profile) if profile else profile_for_rom(self.rom)
+        self.header = self.profile.check_rom(self.rom)  # refuse a wrong ROM before anything runs
+        self.state = Path(state).resolve() if state else None
+        if self.state is not None and not self.state.is_file():
+            raise FileNotFoundError(f"savestate {self.state} not found (make one: python -m envs.mupen savestate)")
+        self.plugin = find_plugin(plugin)
+        self.frame_skip, self.max_steps, self.settle_polls = frame_skip, max_steps, settle_polls
+        self.resolution, self.frame_size, self.timeout_ms = resolution, frame_size, timeout_ms
+        self.boot_timeout_s, self.poll_timeout_s, self.max_restarts = boot_timeout_s, poll_timeout_s, max_restarts
+        self.tracker_kw = tracker_kw or {}
+        self.render_mode = render_mode
+        w, h = frame_size or tuple(int(v) for v in resolution.split("x"))
+        self.observation_space = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
+        self.action_space = gym.spaces.Box(LOW, HIGH, (5,), np.float32)
+        self.restarts = 0
+        self._bridge: Bridge | None = None
+        self._xvfb: Xvfb | None = None
+        self._emu: Emulator | None = None
+        self._workdir: Path | None = None
+        self._home: Path | None = None  # outlives restarts: holds the env's own savestate
+        self._held: Poll | None = None
+        self._obs = np.zeros(self.observation_space.shape, np.uint8)
+        self._steps = 0
+        self._tracker = None
+
+    # ----------------------------------------------------------------- processes
+    @property
+    def emulator_pid(self) -> int | None:
+        return self._emu.pid if self._emu else None
+
+    @property
+    def display(self) -> str | None:
+        return self._xvfb.display if self._xvfb else None
+
+    @property
+    def state_path(self) -> Path:
+        """The savestate reset loads: ``state`` or the env's own (save_state())."""
+        if self.state is not None:
+            return self.state
+        if self._home is None:
+            self._home = Path(tempfile.mkdtemp(prefix="kartpilot-mupen-"))
+        return self._home / "kartpilot.st"
+
+    def _launch(self) -> None:
+        state = self.state_path
+        self._workdir = Path(tempfile.mkdtemp(prefix="run-", dir=state.parent if self.state is None else None))
+        self._bridge = Bridge(hold_s=max(0.5, self.timeout_ms / 1000 - 1.0))
+        self._xvfb = Xvfb()
+        self._emu = Emulator(
+            self.rom, self._xvfb.display, self._bridge.port, self._workdir, plugin=self.plugin,
+            profile=self.profile.plugin_profile(), savestate=str(state),
+            load_state=state.is_file(), resolution=self.resolution, frame_size=self.frame_size,
+            timeout_ms=self.timeout_ms,
+        )
+        try:
+            self._held = self._next(self.boot_timeout_s, "boot")
+        except EmulatorCrashed as exc:
+            tail = self._emu.log_tail(8)
+            self._shutdown()
+            raise EmulatorError(f"{exc}; mupen64plus said:\n{tail}") from None
+
+    def _shutdown(self) -> None:
+        if self._emu:
+            self._emu.close()
+        if self._xvfb:
+            self._xvfb.close()
+        if self._bridge:
+            self._bridge.close()
+        if self._workdir:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+        self._emu = self._xvfb = self._bridge = self._workdir = self._held = None
+
+    def _restart(self, why: str) -> None:
+        self.restarts += 1
+        tail = self._emu.log_tail(5) if self._emu else ""
+        log.warning("mupen64plus instance restarting (%s), restart %d; log tail:\n%s", why, self.restarts, tail)
+        if self.restarts > self.max_restarts:
+            self._shutdown()
+            raise RuntimeError(f"mupen64plus crashed {self.restarts} times (last: {why}); giving up. Log:\n{tail}")
+        self._shutdown()
+        for attempt in range(3):
+            try:
+                self._launch()
+                return
+            except EmulatorError:
+                if attempt == 2:
+                    raise
+
+    def _next(self, timeout: float, what: str) -> Poll:
+        """The next live poll; EmulatorCrashed if the process is gone or silent."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if self._emu is None or not self._emu.alive():
+                code = None if self._emu is None else self._emu.proc.returncode
+                raise EmulatorCrashed(f"mupen64plus exited (status {code}) while waiting for {what}")
+            if left <= 0:
+                raise EmulatorCrashed(f"no poll from the plugin for {timeout:.0f} s ({what})")
+            poll = self._bridge.next_poll(min(left, 0.5))
+            if poll is not None and not poll.expired:
+                return poll
+
+    def _answer_held(self, keys: dict, cmd: str | None, what: str) -> None:
+        """Answer the held poll; if the bridge already answered it (the learner
+        was idle past the hold), the emulator moved on: answer the next live one."""
+        while not self._held.answer(keys, cmd=cmd):
+            self._held = self._next(self.poll_timeout_s, what)
+
+    # ----------------------------------------------------------------- gym API
+    def _observe(self, poll: Poll) -> np.ndarray:
+        if poll.frame is not None:
+            frame = poll.frame
+            if frame.shape != self._obs.shape:
+                raise RuntimeError(f"plugin posted {frame.shape} frames, env expects {self._obs.shape}")
+            self._obs = frame
+        return self._obs
+
+    def _base_info(self, poll: Poll) -> dict:
+        return {"frame_index": poll.index, "restarts": self.restarts, "crashed": False,
+                "idle_polls": self._bridge.idle_polls if self._bridge else 0}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        for _ in range(3):
+            try:
+                if self._emu is None:
+                    self._launch()
+                elif self.state_path.is_file():
+                    self._answer_held(to_n64(np.zeros(5)), "reset", "reset")
+                    for _ in range(self.settle_polls):
+                        self._next(self.poll_timeout_s, "reset").answer()
+                    self._held = self._next(self.poll_timeout_s, "reset")
+                break
+            except EmulatorCrashed as exc:
+                self._restart(str(exc))
+        poll = self._held
+        self.profile.require(poll.telemetry)
+        self._tracker = self.profile.tracker(**self.tracker_kw)
+        info = {**self._base_info(poll), **self._tracker.start(poll.telemetry)}
+        self._steps = 0
+        return self._observe(poll), info
+
+    def step(self, action):
+        if self._tracker is None:
+            raise RuntimeError("call reset() before step()")
+        keys = to_n64(action)
+        try:
+            self._answer_held(keys, None, "step")
+            for _ in range(self.frame_skip - 1):
+                self._next(self.poll_timeout_s, "step").answer(keys)
+            self._held = self._next(self.poll_timeout_s, "step")
+        except EmulatorCrashed as exc:
+            self._restart(str(exc))
+            self._tracker = None  # the episode is over: the caller resets
+            info = {"frame_index": -1, "restarts": self.restarts, "crashed": True, "reason": str(exc)}
+            return self._obs, 0.0, False, True, info
+        poll = self._held
+        reward, terminated, game_info = self._tracker.step(poll.telemetry)
+        self._steps += 1
+        truncated = bool(self.max_steps and self._steps >= self.max_steps and not terminated)
+        info = {**self._base_info(poll), **game_info}
+        return self._observe(poll), reward, bool(terminated), truncated, info
+
+    def save_state(self) -> None:
+        """Answer the held poll with ``"CMD": "save"``: the plugin writes the
+        savestate file (or the core's current slot) at the next VI."""
+        if self._held is None:
+            raise RuntimeError("call reset() before save_state()")
+        self._answer_held(to_n64(np.zeros(5)), "save", "save")
+        for _ in range(self.settle_polls):
+            self._next(self.poll_timeout_s, "save").answer()
+        self._held = self._next(self.poll_timeout_s, "save")
+
+    def render(self):
+        return self._obs
+
+    def close(self):
+        self._shutdown()
+        if self._home is not None:
+            shutil.rmtree(self._home, ignore_errors=True)
+            self._home = None
+        super().close()
+
+    def __del__(self):
+        with contextlib.suppress(Exception):
+            self._shutdown()

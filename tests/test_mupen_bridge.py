@@ -1,0 +1,100 @@
+"""The env's HTTP endpoint, over real HTTP/1.1 keep-alive (as the plugin talks to it)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from envs.mupen.bridge import Bridge, BridgeError
+
+
+@pytest.fixture
+def bridge():
+    b = Bridge(hold_s=2.0)
+    yield b
+    b.close()
+
+
+def _post(conn, frame: np.ndarray | None, telemetry: str = "", index: int = 0, spec: str | None = None):
+    headers = {"X-Frame-Index": str(index)}
+    body = b""
+    if frame is not None:
+        h, w, _ = frame.shape
+        headers["X-Frame"] = spec or f"{w}x{h}x3"
+        body = frame.tobytes()
+    if telemetry:
+        headers["X-Telemetry"] = telemetry
+    conn.request("POST", "/0", body=body, headers=headers)
+    resp = conn.getresponse()
+    return resp.status, json.loads(resp.read())
+
+
+def test_lockstep_polls_over_one_connection(bridge):
+    conn = http.client.HTTPConnection(bridge.host, bridge.port, timeout=10)
+    frames = [np.full((4, 6, 3), i, np.uint8) for i in range(3)]
+    answers = []
+
+    def plugin():
+        for i, f in enumerate(frames):
+            answers.append(_post(conn, f, f"lap={i};speed={i * 1.5}", index=i))
+
+    t = threading.Thread(target=plugin)
+    t.start()
+    for i in range(3):
+        poll = bridge.next_poll(5)
+        assert poll is not None and poll.index == i and poll.frame.shape == (4, 6, 3)
+        assert (poll.frame == i).all() and poll.telemetry == {"lap": i, "speed": i * 1.5}
+        assert poll.answer({"X_AXIS": 40 + i, "A_BUTTON": 1}, cmd="reset" if i == 2 else None)
+        assert not poll.answer({"X_AXIS": 0})  # answered once only
+    t.join(10)
+    assert answers[0] == (200, {"X_AXIS": 40, "A_BUTTON": 1})
+    assert answers[2] == (200, {"X_AXIS": 42, "A_BUTTON": 1, "CMD": "reset"})
+    conn.close()
+
+
+def test_unanswered_poll_gets_neutral_after_hold(bridge):
+    bridge.hold_s = 0.2
+    conn = http.client.HTTPConnection(bridge.host, bridge.port, timeout=10)
+    status, body = _post(conn, np.zeros((2, 2, 3), np.uint8))
+    assert status == 200 and body == {"X_AXIS": 0, "Y_AXIS": 0}
+    poll = bridge.next_poll(1)
+    assert poll.expired and not poll.answer({"A_BUTTON": 1})
+    assert bridge.idle_polls == 1
+    conn.close()
+
+
+def test_bad_frame_header_is_refused_and_reported(bridge):
+    conn = http.client.HTTPConnection(bridge.host, bridge.port, timeout=10)
+    status, body = _post(conn, np.zeros((2, 2, 3), np.uint8), spec="3x2x3")
+    assert status == 400 and "X-Frame" in body["error"]
+    with pytest.raises(BridgeError, match="X-Frame '3x2x3'"):
+        bridge.next_poll(1)
+    status, body = _post(conn, None, telemetry="lap=oops")
+    assert status == 400
+    with pytest.raises(Exception, match="'lap'"):
+        bridge.next_poll(1)
+    conn.close()
+
+
+def test_get_poll_without_frame(bridge):
+    conn = http.client.HTTPConnection(bridge.host, bridge.port, timeout=10)
+    result = {}
+
+    def plugin():
+        conn.request("GET", "/0")
+        resp = conn.getresponse()
+        result["body"] = json.loads(resp.read())
+
+    t = threading.Thread(target=plugin)
+    t.start()
+    poll = bridge.next_poll(5)
+    assert poll.frame is None and poll.index == -1 and poll.telemetry == {}
+    poll.answer({"B_BUTTON": 1})
+    t.join(10)
+    assert result["body"] == {"B_BUTTON": 1}
+    assert bridge.next_poll(0.05) is None
+    conn.close()
