@@ -1,0 +1,123 @@
+"""Environment throughput: the simulator, the real emulator, and the simulator over Ray.
+
+    python -m bench.envs [--envs 24] [--steps 200] [--emu-steps 600] --json
+    -> sim_steps_per_s, emu_steps_per_s, ray_sim_steps_per_s
+
+sim: the learner's kartsim backend (66x200 frames, one game frame per step)
+in this process. emu: 2 mupen64plus instances with the GPL test ROM through
+our plugin (frames posted, telemetry read, lockstep), one poll per step. ray:
+the same kartsim envs split over 2 Ray actors on a local Ray started here
+(2 CPUs, small object store). All figures count env steps (one game frame per
+env) per wall second over every env. A part whose tool is missing (ROM, mupen64plus,
+Ray) reports null and why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _rate(backend, steps: int, num_envs: int) -> float:
+    backend.reset(seed=0)
+    act = np.zeros((num_envs, 5), np.float32)
+    act[:, 2] = 1.0
+    for _ in range(5):  # warm-up (JIT, first frames)
+        backend.step(act)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        backend.step(act)
+    return steps * num_envs / (time.perf_counter() - t0)
+
+
+def bench_sim(envs: int, steps: int) -> float:
+    from train.finetune.envs import make_backend
+
+    b = make_backend("kartsim", track="luigi", num_envs=envs, frames_per_step=1, seed=0)
+    try:
+        return _rate(b, steps, envs)
+    finally:
+        b.close()
+
+
+def bench_emu(steps: int, instances: int = 2) -> float:
+    from envs.mupen.vector import VecMupen
+    from tests.conftest import test_rom_path
+
+    rom = test_rom_path()
+    if rom is None:
+        raise FileNotFoundError("GPL test ROM not found (KARTPILOT_TEST_ROM or ../shared/roms/)")
+    vec = VecMupen(instances, rom=str(rom), profile="test")
+    try:
+        vec.reset(seed=0)
+        act = np.zeros((instances, 5), np.float32)
+        for _ in range(10):
+            vec.step(act)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            vec.step(act)
+        return steps * instances / (time.perf_counter() - t0)
+    finally:
+        vec.close()
+
+
+def bench_ray(envs: int, steps: int, actors: int = 2) -> float:
+    import ray
+
+    from train.finetune import ray_backend as rb
+
+    rb.init_ray("local", num_cpus=actors, object_store_mb=100)
+    try:
+        b = rb.RayBackend(track="luigi", num_envs=envs, frames_per_step=1, seed=0, inner="kartsim",
+                          actors=actors, address="local")
+        try:
+            return _rate(b, steps, envs)
+        finally:
+            b.close()
+    finally:
+        ray.shutdown()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.envs", description=__doc__.split("\n\n")[0])
+    p.add_argument("--envs", type=int, default=24, help="simulator envs (sim and ray)")
+    p.add_argument("--steps", type=int, default=200, help="vector steps for sim and ray")
+    p.add_argument("--emu-steps", type=int, default=600, help="vector steps for the 2 emulators")
+    p.add_argument("--skip", nargs="*", default=[], choices=["sim", "emu", "ray"], help="parts to leave out")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    args = p.parse_args(argv)
+
+    out: dict = {"envs": args.envs, "emu_instances": 2, "ray_actors": 2}
+    parts = {"sim": lambda: bench_sim(args.envs, args.steps), "emu": lambda: bench_emu(args.emu_steps),
+             "ray": lambda: bench_ray(args.envs, args.steps)}
+    keys = {"sim": "sim_steps_per_s", "emu": "emu_steps_per_s", "ray": "ray_sim_steps_per_s"}
+    for name, fn in parts.items():
+        key = keys[name]
+        if name in args.skip:
+            out[key] = None
+            continue
+        print(f"bench.envs: {name} ...", file=sys.stderr, flush=True)
+        try:
+            out[key] = round(fn(), 1)
+        except (ImportError, FileNotFoundError, RuntimeError) as exc:
+            out[key] = None
+            out[f"{name}_skipped"] = str(exc)
+        print(f"bench.envs: {key} = {out[key]}", file=sys.stderr, flush=True)
+    out["cpus"] = os.cpu_count()
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for k, v in out.items():
+            print(f"{k}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""`make demo`: the whole pipeline on the built-in simulator."""

@@ -1,0 +1,146 @@
+"""Integration tests of train.finetune on the real simulator: a short run raises the
+return on a small track, checkpoint/resume takes the same next update, the CLI's
+JSON, and the live dashboard rendered by headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+
+from tests.test_finetune import tiny_pilotnet
+from train.finetune.dashboard import Dashboard
+from train.finetune.ppo import PPOConfig
+from train.finetune.trainer import Config, Trainer
+from train.model import save_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+# A small grass-edged oval (~8 s a lap at top speed): quick laps, no falls.
+OVAL = {
+    "name": "oval",
+    "points": [[30 * np.cos(a), 18 * np.sin(a), 12.0] for a in np.linspace(0, 2 * np.pi, 12, endpoint=False)],
+    "surface": {"offroad": "grass", "offroad_speed": 0.45},
+    "theme": "meadow",
+    "checkpoint_spacing": 15,
+}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("finetune")
+    track = d / "oval.json"
+    track.write_text(json.dumps(OVAL))
+    model = save_model(tiny_pilotnet(seed=1), str(d / "tiny.keras"))
+    return {"dir": d, "track": str(track), "model": model}
+
+
+def config(files, out, **kw) -> Config:
+    base = dict(model=files["model"], track=files["track"], eval_tracks=(files["track"],), envs=8,
+                action_repeat=4, rollout=16, warmup_frames=0, kl_coef=0.0, kl_final=0.0, eval_laps=1,
+                eval_max_s=20.0, eval_envs=4, out=str(out), tensorboard=False, seed=0, frames=10**9,
+                ppo=PPOConfig(lr=1e-3, critic_lr=1e-3, epochs=4, minibatch=64))
+    base.update(kw)
+    return Config(**base)
+
+
+@pytest.fixture(scope="module")
+def trained(files):
+    """A short PPO run of a tiny random-init conv net on the oval (shared by two tests)."""
+    dash = Dashboard(port=0).start()
+    trainer = Trainer(config(files, files["dir"] / "run"), on_step=dash.on_step, on_eval=dash.on_eval)
+    dash.attach(trainer)
+    before = trainer.run_eval()[0]
+    for _ in range(30):
+        trainer.train_update()
+    after = trainer.run_eval()[0]
+    yield trainer, dash, before, after
+    dash.stop()
+    trainer.close()
+
+
+def test_short_run_raises_the_return(trained):
+    trainer, _, before, after = trained
+    # deterministic evaluation over the same 20 game seconds from the same starts
+    assert after["return"] > before["return"] + 10.0, (before, after)  # 10 = a tenth of a lap
+    rate = [h["reward_per_s"] for h in trainer.history]
+    assert np.mean(rate[-10:]) > np.mean(rate[:3]), rate
+    assert all(h["phase"] == "ppo" for h in trainer.history)
+    assert trainer.frames == 30 * 16 * 8 * 4  # game frames: updates x rollout x envs x repeat
+
+
+def test_checkpoint_resume_takes_the_same_next_update(files, tmp_path):
+    cfg = config(files, tmp_path / "r", envs=4, rollout=8, warmup_frames=32 * 4)  # update 1 warm-up only
+    a = Trainer(cfg)
+    a.train_update()
+    a.save()
+    row_a = a.train_update()
+    b = Trainer(config(files, tmp_path / "r", envs=4, rollout=8, warmup_frames=32 * 4, resume=True))
+    assert b.updates == 1 and b.frames == a.frames - 8 * 4 * 4
+    row_b = b.train_update()
+    assert row_a["phase"] == row_b["phase"] == "ppo"
+    assert row_a["reward_per_s"] == pytest.approx(row_b["reward_per_s"], rel=1e-6)  # same rollout
+    for wa, wb in zip(a.net.get_weights()["head"], b.net.get_weights()["head"], strict=True):
+        np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(a.net.get_weights()["critic"][0], b.net.get_weights()["critic"][0], rtol=1e-5,
+                               atol=1e-7)
+    assert not np.allclose(a.net.get_weights()["head"][0], a.net.ref_head.get_weights()[0])  # it learned
+    a.close()
+    b.close()
+
+
+def test_cli_json_and_outputs(files, tmp_path):
+    out = tmp_path / "cli"
+    cmd = [sys.executable, "-m", "train.finetune", "--model", files["model"], "--track", files["track"],
+           "--eval-tracks", files["track"], "--frames", "1024", "--envs", "4", "--rollout", "8",
+           "--warmup-frames", "128", "--eval-every", "2", "--eval-laps", "1", "--eval-max-s", "15",
+           "--out", str(out), "--quiet", "--json"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("frames", "frames_per_s", "decisions_per_s", "bc_best_lap_s", "rl_best_lap_s",
+                "expert_best_lap_s", "lower_bound_s", "falls"):
+        assert key in summary
+    assert summary["frames"] == 1024
+    assert summary["decisions_per_s"] == pytest.approx(summary["frames_per_s"] / 4)
+    assert summary["expert_best_lap_s"] > summary["lower_bound_s"] > 0
+    for name in ("curve.png", "eval.csv", "train.csv", "summary.json", "ckpt/state.pkl", "ckpt/actor.keras"):
+        assert (out / name).exists(), name
+    assert "warmup" in (out / "train.csv").read_text()
+
+
+def test_cli_refuses_a_missing_model(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "train.finetune", "--model", str(tmp_path / "nope.keras"),
+                           "--frames", "10", "--out", str(tmp_path / "o")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and "nope.keras" in proc.stderr
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
+def test_dashboard_in_headless_chromium(trained):
+    trainer, dash, _, _ = trained
+    stats = json.loads(dash.app.test_client().get("/api/stats").data)
+    assert stats["episodes"] == len(trainer.collector.episodes) and len(stats["reward_per_s"]) == 30
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+             "--virtual-time-budget=4000", "--dump-dom", dash.url],
+            capture_output=True, text=True, timeout=120)
+    dom = proc.stdout
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    feeds = re.findall(r'<img id="feed(\d)"[^>]*data-loaded="1"', dom)
+    assert sorted(feeds) == [str(i) for i in range(8)], dom[:3000]
+    assert re.search(rf'id="episodes">{stats["episodes"]}<', dom)
+    assert re.search(r'id="fps">\d+<', dom)
+    points = re.search(r'<canvas id="returns"[^>]*data-points="(\d+)"', dom)
+    assert points and int(points.group(1)) > 0

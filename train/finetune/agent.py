@@ -1,0 +1,228 @@
+"""The actor-critic built on the cloned PilotNet, and its action distribution.
+
+The cloned model is split at its ``flatten`` layer:
+
+* the **trunk** (frame input + convolutions) is frozen: a PilotNet training step
+  costs ~1.3 ms/sample on 2 cores, so PPO trains only what lies above it and
+  the features computed while acting are reused for every epoch (no second
+  forward pass through the convolutions);
+* the **actor head** is a trainable copy of the cloned dense stack. Its last
+  layer's pre-softsign output ``z`` parameterises the distribution:
+  steering ``x ~ N(softsign(z0), exp(log_std))`` with a learned ``log_std`` that
+  starts small; buttons ``a, b, rb ~ Bernoulli(p)`` with ``p = (softsign(z)+1)/2``
+  -- exactly the cloned output -- whose logit is ``sign(z) * log(1 + 2|z|)``
+  (smooth, never saturating to a zero gradient); ``y`` is not sampled (it does
+  not steer) and follows its mean. With ``frame_stack k > 1`` the head sees the
+  features of the last ``k`` frames; the older frames' weights start at zero so
+  the start policy is still exactly the cloned one.
+* a frozen copy of the start head is the **reference** for the KL term;
+* the **critic** is a small MLP on the same (stacked) features.
+
+The deterministic policy (steering mean, buttons ``p > 0.5``) equals the cloned
+``train.policy.Policy`` at the start, and ``export_pilotnet`` writes the tuned
+actor back as a plain PilotNet ``.keras`` that drive and evaluate load.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from common import action as act
+
+FEATURE_LAYER = "flatten"
+BUTTONS = (2, 3, 4)  # a, b, rb indices in the action vector
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def split_cloned(cloned: keras.Model) -> tuple[keras.Model, list[keras.layers.Dense]]:
+    """(trunk model frames -> features, the cloned Dense layers above it in order)."""
+    try:
+        feat = cloned.get_layer(FEATURE_LAYER).output
+    except ValueError as exc:
+        raise ValueError(
+            f"model {cloned.name!r} has no {FEATURE_LAYER!r} layer: finetune needs a PilotNet "
+            "built by train.model.build_pilotnet"
+        ) from exc
+    names = [layer.name for layer in cloned.layers]
+    dense = [
+        layer
+        for layer in cloned.layers[names.index(FEATURE_LAYER) + 1 :]
+        if isinstance(layer, keras.layers.Dense)
+    ]
+    if not dense or dense[-1].units != act.SIZE or dense[-1].activation is not keras.activations.softsign:
+        raise ValueError(f"model {cloned.name!r} must end in Dense({act.SIZE}, softsign) + ActionRange")
+    return keras.Model(cloned.input, feat, name="trunk"), dense
+
+
+def build_head(dense: list, frame_stack: int, name: str) -> keras.Model:
+    """Copy of the cloned dense stack (last layer linear: it returns z)."""
+    in_dim = dense[0].kernel.shape[0]
+    inp = keras.Input((in_dim * frame_stack,), name="features")
+    x = inp
+    for i, src in enumerate(dense):
+        last = i == len(dense) - 1
+        layer = keras.layers.Dense(src.units, activation=None if last else src.activation, name=src.name)
+        x = layer(x)
+        kernel, bias = (np.asarray(w) for w in src.get_weights())
+        if i == 0 and frame_stack > 1:  # newest frame first; older frames start with zero weight
+            kernel = np.concatenate([kernel] + [np.zeros_like(kernel)] * (frame_stack - 1))
+        layer.set_weights([kernel, bias])
+    return keras.Model(inp, x, name=name)
+
+
+def build_critic(in_dim: int, hidden: tuple[int, ...], seed: int) -> keras.Model:
+    inp = keras.Input((in_dim,), name="features")
+    x = inp
+    for i, units in enumerate(hidden):
+        init = keras.initializers.Orthogonal(gain=math.sqrt(2), seed=seed + i)
+        x = keras.layers.Dense(units, activation="tanh", kernel_initializer=init, name=f"v{i}")(x)
+    init = keras.initializers.Orthogonal(gain=1.0, seed=seed + 99)
+    out = keras.layers.Dense(1, kernel_initializer=init, name="value")(x)
+    return keras.Model(inp, out, name="critic")
+
+
+# ---- distribution math (TensorFlow; numpy twins below for acting) ----------
+
+def dist_params(z):
+    """z (N, 5) -> steering mean (N,), button logits (N, 3), y stick (N,)."""
+    s = z / (1.0 + tf.abs(z))
+    zb = tf.gather(z, BUTTONS, axis=1)
+    logits = tf.sign(zb) * tf.math.log1p(2.0 * tf.abs(zb))
+    return s[:, 0], logits, s[:, 1]
+
+
+def log_prob(mean, log_std, logits, x, buttons):
+    """Joint log-probability of steering ``x`` (N,) and buttons (N, 3) in {0, 1}."""
+    gauss = -0.5 * tf.square((x - mean) / tf.exp(log_std)) - log_std - 0.5 * LOG_2PI
+    bern = buttons * tf.math.log_sigmoid(logits) + (1.0 - buttons) * tf.math.log_sigmoid(-logits)
+    return gauss + tf.reduce_sum(bern, axis=1)
+
+
+def entropy(log_std, logits):
+    p = tf.sigmoid(logits)
+    bern = -(p * tf.math.log_sigmoid(logits) + (1.0 - p) * tf.math.log_sigmoid(-logits))
+    return 0.5 + 0.5 * LOG_2PI + log_std + tf.reduce_sum(bern, axis=1)
+
+
+def kl_divergence(mean, log_std, logits, ref_mean, ref_log_std, ref_logits):
+    """KL(pi || ref) per sample: Gaussian steering + the three Bernoulli buttons."""
+    var, ref_var = tf.exp(2.0 * log_std), tf.exp(2.0 * ref_log_std)
+    gauss = ref_log_std - log_std + (var + tf.square(mean - ref_mean)) / (2.0 * ref_var) - 0.5
+    p = tf.sigmoid(logits)
+    bern = p * (tf.math.log_sigmoid(logits) - tf.math.log_sigmoid(ref_logits)) + (1.0 - p) * (
+        tf.math.log_sigmoid(-logits) - tf.math.log_sigmoid(-ref_logits)
+    )
+    return gauss + tf.reduce_sum(bern, axis=1)
+
+
+def np_params(z: np.ndarray):
+    s = z / (1.0 + np.abs(z))
+    zb = z[:, BUTTONS]
+    return s[:, 0], np.sign(zb) * np.log1p(2.0 * np.abs(zb)), s[:, 1]
+
+
+def np_log_prob(mean, log_std, logits, x, buttons):
+    gauss = -0.5 * ((x - mean) / np.exp(log_std)) ** 2 - log_std - 0.5 * LOG_2PI
+    log_sig = -np.logaddexp(0.0, -logits)  # log sigmoid(l)
+    log_sig_neg = -np.logaddexp(0.0, logits)
+    return gauss + np.sum(buttons * log_sig + (1.0 - buttons) * log_sig_neg, axis=1)
+
+
+def to_env_actions(x, y, buttons) -> np.ndarray:
+    """Sampled steering/buttons -> (N, 5) action vectors in range."""
+    out = np.zeros((len(x), act.SIZE), np.float32)
+    out[:, 0], out[:, 1] = x, y
+    out[:, list(BUTTONS)] = buttons
+    return act.clip_batch(out)
+
+
+class ActorCritic:
+    """Trainable head + critic on top of the frozen cloned trunk (see module doc)."""
+
+    def __init__(self, cloned: keras.Model, *, frame_stack: int = 1, init_log_std: float = -1.6,
+                 critic_hidden: tuple[int, ...] = (256, 64), seed: int = 0):
+        if frame_stack < 1:
+            raise ValueError(f"frame_stack must be >= 1, got {frame_stack}")
+        self.cloned = cloned
+        self.frame_stack = frame_stack
+        self.init_log_std = float(init_log_std)
+        self.trunk, dense = split_cloned(cloned)
+        self.feature_dim = int(dense[0].kernel.shape[0])
+        self.head = build_head(dense, frame_stack, "actor_head")
+        self.ref_head = build_head(dense, frame_stack, "reference_head")
+        self.ref_head.trainable = False
+        self.critic = build_critic(self.feature_dim * frame_stack, critic_hidden, seed)
+        self.log_std = keras.Variable(np.array([init_log_std], np.float32), name="log_std")
+        spec = tf.TensorSpec((None, *cloned.input.shape[1:]), tf.uint8)
+        self._features = tf.function(lambda f: self.trunk(f, training=False), input_signature=[spec])
+        fspec = tf.TensorSpec((None, self.feature_dim * frame_stack), tf.float32)
+        self._heads = tf.function(self._heads_impl, input_signature=[fspec])
+
+    @property
+    def actor_weights(self):
+        return [*self.head.trainable_weights, self.log_std]
+
+    @property
+    def critic_weights(self):
+        return self.critic.trainable_weights
+
+    def features(self, frames: np.ndarray) -> np.ndarray:
+        return self._features(tf.convert_to_tensor(frames)).numpy()
+
+    def _heads_impl(self, feats):
+        return self.head(feats), self.ref_head(feats), self.critic(feats)[:, 0]
+
+    def heads(self, feats: np.ndarray):
+        """(stacked features) -> z, reference z, value as numpy."""
+        z, zr, v = self._heads(tf.convert_to_tensor(feats, tf.float32))
+        return z.numpy(), zr.numpy(), v.numpy()
+
+    def value(self, feats: np.ndarray) -> np.ndarray:
+        return self.critic(tf.convert_to_tensor(feats, tf.float32), training=False).numpy()[:, 0]
+
+    def std(self) -> float:
+        return float(np.exp(self.log_std.numpy()[0]))
+
+    def act(self, z: np.ndarray, rng: np.random.Generator | None):
+        """Sample (rng given) or take the deterministic action.
+
+        Returns env actions (N, 5), steering sample (N,), buttons (N, 3), log-prob (N,).
+        """
+        mean, logits, y = np_params(z)
+        log_std = float(self.log_std.numpy()[0])
+        if rng is None:
+            x, buttons = mean, (logits > 0).astype(np.float32)
+        else:
+            x = mean + np.exp(log_std) * rng.standard_normal(mean.shape)
+            buttons = (rng.random(logits.shape) < 1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+        logp = np_log_prob(mean, log_std, logits, x, buttons)
+        return to_env_actions(x, y, buttons), x.astype(np.float32), buttons, logp.astype(np.float32)
+
+    # ---- state for checkpoints (weights only; the optimizer lives in ppo) ----
+    def get_weights(self) -> dict:
+        return {
+            "head": [np.asarray(w) for w in self.head.get_weights()],
+            "critic": [np.asarray(w) for w in self.critic.get_weights()],
+            "log_std": self.log_std.numpy().copy(),
+        }
+
+    def set_weights(self, state: dict) -> None:
+        self.head.set_weights(state["head"])
+        self.critic.set_weights(state["critic"])
+        self.log_std.assign(state["log_std"])
+
+    def export_pilotnet(self, path: str) -> str:
+        """Write the deterministic actor as a plain PilotNet ``.keras`` (frame_stack 1 only)."""
+        from train.model import save_model
+
+        if self.frame_stack != 1:
+            raise ValueError("only a frame_stack=1 actor exports as a PilotNet (drive takes single frames)")
+        model = keras.models.clone_model(self.cloned)
+        model.set_weights(self.cloned.get_weights())
+        for layer in self.head.layers[1:]:
+            model.get_layer(layer.name).set_weights(layer.get_weights())
+        return save_model(model, path)

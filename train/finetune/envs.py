@@ -1,0 +1,223 @@
+"""The environment side of fine-tuning: one small interface, and kartsim behind it.
+
+The learner talks only to a ``VecEnvBackend``. The built-in simulator
+(``KartSimBackend``) implements it here; the real-emulator env and the Ray
+backend implement the same few members and register a factory with
+``register_backend`` -- the learner does not change.
+
+Semantics (gymnasium 1.x vector-env conventions, at decision level):
+
+* ``step(actions)`` applies each env's action for ``frames_per_step`` game
+  frames (the action repeat) and returns a ``StepResult``.
+* Next-step autoreset: after an env reports ``terminated`` or ``truncated``,
+  its next ``step`` starts a new episode; the learner treats that one step as
+  not taken by the policy (it is masked out of the loss). The observation
+  returned with the ending flag is the episode's last frame, so a truncated
+  episode can be bootstrapped from it.
+* Observations are ``(N, 66, 200, 3)`` uint8 model inputs (``common.frames``).
+* ``reward`` is already shaped (``RewardShaping``); ``info`` carries arrays of
+  ``progress``, ``lap``, ``speed``, ``falls`` per env, and ``new_laps``: the
+  ``(env, seconds)`` of laps completed during the step.
+
+Optional members the learner uses when present: ``expert_actions()`` (scripted
+expert, for the expert baseline) and ``get_state()`` / ``set_state()`` (exact
+resume: a checkpoint then restores the environments too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from common import frames as fr
+
+
+@dataclass
+class StepResult:
+    obs: np.ndarray  # (N, 66, 200, 3) uint8
+    reward: np.ndarray  # (N,) float32, shaped
+    terminated: np.ndarray  # (N,) bool
+    truncated: np.ndarray  # (N,) bool
+    info: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class VecEnvBackend(Protocol):
+    num_envs: int
+    frames_per_step: int  # game frames one step advances each env (action repeat)
+    track: str
+
+    def reset(self, seed: int | None = None) -> np.ndarray: ...
+
+    def step(self, actions: np.ndarray) -> StepResult: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class RewardShaping:
+    """The reward terms (kartsim's ``RewardConfig``; other backends read the same fields).
+
+    Per game frame: ``progress`` x 100 x (lap fraction gained) -- one lap is worth
+    100 -- plus the shaping the Mario Kart RL literature uses: ``speed`` x v / top
+    speed (do not idle), ``boost`` while a drift mini-turbo runs (use drift-boosts),
+    ``offroad`` per frame on grass (negative), and ``fall`` once per fall off the
+    track (negative; Rainbow Road has no guardrails, and a fall also loses the
+    ground back to the last checkpoint and Lakitu's time).
+    """
+
+    progress: float = 1.0
+    fall: float = -10.0
+    speed: float = 0.0
+    boost: float = 0.0
+    offroad: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+BackendFactory = Callable[..., VecEnvBackend]
+_BACKENDS: dict[str, BackendFactory] = {}
+
+
+def register_backend(name: str, factory: BackendFactory) -> None:
+    """Make ``--env NAME`` build ``factory(track=, num_envs=, frames_per_step=, seed=, shaping=, **kw)``."""
+    _BACKENDS[name] = factory
+
+
+def backend_names() -> list[str]:
+    return sorted(_BACKENDS)
+
+
+def make_backend(name: str, **kw) -> VecEnvBackend:
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown env backend {name!r}; known: {', '.join(backend_names())}")
+    return _BACKENDS[name](**kw)
+
+
+def _info_array(info: dict, key: str, n: int, default=0.0) -> np.ndarray:
+    """A per-env array from a gymnasium vector info dict (missing -> default)."""
+    val = info.get(key)
+    if val is None:
+        return np.full(n, default, np.float64)
+    return np.asarray(val, np.float64).reshape(n)
+
+
+class KartSimBackend:
+    """``envs.kartsim.VecKartSim`` at 66x200 behind ``VecEnvBackend``, with action repeat.
+
+    The repeat runs in this class (one vector step per game frame), so an env
+    can end during a repeated step: its reward stops there, its final frame is
+    returned with the ending flag, and the frames left in the step already
+    belong to its next episode (which the learner masks, as for any reset step).
+    """
+
+    def __init__(self, track: str = "rainbow", num_envs: int = 24, frames_per_step: int = 4,
+                 seed: int | None = 0, shaping: RewardShaping | None = None, laps: int = 3, **kw):
+        from envs import kartsim
+
+        if frames_per_step < 1:
+            raise ValueError(f"frames_per_step (action repeat) must be >= 1, got {frames_per_step}")
+        self.track, self.num_envs, self.frames_per_step = track, num_envs, frames_per_step
+        self.shaping = shaping or RewardShaping()
+        self.fps = kartsim.FPS
+        reward = kartsim.RewardConfig.from_dict(self.shaping.as_dict())
+        self.vec = kartsim.VecKartSim(num_envs, track, size=fr.MODEL_SHAPE[:2], seed=seed, laps=laps,
+                                      reward=reward, **kw)
+        self._seed = seed
+        self._laps = np.zeros(num_envs)
+        self._falls = np.zeros(num_envs)
+        self._pending = np.zeros(num_envs, bool)  # ended last frame: the next vec step resets it
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        obs, info = self.vec.reset(seed=self._seed if seed is None else seed)
+        self._laps = _info_array(info, "lap", self.num_envs)
+        self._falls = _info_array(info, "falls", self.num_envs)
+        self._pending[:] = False
+        return np.asarray(obs, np.uint8)
+
+    def expert_actions(self) -> np.ndarray:
+        return np.asarray(self.vec.expert_actions(), np.float32)
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        n = self.num_envs
+        actions = np.asarray(actions, np.float32)
+        total = np.zeros(n)
+        term = np.zeros(n, bool)
+        trunc = np.zeros(n, bool)
+        ended = np.zeros(n, bool)  # ended earlier in this step: ignore its new episode's reward
+        final_obs = None
+        lap_end, falls_end = np.zeros(n), np.zeros(n)  # an ended episode's counts (before its reset)
+        new_laps: list[tuple[int, float]] = []
+        for _ in range(self.frames_per_step):
+            resetting = self._pending.copy()
+            obs, reward, te, tr, info = self.vec.step(actions)
+            te, tr = np.asarray(te, bool), np.asarray(tr, bool)
+            laps = _info_array(info, "lap", n)
+            falls = _info_array(info, "falls", n)
+            live = ~resetting
+            lap_delta = np.where(live, np.maximum(laps - self._laps, 0), 0)
+            total += np.where(live & ~ended, np.asarray(reward, np.float64), 0.0)
+            lap_times = info.get("lap_times")
+            for i in np.flatnonzero(live & (lap_delta > 0)):
+                if lap_times is not None and len(lap_times[i]):
+                    new_laps.append((int(i), float(lap_times[i][-1])))
+            done_now = live & ~ended & (te | tr)
+            if done_now.any():
+                final_obs = np.array(obs, np.uint8) if final_obs is None else final_obs
+                final_obs[done_now] = obs[done_now]
+                lap_end[done_now], falls_end[done_now] = laps[done_now], falls[done_now]
+            term |= done_now & te
+            trunc |= done_now & tr & ~te
+            ended |= done_now
+            self._laps, self._falls = laps, falls
+            self._pending = te | tr
+        obs = np.asarray(obs, np.uint8)
+        if final_obs is not None:  # an ended env shows its last frame, as next-step autoreset does
+            obs = np.where(ended[:, None, None, None], final_obs, obs)
+        out_info = {
+            "progress": _info_array(info, "progress", n),
+            "lap": np.where(ended, lap_end, self._laps),
+            "speed": _info_array(info, "speed", n),
+            "falls": np.where(ended, falls_end, self._falls),
+            "new_laps": new_laps,
+        }
+        return StepResult(obs, total.astype(np.float32), term, trunc, out_info)
+
+    # Exact resume: the numeric state only (not pickled objects, which break when kartsim's code changes).
+    # These are VecKartSim/KartBatch internals; a public VecKartSim.get_state() would be the right home.
+    _SIM_ARRAYS = ("fs", "ist", "lapt", "rew", "fin_now")
+
+    def get_state(self) -> dict:
+        import copy
+
+        sim = self.vec.sim
+        return {"sim": {k: getattr(sim, k).copy() for k in self._SIM_ARRAYS}, "obs": sim.obs.copy(),
+                "rngs": copy.deepcopy(self.vec._rngs), "needs_reset": self.vec._needs_reset.copy(),
+                "laps": self._laps.copy(), "falls": self._falls.copy(), "pending": self._pending.copy()}
+
+    def set_state(self, state) -> None:
+        import copy
+
+        if isinstance(state, tuple):  # early checkpoints pickled the whole VecKartSim
+            vec, laps, falls, pending = state
+            state = {"sim": {k: getattr(vec.sim, k) for k in self._SIM_ARRAYS}, "obs": vec.sim.obs,
+                     "rngs": vec._rngs, "needs_reset": vec._needs_reset, "laps": laps, "falls": falls,
+                     "pending": pending}
+        sim = self.vec.sim
+        for k in self._SIM_ARRAYS:
+            getattr(sim, k)[...] = state["sim"][k]
+        sim.obs[...] = state["obs"]
+        self.vec._rngs = copy.deepcopy(state["rngs"])
+        self.vec._needs_reset = state["needs_reset"].copy()
+        self._laps, self._falls = state["laps"].copy(), state["falls"].copy()
+        self._pending = state["pending"].copy()
+
+    def close(self) -> None:
+        self.vec.close()
+
+
+register_backend("kartsim", KartSimBackend)

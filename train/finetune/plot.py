@@ -1,0 +1,39 @@
+"""The learning-curve PNG: evaluation best lap per track vs frames, with the baselines, and the return."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display on training machines
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_curves(trainer, path: str) -> str:
+    c = trainer.cfg
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, track in enumerate(c.eval_tracks):
+        rows = [e for e in trainer.evals if e["track"] == track and e["best_lap_s"]]
+        color = f"C{i}"
+        label = f"fine-tuned, {track}" + (" (held out)" if track != c.track else "")
+        ax1.plot([r["frames"] for r in rows], [r["best_lap_s"] for r in rows], "o-", color=color, label=label)
+        falls = [r for r in rows if r["falls"]]
+        if falls:
+            ax1.plot([r["frames"] for r in falls], [r["best_lap_s"] for r in falls], "x", color="red", ms=9)
+        base = trainer.baselines.get(track, {})
+        for key, style in (("cloned", "--"), ("expert", ":")):
+            lap = (base.get(key) or {}).get("best_lap_s")
+            if lap:
+                ax1.axhline(lap, ls=style, color=color, alpha=0.7, label=f"{key}, {track}")
+        if base.get("lower_bound_s") and track == c.track:
+            ax1.axhline(base["lower_bound_s"], color="k", lw=0.8, label=f"lower bound, {track}")
+    if c.warmup_frames:
+        ax1.axvline(c.warmup_frames, color="grey", lw=0.8)
+    ax1.set(xlabel="game frames", ylabel="best evaluation lap (s)", title="Lap time (x = eval had falls)")
+    ax1.legend(fontsize=7)
+    hist = [h for h in trainer.history if h.get("return_mean") is not None]
+    ax2.plot([h["frames"] for h in hist], [h["return_mean"] for h in hist], color="C2")
+    ax2.set(xlabel="game frames", ylabel="episode return (last 20)", title="Training return")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -1,0 +1,337 @@
+"""Ray backend: the environments as Ray actors, the learner on the driver.
+
+``RayBackend`` implements the learner's ``VecEnvBackend`` (train/finetune/envs.py)
+by splitting ``num_envs`` into contiguous slices, one per actor; each actor
+builds the *inner* backend (``kartsim``, ``mk64``, ...) for its slice. A step
+scatters the action slices, gathers the results and concatenates them, so
+the learner sees one vector env. Actions are computed on the driver with the
+current weights at every step, so the acting policy is never behind: the
+policy lag is 0 updates by construction (reported as such).
+
+Emulator actors ask for a custom resource (``--ray-resource``, default
+``mupen`` for emulator backends), one unit per emulator in their slice, so
+they land only on machines started with ``ray start --resources='{"mupen": N}'``
+(N emulators, about one per core), i.e. ones that have mupen64plus, the
+plugin and the ROM. An actor that dies is replaced by a fresh one on the
+same slice; that slice's episodes are truncated and the run goes on.
+
+Use: ``configure(address, inner=..., actors=...)`` registers the backend and
+returns its name for ``Config.env`` / ``--env`` (``python -m train.finetune
+--ray ADDRESS`` does this). Ray is the optional extra ``make setup EXTRAS=ray``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from train.finetune.envs import StepResult, make_backend, register_backend
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[2]
+EMULATOR_BACKENDS = {"mk64", "mupen-test"}  # need the emulator resource; registered by envs.mupen.backend
+_IMPORTS = {"mk64": "envs.mupen.backend", "mupen-test": "envs.mupen.backend"}
+
+
+def _require_ray():
+    try:
+        import ray
+    except ImportError as exc:
+        raise ImportError("--ray needs the optional Ray extra: make setup EXTRAS=ray "
+                          "(pip install 'ray[default]==2.60.0')") from exc
+    return ray
+
+
+def _inner_backend(inner, **kw):
+    """Build the inner backend in the actor's process: a registered name
+    (``kartsim``, ``mk64``...), ``"package.module:Factory"``, or a factory
+    callable (shipped to the actor by value)."""
+    if callable(inner):
+        return inner(**kw)
+    if ":" in inner:
+        import importlib
+
+        mod, attr = inner.split(":", 1)
+        return getattr(importlib.import_module(mod), attr)(**kw)
+    if inner in _IMPORTS:
+        __import__(_IMPORTS[inner])
+    return make_backend(inner, **kw)
+
+
+class EnvSlice:
+    """The actor body: one inner backend over a slice of the envs."""
+
+    def __init__(self, inner, kw: dict):
+        self.backend = _inner_backend(inner, **kw)
+        self.pid = os.getpid()
+
+    def where(self) -> dict:
+        import socket
+
+        return {"host": socket.gethostname(), "pid": self.pid}
+
+    def reset(self, seed):
+        return self.backend.reset(seed=seed)
+
+    def step(self, actions):
+        t0 = time.perf_counter()
+        res = self.backend.step(actions)
+        res.info["env_s"] = time.perf_counter() - t0
+        return res
+
+    def has_expert(self) -> bool:
+        return hasattr(self.backend, "expert_actions")
+
+    def expert_actions(self):
+        return self.backend.expert_actions()
+
+    def close(self):
+        self.backend.close()
+
+
+@functools.cache
+def _actor_class():
+    ray = _require_ray()
+    return ray.remote(max_restarts=0)(EnvSlice)
+
+
+def init_ray(address: str | None = "auto", num_cpus: int | None = None, object_store_mb: int = 200,
+             resources: dict | None = None):
+    """Connect to Ray (``auto``, ``host:port``, ``ray://...``) or start a small
+    local one (``local``; ``resources`` such as ``{"mupen": 4}`` mark this
+    machine as able to run emulators). Returns True when this call started or
+    connected it."""
+    ray = _require_ray()
+    if ray.is_initialized():
+        return False
+    env_vars = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    for var in ("KARTPILOT_ROM", "KARTPILOT_STATE", "KARTPILOT_TEST_ROM", "KARTPILOT_PLUGIN"):
+        if os.environ.get(var):
+            env_vars[var] = os.environ[var]
+    runtime_env = {"env_vars": env_vars}
+    if address in (None, "local"):
+        ray.init(num_cpus=num_cpus or 2, object_store_memory=object_store_mb * 1024 * 1024,
+                 resources=resources, include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+    else:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+    return True
+
+
+def split(num_envs: int, actors: int) -> list[tuple[int, int]]:
+    """Contiguous [start, stop) slices, sizes differing by at most one."""
+    if not 1 <= actors <= num_envs:
+        raise ValueError(f"need 1 <= actors <= envs, got actors={actors}, envs={num_envs}")
+    bounds = np.linspace(0, num_envs, actors + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+class RayBackend:
+    def __init__(self, track: str = "rainbow", num_envs: int = 24, frames_per_step: int = 4,
+                 seed: int | None = 0, shaping=None, *, inner: str = "kartsim", address: str | None = "auto",
+                 actors: int = 2, resource: str | None = None, cpus_per_actor: float = 1.0,
+                 max_replacements: int = 20, place_timeout_s: float = 120.0, **inner_kw):
+        ray = _require_ray()
+        self._ray = ray
+        self._owns_ray = init_ray(address)
+        self.track, self.num_envs, self.frames_per_step = track, num_envs, frames_per_step
+        self.inner, self._seed, self.max_replacements = inner, seed, max_replacements
+        self.inner_name = inner if isinstance(inner, str) else getattr(inner, "__name__", repr(inner))
+        if resource is None and inner in EMULATOR_BACKENDS:
+            resource = "mupen"
+        self.resource = resource
+        self.cpus_per_actor = cpus_per_actor
+        self.slices = split(num_envs, min(actors, num_envs))
+        self._kw = dict(track=track, frames_per_step=frames_per_step, shaping=shaping, **inner_kw)
+        self.replacements = 0
+        self._actors = [self._spawn(k) for k in range(len(self.slices))]
+        refs = [a.where.remote() for a in self._actors]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=place_timeout_s)
+        if len(ready) < len(refs):
+            self.close()
+            need = {"CPU": cpus_per_actor, **({resource: max(self.slice_sizes)} if resource else {})}
+            raise RuntimeError(f"only {len(ready)} of {len(refs)} Ray env actors started within "
+                               f"{place_timeout_s:.0f} s: each needs {need}; the cluster has "
+                               f"{ray.available_resources()} free (start nodes with e.g. "
+                               f"ray start --resources='{{\"{resource or 'mupen'}\": 8}}')")
+        self.placement = ray.get(refs)
+        self._has_expert = ray.get(self._actors[0].has_expert.remote())
+        print(f"ray: {len(self._actors)} env actors x {self.slice_sizes} envs ({self.inner_name}) on "
+              f"{sorted({p['host'] for p in self.placement})}; policy lag 0 updates (actions computed on "
+              f"the driver every step)", file=sys.stderr)
+
+    # ---- actors ----
+    @property
+    def slice_sizes(self) -> list[int]:
+        return [b - a for a, b in self.slices]
+
+    def _slice_seed(self, k: int, seed: int | None) -> int | None:
+        # env i of the whole vector gets seed + i, as in one process
+        return None if seed is None else seed + self.slices[k][0]
+
+    def _spawn(self, k: int):
+        a, b = self.slices[k]
+        opts = {"num_cpus": self.cpus_per_actor}
+        if self.resource:
+            opts["resources"] = {self.resource: b - a}  # one unit per env: "mupen" counts emulators
+        kw = {**self._kw, "num_envs": b - a, "seed": self._slice_seed(k, self._seed)}
+        return _actor_class().options(**opts).remote(self.inner, kw)
+
+    def _replace(self, k: int, err: Exception, seed: int | None):
+        self.replacements += 1
+        log.warning("Ray env actor %d (envs %d..%d) died (%s); replacing it (%d so far)", k, *self.slices[k],
+                    type(err).__name__, self.replacements)
+        if self.replacements > self.max_replacements:
+            raise RuntimeError(f"Ray env actors died {self.replacements} times; last: {err}") from err
+        _kill(self._ray, self._actors[k])
+        self._actors[k] = self._spawn(k)
+        return self._ray.get(self._actors[k].reset.remote(self._slice_seed(k, seed)))
+
+    def kill_actor(self, k: int) -> None:
+        """Kill actor ``k`` (tests, chaos drills); the next step replaces it."""
+        self._ray.kill(self._actors[k], no_restart=True)
+
+    def stats(self) -> dict:
+        return {"ray_actors": len(self._actors), "slice_per_actor": self.slice_sizes, "policy_lag": 0,
+                "actor_replacements": self.replacements, "inner": self.inner_name, "resource": self.resource,
+                "nodes": sorted({p["host"] for p in getattr(self, "placement", [])})}
+
+    # ---- VecEnvBackend ----
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        seed = self._seed if seed is None else seed
+        parts = []
+        for k, ref in enumerate([a.reset.remote(self._slice_seed(k, seed)) for k, a in enumerate(self._actors)]):
+            try:
+                parts.append(self._ray.get(ref))
+            except (self._ray.exceptions.RayActorError, self._ray.exceptions.ActorDiedError) as err:
+                parts.append(self._replace(k, err, seed))
+        return np.concatenate(parts)
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        actions = np.asarray(actions, np.float32)
+        refs = [a.step.remote(actions[lo:hi]) for a, (lo, hi) in zip(self._actors, self.slices, strict=True)]
+        results = []
+        for k, ref in enumerate(refs):
+            try:
+                results.append(self._ray.get(ref))
+            except (self._ray.exceptions.RayActorError, self._ray.exceptions.ActorDiedError) as err:
+                obs = self._replace(k, err, None)
+                n = len(obs)
+                # the slice's episodes were cut short: truncated, no reward, fresh frames
+                results.append(StepResult(obs, np.zeros(n, np.float32), np.zeros(n, bool), np.ones(n, bool),
+                                          {"progress": np.zeros(n), "lap": np.zeros(n), "speed": np.zeros(n),
+                                           "falls": np.zeros(n), "new_laps": []}))
+        return self._merge(results)
+
+    def _merge(self, results: list[StepResult]) -> StepResult:
+        info: dict = {"new_laps": [], "policy_lag": np.zeros(self.num_envs)}
+        for (lo, _), res in zip(self.slices, results, strict=True):
+            info["new_laps"] += [(lo + i, sec) for i, sec in res.info.get("new_laps", [])]
+        for key in ("progress", "lap", "speed", "falls"):
+            info[key] = np.concatenate([np.asarray(r.info.get(key, np.zeros(len(r.reward))), np.float64)
+                                        for r in results])
+        info["env_s"] = max(float(r.info.get("env_s", 0.0)) for r in results)
+        return StepResult(np.concatenate([r.obs for r in results]),
+                          np.concatenate([r.reward for r in results]).astype(np.float32),
+                          np.concatenate([r.terminated for r in results]),
+                          np.concatenate([r.truncated for r in results]), info)
+
+    @property
+    def expert_actions(self):
+        """The inner backend's scripted expert, when it has one (hasattr() is False otherwise)."""
+        if not self._has_expert:
+            raise AttributeError(f"the {self.inner_name} backend has no scripted expert")
+        return self._expert_actions
+
+    def _expert_actions(self) -> np.ndarray:
+        return np.concatenate(self._ray.get([a.expert_actions.remote() for a in self._actors]))
+
+    def close(self) -> None:
+        if self._actors:
+            print(f"ray: closing {self.stats()}", file=sys.stderr)
+        for a in self._actors:
+            with contextlib.suppress(Exception):  # a dead actor has nothing left to close
+                self._ray.get(a.close.remote(), timeout=30)
+            _kill(self._ray, a)
+        self._actors = []
+        if self._owns_ray:
+            self._ray.shutdown()
+
+
+def _kill(ray, actor) -> None:
+    with contextlib.suppress(Exception):  # already gone
+        ray.kill(actor, no_restart=True)
+
+
+def configure(address: str | None = "auto", inner: str = "kartsim", actors: int = 2,
+              resource: str | None = None, cpus_per_actor: float = 1.0, eval_on_driver: bool = True,
+              **inner_kw) -> str:
+    """Register ``ray`` as a learner backend bound to these options; returns
+    the name to put in ``Config.env``.
+
+    The first backend built from it (the trainer's training envs) is the Ray
+    one. With ``eval_on_driver`` the later ones (the trainer's small evaluation
+    envs) run the inner backend in the driver process, so evaluation never
+    waits for cluster slots the training actors hold."""
+    built = []
+
+    def factory(**kw):
+        if built and eval_on_driver:
+            return _inner_backend(inner, **{**inner_kw, **kw})
+        built.append(True)
+        return RayBackend(inner=inner, address=address, actors=actors, resource=resource,
+                          cpus_per_actor=cpus_per_actor, **{**inner_kw, **kw})
+
+    register_backend("ray", factory)
+    return "ray"
+
+
+def main(argv=None) -> int:
+    """``python -m train.finetune.ray_backend [--ray ADDRESS] [--rom R --state S] -- <train.finetune args>``:
+    the fine-tuning CLI with its env workers on Ray and/or the emulator backends registered."""
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="python -m train.finetune.ray_backend",
+        description="Run python -m train.finetune with the env workers as Ray actors (--ray) and the "
+        "emulator backends (--env mk64 / mupen-test) available. Other arguments go to train.finetune.")
+    p.add_argument("--ray", metavar="ADDRESS", help="auto, HOST:PORT, ray://HOST:10001, or local")
+    p.add_argument("--ray-actors", type=int, default=2, help="env actors; each holds a slice of --envs")
+    p.add_argument("--ray-resource", default=None,
+                   help="custom resource each actor needs (default: mupen for emulator envs, none for kartsim)")
+    p.add_argument("--ray-cpus-per-actor", type=float, default=1.0)
+    p.add_argument("--rom", help="your Mario Kart 64 ROM (sets KARTPILOT_ROM)")
+    p.add_argument("--state", help="the reset savestate (sets KARTPILOT_STATE)")
+    args, rest = p.parse_known_args(argv)
+    rest = [a for a in rest if a != "--"]
+    from train.finetune import ray_backend as rb  # the importable module (not __main__): actors import it
+    if args.rom:
+        os.environ["KARTPILOT_ROM"] = os.path.abspath(args.rom)
+    if args.state:
+        os.environ["KARTPILOT_STATE"] = os.path.abspath(args.state)
+    inner = "kartsim"
+    for i, a in enumerate(rest):
+        if a == "--env" and i + 1 < len(rest):
+            inner = rest[i + 1]
+        elif a.startswith("--env="):
+            inner = a.split("=", 1)[1]
+    if inner in rb._IMPORTS:
+        __import__(rb._IMPORTS[inner])
+    if args.ray:
+        name = rb.configure(args.ray, inner=inner, actors=args.ray_actors, resource=args.ray_resource,
+                         cpus_per_actor=args.ray_cpus_per_actor)
+        rest = [a for i, a in enumerate(rest) if a != "--env" and not a.startswith("--env=")
+                and not (i > 0 and rest[i - 1] == "--env")] + ["--env", name]
+    from train.finetune.__main__ import main as finetune_main
+
+    return finetune_main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
