@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -23,7 +24,8 @@ def run_json(args: list[str], label: str) -> dict:
     """Run ``python -m ...`` with the output streaming, return its last-line JSON."""
     print(f"\n=== {label}: {' '.join(args)}", flush=True)
     start = time.monotonic()
-    proc = subprocess.Popen([PY, "-m", *args], stdout=subprocess.PIPE, text=True)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}  # quiet TF start-up
+    proc = subprocess.Popen([PY, "-m", *args], stdout=subprocess.PIPE, text=True, env=env)
     last = ""
     assert proc.stdout is not None
     for line in proc.stdout:
