@@ -58,8 +58,21 @@ train: setup
 drive: setup
 	$(PY) -m drive --model $(MODEL) $(if $(SIM),--sim --track $(TRACK)) $(if $(LAPS),--laps $(LAPS)) $(if $(ROM),--rom $(ROM))
 
-finetune: setup
+# make finetune: kartsim's rainbow. ENV=mk64 ROM=... STATE=...: the real game on $(ENVS) emulators;
+# RAY=auto|ADDRESS: environment workers as Ray actors (make setup EXTRAS=ray). See envs/mupen/README.md.
+finetune: setup plugin
+ifeq ($(or $(ENV),$(RAY)),)
 	$(PY) -m train.finetune --model $(MODEL) --track rainbow --frames $(FRAMES) --envs $(ENVS) --out data/finetune/rainbow --json
+else
+	$(PY) -m train.finetune.ray_backend $(if $(RAY),--ray $(RAY)) $(if $(ROM),--rom $(ROM)) $(if $(STATE),--state $(STATE)) -- \
+	  --model $(MODEL) $(if $(ENV),--env $(ENV) --track $(ENV) --eval-tracks $(ENV),--track rainbow) \
+	  --frames $(FRAMES) --envs $(ENVS) --out data/finetune/$(or $(ENV),rainbow) --json
+endif
 
-bench: setup
+bench: setup plugin
 	$(PY) -m envs.kartsim bench --envs 24 --steps 300 --size 66x200 --json
+	$(PY) -m bench.record --rate 60 --seconds 20 --json
+	$(PY) -m bench.train --json
+	$(PY) -m bench.drive --json
+	$(PY) -m bench.plugin --json
+	$(PY) -m bench.envs --json

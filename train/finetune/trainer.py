@@ -150,27 +150,34 @@ class Trainer:
             self._eval_envs[key] = self._backend(track, self.cfg.eval_envs, repeat, self.cfg.seed + 777)
         return self._eval_envs[key]
 
-    def _max_frames(self, track: str) -> int:
-        """Evaluation cap: --eval-max-s, or by default 2.5x the lower bound per lap (+10 s to start)."""
-        if self.cfg.eval_max_s:
-            return int(self.cfg.eval_max_s * 30)
+    def _lower_bound(self, track: str) -> float | None:
+        """kartsim's lap-time bound; other backends (the real game) have none."""
+        if self.cfg.env != "kartsim":
+            return None
         from envs import kartsim
 
-        return int((10.0 + 2.5 * self.cfg.eval_laps * kartsim.lower_bound_s(track)) * 30)
+        return float(kartsim.lower_bound_s(track))
+
+    def _max_frames(self, track: str) -> int:
+        """Evaluation cap: --eval-max-s, or by default 2.5x the lower bound per lap (+10 s to start);
+        without a bound (the real game) 3 minutes per lap."""
+        if self.cfg.eval_max_s:
+            return int(self.cfg.eval_max_s * 30)
+        bound = self._lower_bound(track)
+        per_lap = 180.0 if bound is None else 2.5 * bound
+        return int((10.0 + self.cfg.eval_laps * per_lap) * 30)
 
     def run_baselines(self) -> dict:
         """Expert (per-frame, as scripted) and cloned (this actor before any update) on every eval track."""
         c = self.cfg
         if self.baselines:
             return self.baselines
-        from envs import kartsim
-
         for track in c.eval_tracks:
             env = self._eval_env(track, 1)
             expert = evaluate(env, c.eval_laps, self._max_frames(track)) if hasattr(env, "expert_actions") else {}
             cloned = evaluate(self._eval_env(track, c.action_repeat), c.eval_laps, self._max_frames(track), self.net)
             self.baselines[track] = {"expert": expert, "cloned": cloned,
-                                     "lower_bound_s": float(kartsim.lower_bound_s(track))}
+                                     "lower_bound_s": self._lower_bound(track)}
         return self.baselines
 
     def run_eval(self) -> list[dict]:
