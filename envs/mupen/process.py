@@ -8,15 +8,13 @@ and our input plugin configured through ``--set Input-KartPilot-Control0[..]``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
 from common.xvfb import Xvfb as _Xvfb
-from common.xvfb import XvfbError, parse_size
+from common.xvfb import XvfbError, parse_size, stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PLUGIN = ROOT / "plugin_c" / "build" / "mupen64plus-input-kartpilot.so"
@@ -43,19 +41,7 @@ def find_plugin(path: str | os.PathLike | None = None) -> Path:
     return cand.resolve()
 
 
-def _stop(proc: subprocess.Popen | None, grace: float = 3.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(grace)
+_stop = stop_group  # processes here run in their own session: stop the whole group
 
 
 class Xvfb(_Xvfb):
