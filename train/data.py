@@ -185,10 +185,16 @@ def make_dataset(
     else:
         # in order; the known length ends each validation pass cleanly
         ds = tf.data.Dataset.range(len(source)).batch(batch_size)
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    # One loader thread and a two-batch buffer: a batch costs ~1-2 ms of CPU against ~150 ms
+    # for a training step, so more parallelism buys nothing; on a 2-core machine AUTOTUNE's extra
+    # threads preempt the model's compute threads and cost ~20% of the training throughput.
+    ds = ds.map(load, num_parallel_calls=1, deterministic=not training)
     if training and (flip or brightness > 0):
-        ds = ds.map(_compiled_augment(brightness, flip), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE), steps
+        ds = ds.map(_compiled_augment(brightness, flip), num_parallel_calls=1)
+    opts = tf.data.Options()
+    opts.autotune.enabled = False
+    opts.threading.private_threadpool_size = 1
+    return ds.prefetch(2).with_options(opts), steps
 
 
 def load_sources(
