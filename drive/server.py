@@ -61,8 +61,11 @@ class Server:
         if self._thread is not None and self._thread.is_alive():
             # Close the sockets on the loop's own thread (woken through its trigger pipe),
             # so select() never sees a descriptor closed under it.
-            srv.trigger.pull_trigger(lambda: wasyncore.close_all(srv._map))
-            self._thread.join(timeout=3)
+            # The trigger may already be closed if the loop is exiting on its own (EBADF): then
+            # the close below, on this thread, does it.
+            with contextlib.suppress(OSError):
+                srv.trigger.pull_trigger(lambda: wasyncore.close_all(srv._map))
+                self._thread.join(timeout=3)
         wasyncore.close_all(srv._map)  # not started, or the loop did not wake: close here
         if self._thread is not None:
             self._thread.join(timeout=3)
