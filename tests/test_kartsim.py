@@ -199,6 +199,34 @@ def test_vector_env_equals_single_envs_step_for_step():
     assert np.allclose(exp[0], singles[0].unwrapped.expert_action())
 
 
+def test_vector_env_skipped_renders_and_state_round_trip():
+    """render=False changes nothing but the drawing; get_state/set_state replays the same future."""
+    kw = {"size": (66, 200), "max_time_s": 1.0}
+    a, b = ks.VecKartSim(2, "rainbow", seed=5, **kw), ks.VecKartSim(2, "rainbow", seed=5, **kw)
+    a.reset(), b.reset()
+    rng = np.random.default_rng(1)
+    acts = [np.clip(rng.normal(0, 0.5, (2, 5)), -1, 1).astype(np.float32) for _ in range(60)]
+    for act in acts:
+        act[:, 2] = 1.0
+    for t, act in enumerate(acts[:40]):
+        oa, ra, *_ = a.step(act)
+        ob, rb, *_ = b.step(act, render=t % 4 == 3)
+        assert (ob is None) == (t % 4 != 3)
+        assert np.array_equal(ra, rb)
+    assert np.array_equal(oa, ob) and np.array_equal(a.observe(), oa)
+    saved = a.get_state()
+    first = [a.step(act) for act in acts[40:]]
+    c = ks.VecKartSim(2, "rainbow", seed=99, **kw)  # another seed: everything must come from the state
+    c.reset()
+    c.set_state(saved)
+    for act, (obs, rew, term, trunc, _) in zip(acts[40:], first, strict=True):
+        o2, r2, te2, tr2, _ = c.step(act)
+        assert np.array_equal(obs, o2) and np.array_equal(rew, r2)
+        assert np.array_equal(term, te2) and np.array_equal(trunc, tr2)
+    with pytest.raises(ValueError, match="fs"):
+        ks.VecKartSim(3, "rainbow", **kw).set_state(saved)
+
+
 def test_model_size_render_matches_cropped_full_render():
     full = ks.make("luigi", seed=3)
     small = ks.make("luigi", size=(66, 200), seed=3)

@@ -61,7 +61,10 @@ class VecKartSim(VectorEnv):
         self._needs_reset[:] = False
         return self._obs(), self._infos()
 
-    def step(self, actions):
+    def step(self, actions, *, render: bool = True):
+        """One game frame for every kart. ``render=False`` skips drawing and returns ``None``
+        as the observation: an action repeat only needs the frame after its last step
+        (drawing is most of a step's cost); ``observe()`` draws on demand."""
         actions = np.asarray(actions, np.float32).reshape(self.num_envs, 5)
         redo = np.flatnonzero(self._needs_reset)
         rew, term, trunc = self.sim.step(actions)
@@ -70,7 +73,34 @@ class VecKartSim(VectorEnv):
             rew[i] = 0.0
             term[i] = trunc[i] = False
         self._needs_reset = term | trunc
-        return self._obs(), rew, term, trunc, self._infos()
+        return (self._obs() if render else None), rew, term, trunc, self._infos()
+
+    def observe(self) -> np.ndarray:
+        """Draw and return the current observations (after ``step(..., render=False)``)."""
+        return self._obs()
+
+    # The numeric state only (arrays and RNGs): a checkpoint stays loadable when kartsim's code changes.
+    _SIM_ARRAYS = ("fs", "ist", "lapt", "rew", "fin_now", "obs")
+
+    def get_state(self) -> dict:
+        """Everything that decides the next steps: kart arrays, last frames, per-env RNGs."""
+        import copy
+
+        return {"sim": {k: getattr(self.sim, k).copy() for k in self._SIM_ARRAYS},
+                "rngs": copy.deepcopy(self._rngs), "needs_reset": self._needs_reset.copy()}
+
+    def set_state(self, state: dict) -> None:
+        """Restore ``get_state()``'s dict (same track and number of envs)."""
+        import copy
+
+        for k in self._SIM_ARRAYS:
+            src = state["sim"][k]
+            dst = getattr(self.sim, k)
+            if src.shape != dst.shape:
+                raise ValueError(f"state field {k!r} has shape {src.shape}, this env has {dst.shape}")
+            dst[...] = src
+        self._rngs = copy.deepcopy(state["rngs"])
+        self._needs_reset = np.asarray(state["needs_reset"], bool).copy()
 
     def _infos(self) -> dict:
         out = {}

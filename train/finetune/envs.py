@@ -152,9 +152,10 @@ class KartSimBackend:
         final_obs = None
         lap_end, falls_end = np.zeros(n), np.zeros(n)  # an ended episode's counts (before its reset)
         new_laps: list[tuple[int, float]] = []
-        for _ in range(self.frames_per_step):
+        for k in range(self.frames_per_step):
             resetting = self._pending.copy()
-            obs, reward, te, tr, info = self.vec.step(actions)
+            # only the frame after the last repeat is seen by the policy: draw just that one
+            obs, reward, te, tr, info = self.vec.step(actions, render=k == self.frames_per_step - 1)
             te, tr = np.asarray(te, bool), np.asarray(tr, bool)
             laps = _info_array(info, "lap", n)
             falls = _info_array(info, "falls", n)
@@ -167,6 +168,8 @@ class KartSimBackend:
                     new_laps.append((int(i), float(lap_times[i][-1])))
             done_now = live & ~ended & (te | tr)
             if done_now.any():
+                if obs is None:  # an episode ended mid-repeat: its last frame is needed now
+                    obs = self.vec.observe()
                 final_obs = np.array(obs, np.uint8) if final_obs is None else final_obs
                 final_obs[done_now] = obs[done_now]
                 lap_end[done_now], falls_end[done_now] = laps[done_now], falls[done_now]
@@ -187,32 +190,13 @@ class KartSimBackend:
         }
         return StepResult(obs, total.astype(np.float32), term, trunc, out_info)
 
-    # Exact resume: the numeric state only (not pickled objects, which break when kartsim's code changes).
-    # These are VecKartSim/KartBatch internals; a public VecKartSim.get_state() would be the right home.
-    _SIM_ARRAYS = ("fs", "ist", "lapt", "rew", "fin_now")
-
+    # Exact resume: kartsim's numeric state (VecKartSim.get_state) plus this wrapper's counters.
     def get_state(self) -> dict:
-        import copy
+        return {"vec": self.vec.get_state(), "laps": self._laps.copy(), "falls": self._falls.copy(),
+                "pending": self._pending.copy()}
 
-        sim = self.vec.sim
-        return {"sim": {k: getattr(sim, k).copy() for k in self._SIM_ARRAYS}, "obs": sim.obs.copy(),
-                "rngs": copy.deepcopy(self.vec._rngs), "needs_reset": self.vec._needs_reset.copy(),
-                "laps": self._laps.copy(), "falls": self._falls.copy(), "pending": self._pending.copy()}
-
-    def set_state(self, state) -> None:
-        import copy
-
-        if isinstance(state, tuple):  # early checkpoints pickled the whole VecKartSim
-            vec, laps, falls, pending = state
-            state = {"sim": {k: getattr(vec.sim, k) for k in self._SIM_ARRAYS}, "obs": vec.sim.obs,
-                     "rngs": vec._rngs, "needs_reset": vec._needs_reset, "laps": laps, "falls": falls,
-                     "pending": pending}
-        sim = self.vec.sim
-        for k in self._SIM_ARRAYS:
-            getattr(sim, k)[...] = state["sim"][k]
-        sim.obs[...] = state["obs"]
-        self.vec._rngs = copy.deepcopy(state["rngs"])
-        self.vec._needs_reset = state["needs_reset"].copy()
+    def set_state(self, state: dict) -> None:
+        self.vec.set_state(state["vec"])
         self._laps, self._falls = state["laps"].copy(), state["falls"].copy()
         self._pending = state["pending"].copy()
 
