@@ -95,17 +95,20 @@ def main(argv=None) -> int:
                                                       cloned_autonomy=r["autonomy"])
     results["drive"] = run_json(["drive", "--model", str(model), "--sim", "--track", a.track, "--laps", "1",
                                  "--port", "0", "--json"], "drive the simulator through the server")
-    ft = run_json(["train.finetune", "--model", str(model), "--track", "rainbow", "--frames", str(a.rl_frames),
-                   "--out", str(out / "finetune"), "--json"], "RL fine-tune on rainbow")
+    # The fine-tune starts from this clone, so it trains on the clone's own track (and keeps the held-out one).
+    evals = a.track if a.quick else f"{a.track},{a.heldout}"
+    ft = run_json(["train.finetune", "--model", str(model), "--track", a.track, "--eval-tracks", evals,
+                   "--frames", str(a.rl_frames), "--out", str(out / "finetune"), "--json"],
+                  f"RL fine-tune on {a.track}")
     results["finetune"] = ft
 
     print("\n" + "=" * 72)
     print(f"{'track':10} {'lower bound':>12} {'expert':>10} {'cloned':>10} {'fine-tuned':>11}")
     for name, r in results["tracks"].items():
-        tuned = ft.get("rl_best_lap_s") if name == "rainbow" else None
+        tuned = ft.get("rl_best_lap_s") if name == a.track else ft.get("held_out", {}).get(name)
         print(f"{name:10} {fmt(r.get('lower_bound_s')):>12} {fmt(r.get('expert_best_lap_s')):>10} "
               f"{fmt(r.get('cloned_best_lap_s')):>10} {fmt(tuned):>11}")
-    print(f"rainbow fine-tune: cloned {fmt(ft.get('bc_best_lap_s'))} s -> RL {fmt(ft.get('rl_best_lap_s'))} s, "
+    print(f"{a.track} fine-tune: cloned {fmt(ft.get('bc_best_lap_s'))} s -> RL {fmt(ft.get('rl_best_lap_s'))} s, "
           f"expert {fmt(ft.get('expert_best_lap_s'))} s, bound {fmt(ft.get('lower_bound_s'))} s")
     print("lap times in game seconds; '-' = not run or no lap completed")
     if a.json:

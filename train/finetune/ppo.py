@@ -59,15 +59,15 @@ def clipped_surrogate(logp, old_logp, adv, clip: float, mask=None):
 
 @dataclass
 class PPOConfig:
-    gamma: float = 0.99
+    gamma: float = 0.995  # per decision: ~13 game seconds ahead at action repeat 2
     lam: float = 0.95
     clip: float = 0.2
-    epochs: int = 2
-    minibatch: int = 512
+    epochs: int = 4
+    minibatch: int = 256
     vf_coef: float = 0.5
     ent_coef: float = 0.0
     max_grad_norm: float = 0.5
-    lr: float = 1e-4
+    lr: float = 3e-4
     critic_lr: float = 5e-4
 
 
