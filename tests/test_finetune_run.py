@@ -100,7 +100,7 @@ def test_checkpoint_resume_takes_the_same_next_update(files, tmp_path):
 def test_cli_json_and_outputs(files, tmp_path):
     out = tmp_path / "cli"
     cmd = [sys.executable, "-m", "train.finetune", "--model", files["model"], "--track", files["track"],
-           "--eval-tracks", files["track"], "--frames", "1024", "--envs", "4", "--rollout", "8",
+           "--eval-tracks", files["track"], "--frames", "1024", "--envs", "4", "--rollout", "8", "--action-repeat", "4",
            "--warmup-frames", "128", "--eval-every", "2", "--eval-laps", "1", "--eval-max-s", "15",
            "--out", str(out), "--quiet", "--json"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
