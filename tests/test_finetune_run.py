@@ -115,6 +115,9 @@ def test_cli_json_and_outputs(files, tmp_path):
     for name in ("curve.png", "eval.csv", "train.csv", "summary.json", "ckpt/state.pkl", "ckpt/actor.keras"):
         assert (out / name).exists(), name
     assert "warmup" in (out / "train.csv").read_text()
+    assert "mini_turbos" in (out / "eval.csv").read_text().splitlines()[0]
+    assert set(summary["mini_turbos"]) == {"expert", "cloned", "fine_tuned", "laps"}
+    assert isinstance(summary["mini_turbos"]["expert"], int)
 
 
 def test_cli_refuses_a_missing_model(tmp_path):

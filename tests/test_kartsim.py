@@ -268,6 +268,7 @@ def test_expert_laps_reward_and_lower_bound():
         total += r
         assert not trunc
     assert info["lap"] == 1 and total == pytest.approx(100.0, abs=1.0)
+    assert info["mini_turbos"] >= 1  # the expert drifts the hairpins and fires the boost
 
 
 def test_cli_tracks_json():
@@ -316,8 +317,9 @@ def test_handling_drift_boost_offroad_and_reverse():
     assert info["drift"] == -1
     info = _drive(env, np.array([1.0, 0, 1, 0, 1], np.float32), 0.65)  # stick out: a wide drift
     assert info["drift"] == -1 and info["surface"] == "road"
+    assert info["mini_turbos"] == 0  # charging is not firing
     _, _, _, _, info = env.step(GAS)
-    assert info["boost"] and info["drift"] == 0
+    assert info["boost"] and info["drift"] == 0 and info["mini_turbos"] == 1
     info = _drive(env, GAS, 0.3)
     assert info["speed"] > K.VMAX and info["surface"] == "road"
     # off-road (grass) caps the speed

@@ -1,6 +1,6 @@
 """Closed-loop evaluation: drive a model (or the expert) in kartsim and measure it.
 
-Figures: ``laps`` completed, ``lap_times``, ``best_lap_s``, ``falls``, and
+Figures: ``laps`` completed, ``lap_times``, ``best_lap_s``, ``falls``, ``mini_turbos``, and
 ``autonomy``, PilotNet's measure read as "share of time with no intervention".
 An intervention is a fall, or leaving the road for more than a second. As a
 safety driver would, the scripted expert then takes the wheel until the kart
@@ -115,6 +115,7 @@ def evaluate(
         "best_lap_s": min(lap_times) if lap_times else None,
         "race_time_s": round(race_s, 3),
         "falls": int(info["falls"]),
+        "mini_turbos": int(info["mini_turbos"]),
         "interventions": interventions,
         "intervention_s": round(intervention_s, 3),
         "autonomy": round(max(0.0, 1.0 - intervention_s / race_s), 4) if race_s else 0.0,

@@ -18,8 +18,8 @@ from .texture import OFFROAD, VOID
 X, Y, TH, V, STEER, CHARGE, BOOST, HOP, FALL, HOLD, T, LAPSTART, PROG, FINISH_T = range(14)
 NF = 14
 # int state columns
-IDX, CPN, LAP, FALLS, DDIR, RPREV, FIN, SURF, LASTCP = range(9)
-NI = 9
+IDX, CPN, LAP, FALLS, DDIR, RPREV, FIN, SURF, LASTCP, MINITURBOS = range(10)
+NI = 10
 SURF_ROAD, SURF_OFFROAD, SURF_FALLING = 0, 1, 2
 SURFACES = ("road", "offroad", "falling")
 
@@ -144,6 +144,7 @@ def _drive(fs, ist, n, act, dt, steer, tex, class_of, tox, toy, inv_cell, defaul
         if (not rbtn) or v < K.DRIFT_MIN_V or offroad:
             if (not rbtn) and fs[n, CHARGE] >= K.MT_CHARGE and not offroad:
                 fs[n, BOOST] = K.BOOST_TIME
+                ist[n, MINITURBOS] += 1
             ist[n, DDIR] = 0
             fs[n, CHARGE] = 0.0
         else:

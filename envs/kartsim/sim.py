@@ -99,6 +99,7 @@ class KartBatch:
             "checkpoint": ist[:, P.LASTCP].copy(),
             "drift": ist[:, P.DDIR].copy(),
             "boost": fs[:, P.BOOST] > 0,
+            "mini_turbos": ist[:, P.MINITURBOS].copy(),  # fired this episode
         }
 
     def info(self, n: int) -> dict:

@@ -108,9 +108,14 @@ def config_from(args):
 def format_table(summary: dict) -> str:
     """The expert / cloned / fine-tuned / lower-bound table (demo and terminal output)."""
     fmt = lambda v: f"{v:8.2f} s" if isinstance(v, (int, float)) else f"{'-':>10}"  # noqa: E731
-    rows = [("scripted expert", summary["expert_best_lap_s"]), ("cloned (BC)", summary["bc_best_lap_s"]),
-            ("fine-tuned (PPO)", summary["rl_best_lap_s"]), ("lower bound", summary["lower_bound_s"])]
-    lines = [f"best lap on {summary['track']}:"] + [f"  {name:<18}{fmt(v)}" for name, v in rows]
+    mts = summary.get("mini_turbos") or {}
+    rows = [("scripted expert", summary["expert_best_lap_s"], mts.get("expert")),
+            ("cloned (BC)", summary["bc_best_lap_s"], mts.get("cloned")),
+            ("fine-tuned (PPO)", summary["rl_best_lap_s"], mts.get("fine_tuned")),
+            ("lower bound", summary["lower_bound_s"], None)]
+    lines = [f"best lap on {summary['track']}:"] + [
+        f"  {name:<18}{fmt(v)}" + (f"   {n} mini-turbos in {mts.get('laps')} laps" if n is not None else "")
+        for name, v, n in rows]
     fps, dps = summary["frames_per_s"] or 0.0, summary["decisions_per_s"] or 0.0
     lines.append(f"  {summary['frames']} game frames, {fps:.0f} frames/s, {dps:.0f} decisions/s, "
                  f"falls in the last evaluation: {summary['falls']}")

@@ -16,8 +16,9 @@ Semantics (gymnasium 1.x vector-env conventions, at decision level):
   episode can be bootstrapped from it.
 * Observations are ``(N, 66, 200, 3)`` uint8 model inputs (``common.frames``).
 * ``reward`` is already shaped (``RewardShaping``); ``info`` carries arrays of
-  ``progress``, ``lap``, ``speed``, ``falls`` per env, and ``new_laps``: the
-  ``(env, seconds)`` of laps completed during the step.
+  ``progress``, ``lap``, ``speed``, ``falls`` per env (and ``mini_turbos`` where
+  the backend can count them), and ``new_laps``: the ``(env, seconds)`` of laps
+  completed during the step.
 
 Optional members the learner uses when present: ``expert_actions()`` (scripted
 expert, for the expert baseline) and ``get_state()`` / ``set_state()`` (exact
@@ -135,12 +136,14 @@ class KartSimBackend:
         self._seed = seed
         self._laps = np.zeros(num_envs)
         self._falls = np.zeros(num_envs)
+        self._mts = np.zeros(num_envs)  # mini-turbos fired this episode
         self._pending = np.zeros(num_envs, bool)  # ended last frame: the next vec step resets it
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         obs, info = self.vec.reset(seed=self._seed if seed is None else seed)
         self._laps = _info_array(info, "lap", self.num_envs)
         self._falls = _info_array(info, "falls", self.num_envs)
+        self._mts = _info_array(info, "mini_turbos", self.num_envs)
         self._pending[:] = False
         return np.asarray(obs, np.uint8)
 
@@ -155,7 +158,7 @@ class KartSimBackend:
         trunc = np.zeros(n, bool)
         ended = np.zeros(n, bool)  # ended earlier in this step: ignore its new episode's reward
         final_obs = None
-        lap_end, falls_end = np.zeros(n), np.zeros(n)  # an ended episode's counts (before its reset)
+        lap_end, falls_end, mts_end = np.zeros(n), np.zeros(n), np.zeros(n)  # an ended episode's counts
         new_laps: list[tuple[int, float]] = []
         for k in range(self.frames_per_step):
             resetting = self._pending.copy()
@@ -164,6 +167,7 @@ class KartSimBackend:
             te, tr = np.asarray(te, bool), np.asarray(tr, bool)
             laps = _info_array(info, "lap", n)
             falls = _info_array(info, "falls", n)
+            mts = _info_array(info, "mini_turbos", n)
             live = ~resetting
             lap_delta = np.where(live, np.maximum(laps - self._laps, 0), 0)
             total += np.where(live & ~ended, np.asarray(reward, np.float64), 0.0)
@@ -178,10 +182,11 @@ class KartSimBackend:
                 final_obs = np.array(obs, np.uint8) if final_obs is None else final_obs
                 final_obs[done_now] = obs[done_now]
                 lap_end[done_now], falls_end[done_now] = laps[done_now], falls[done_now]
+                mts_end[done_now] = mts[done_now]
             term |= done_now & te
             trunc |= done_now & tr & ~te
             ended |= done_now
-            self._laps, self._falls = laps, falls
+            self._laps, self._falls, self._mts = laps, falls, mts
             self._pending = te | tr
         obs = np.asarray(obs, np.uint8)
         if final_obs is not None:  # an ended env shows its last frame, as next-step autoreset does
@@ -191,6 +196,7 @@ class KartSimBackend:
             "lap": np.where(ended, lap_end, self._laps),
             "speed": _info_array(info, "speed", n),
             "falls": np.where(ended, falls_end, self._falls),
+            "mini_turbos": np.where(ended, mts_end, self._mts),
             "new_laps": new_laps,
         }
         return StepResult(obs, total.astype(np.float32), term, trunc, out_info)
@@ -198,11 +204,12 @@ class KartSimBackend:
     # Exact resume: kartsim's numeric state (VecKartSim.get_state) plus this wrapper's counters.
     def get_state(self) -> dict:
         return {"vec": self.vec.get_state(), "laps": self._laps.copy(), "falls": self._falls.copy(),
-                "pending": self._pending.copy()}
+                "mini_turbos": self._mts.copy(), "pending": self._pending.copy()}
 
     def set_state(self, state: dict) -> None:
         self.vec.set_state(state["vec"])
         self._laps, self._falls = state["laps"].copy(), state["falls"].copy()
+        self._mts = state["mini_turbos"].copy()
         self._pending = state["pending"].copy()
 
     def close(self) -> None:

@@ -154,13 +154,15 @@ def evaluate(env: VecEnvBackend, laps: int, max_frames: int, net: ag.ActorCritic
 
     Runs until every env has completed ``laps`` laps, its episode ended, or
     ``max_frames`` game frames passed. Returns best/mean lap (s), lap times, falls,
-    frames and the mean return (reward summed until then).
+    mini-turbos fired (None where the backend does not count them), frames and
+    the mean return (reward summed until then).
     """
     obs = env.reset(seed=seed)
     n = env.num_envs
     stack = FeatureStack(n, net.frame_stack, net.feature_dim) if net is not None else None
     lap_times: list[float] = []
-    falls, ret = np.zeros(n), np.zeros(n)
+    falls, ret, mts = np.zeros(n), np.zeros(n), np.zeros(n)
+    counts_mts = False
     finished = np.zeros(n, bool)
     frames = 0
     while not finished.all() and frames < max_frames:
@@ -175,11 +177,15 @@ def evaluate(env: VecEnvBackend, laps: int, max_frames: int, net: ag.ActorCritic
         ret += np.where(live, res.reward, 0.0)
         lap_times += [sec for i, sec in res.info.get("new_laps", []) if live[i]]
         falls = np.where(live, res.info["falls"], falls)
+        if "mini_turbos" in res.info:
+            counts_mts = True
+            mts = np.where(live, res.info["mini_turbos"], mts)
         finished |= (res.terminated | res.truncated) | (res.info["lap"] >= laps)
         obs = res.obs
     return {
         "best_lap_s": min(lap_times) if lap_times else None,
         "mean_lap_s": float(np.mean(lap_times)) if lap_times else None,
-        "lap_times": lap_times, "laps": len(lap_times), "falls": int(falls.sum()), "frames": frames,
+        "lap_times": lap_times, "laps": len(lap_times), "falls": int(falls.sum()),
+        "mini_turbos": int(mts.sum()) if counts_mts else None, "frames": frames,
         "return": float(ret.mean()),
     }

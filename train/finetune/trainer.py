@@ -187,7 +187,8 @@ class Trainer:
             res = evaluate(self._eval_env(track, c.action_repeat), c.eval_laps, self._max_frames(track), self.net)
             row = {"update": self.updates, "frames": self.frames, "track": track,
                    "best_lap_s": res["best_lap_s"], "mean_lap_s": res["mean_lap_s"],
-                   "laps": res["laps"], "falls": res["falls"], "return": res["return"]}
+                   "laps": res["laps"], "falls": res["falls"], "mini_turbos": res["mini_turbos"],
+                   "return": res["return"]}
             rows.append(row)
             self._log_scalars(f"eval_{track}", row)
             if track == c.track and res["best_lap_s"] and res["falls"] == 0 and res["best_lap_s"] < self.best_lap:
@@ -290,6 +291,8 @@ class Trainer:
         after = [e for e in train_evals if e["frames"] > c.warmup_frames]
         # forgetting check: an eval with no completed lap counts as infinitely slow
         worst = max((e["best_lap_s"] or float("inf")) for e in after) if after else None
+        best_eval = min((e for e in train_evals if e["best_lap_s"] and e["falls"] == 0),
+                        key=lambda e: e["best_lap_s"], default={})
         return {
             "frames": self.frames,
             "frames_per_s": self.frames / self.wall_s if self.wall_s else None,
@@ -303,6 +306,10 @@ class Trainer:
             "evals_with_falls": sum(1 for e in train_evals if e["falls"]),
             "worst_eval_after_warmup_s": worst if worst != float("inf") else "no lap",
             "worst_vs_cloned": (worst / bc - 1.0) if (worst and bc and worst != float("inf")) else None,
+            # drift mini-turbos fired over the evaluation laps: where the time is won or lost
+            "mini_turbos": {"expert": (base.get("expert") or {}).get("mini_turbos"),
+                            "cloned": (base.get("cloned") or {}).get("mini_turbos"),
+                            "fine_tuned": best_eval.get("mini_turbos"), "laps": c.eval_laps},
             "wall_s": self.wall_s,
             "updates": self.updates, "envs": self.env.num_envs, "action_repeat": self.env.frames_per_step,
             "track": c.track, "held_out": {e["track"]: e["best_lap_s"] for e in held[-len(c.eval_tracks):]},
