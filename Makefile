@@ -85,3 +85,4 @@ bench: setup plugin
 	$(PY) -m bench.drive --json
 	$(PY) -m bench.plugin --json
 	$(PY) -m bench.envs --json
+	$(PY) -m bench.finetune --json
