@@ -332,3 +332,33 @@ def test_handling_drift_boost_offroad_and_reverse():
     # NaN input is treated as neutral, not propagated
     _, _, _, _, info = env.step(np.full(5, np.nan, np.float32))
     assert np.isfinite(info["speed"])
+
+
+def test_drift_abort_shaping_charges_only_a_drift_given_up_short():
+    """The same drive with and without ``drift_abort``: only the uncharged release differs, by the
+    weight x the share of the charge missing; a drift held to its mini-turbo costs nothing."""
+    hop_left = np.array([-0.8, 0, 1, 0, 1], np.float32)
+
+    def drive(weight, hold_s):
+        env = ks.make("luigi", size=(66, 200), seed=0, reward={"drift_abort": weight})
+        env.reset(seed=0)
+        sim = env.unwrapped.sim
+        _drive(env, GAS, 3.0)
+        sim.fs[0, P.TH] -= 0.3  # aim right first, so the left drift stays on the road
+        rewards = [env.step(hop_left)[1] for _ in range(int(0.3 * K.FPS))]
+        wide = np.array([1.0, 0, 1, 0, 1], np.float32)  # stick out: a wide drift that stays on the road
+        rewards += [env.step(wide)[1] for _ in range(int(hold_s * K.FPS))]
+        assert sim.ist[0, P.DDIR] == -1
+        charge = float(sim.fs[0, P.CHARGE])
+        _, r, _, _, info = env.step(GAS)  # let go of R
+        return np.array(rewards + [r]), charge, info
+
+    base, charge, info = drive(0.0, 0.2)
+    shaped, _, _ = drive(-2.0, 0.2)
+    assert 0.0 < charge < K.MT_CHARGE and not info["boost"]
+    np.testing.assert_allclose(shaped[:-1], base[:-1])
+    assert shaped[-1] - base[-1] == pytest.approx(-2.0 * (1.0 - charge / K.MT_CHARGE))
+    base, charge, info = drive(0.0, 0.65)
+    shaped, _, _ = drive(-2.0, 0.65)
+    assert charge >= K.MT_CHARGE and info["boost"] and info["mini_turbos"] == 1
+    np.testing.assert_allclose(shaped, base)

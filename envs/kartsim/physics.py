@@ -24,7 +24,7 @@ SURF_ROAD, SURF_OFFROAD, SURF_FALLING = 0, 1, 2
 SURFACES = ("road", "offroad", "falling")
 
 # reward weights, in this order (see reward.RewardConfig)
-RW_PROGRESS, RW_FALL, RW_SPEED, RW_BOOST, RW_OFFROAD = range(5)
+RW_PROGRESS, RW_FALL, RW_SPEED, RW_BOOST, RW_OFFROAD, RW_DRIFT_ABORT = range(6)
 
 
 @nb.njit(cache=True)
@@ -140,11 +140,14 @@ def _drive(fs, ist, n, act, dt, steer, tex, class_of, tox, toy, inv_cell, defaul
                 ist[n, DDIR] = 1 if steer > 0 else -1
                 fs[n, CHARGE] = 0.0
     airborne = fs[n, HOP] > 0.0
+    r_abort = 0.0
     if ist[n, DDIR] != 0:
         if (not rbtn) or v < K.DRIFT_MIN_V or offroad:
             if (not rbtn) and fs[n, CHARGE] >= K.MT_CHARGE and not offroad:
                 fs[n, BOOST] = K.BOOST_TIME
                 ist[n, MINITURBOS] += 1
+            else:  # a drift given up short of its mini-turbo: shaping scales with the charge missing
+                r_abort = rw[RW_DRIFT_ABORT] * max(0.0, 1.0 - fs[n, CHARGE] / K.MT_CHARGE)
             ist[n, DDIR] = 0
             fs[n, CHARGE] = 0.0
         else:
@@ -187,7 +190,7 @@ def _drive(fs, ist, n, act, dt, steer, tex, class_of, tox, toy, inv_cell, defaul
     fs[n, X] += v * np.cos(th) * dt
     fs[n, Y] += v * np.sin(th) * dt
     cls = surface_class(fs[n, X], fs[n, Y], tex, class_of, tox, toy, inv_cell, default_cls)
-    r = rw[RW_SPEED] * v / K.VMAX + (rw[RW_BOOST] if boosting else 0.0)
+    r = rw[RW_SPEED] * v / K.VMAX + (rw[RW_BOOST] if boosting else 0.0) + r_abort
     if cls == VOID and fs[n, HOP] <= 0.0:
         fs[n, FALL] = K.FALL_TIME
         ist[n, FALLS] += 1

@@ -73,6 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--r-boost", type=float, default=ds.boost, help="per frame while a mini-turbo boost runs")
     g.add_argument("--r-fall", type=float, default=ds.fall, help="once per fall off the track (negative)")
     g.add_argument("--r-offroad", type=float, default=ds.offroad, help="per frame off-road (negative)")
+    g.add_argument("--r-drift-abort", type=float, default=ds.drift_abort,
+                   help="per drift released before its mini-turbo charged, x the charge missing (negative)")
     g = p.add_argument_group("evaluation")
     g.add_argument("--eval-every", type=int, default=d.eval_every, help="updates between evaluations")
     g.add_argument("--eval-laps", type=int, default=d.eval_laps, help="deterministic laps per evaluation")
@@ -101,7 +103,7 @@ def config_from(args):
                           minibatch=args.minibatch, vf_coef=args.vf_coef, ent_coef=args.ent_coef,
                           max_grad_norm=args.max_grad_norm, lr=args.lr, critic_lr=args.critic_lr),
         shaping=RewardShaping(progress=args.r_progress, speed=args.r_speed, boost=args.r_boost,
-                              fall=args.r_fall, offroad=args.r_offroad),
+                              fall=args.r_fall, offroad=args.r_offroad, drift_abort=args.r_drift_abort),
     )
 
 

@@ -65,9 +65,11 @@ class RewardShaping:
     Per game frame: ``progress`` x 100 x (lap fraction gained) -- one lap is worth
     100 -- plus the shaping the Mario Kart RL literature uses: ``speed`` x v / top
     speed (do not idle), ``boost`` while a drift mini-turbo runs (use drift-boosts),
-    ``offroad`` per frame on grass (negative), and ``fall`` once per fall off the
+    ``offroad`` per frame on grass (negative), ``fall`` once per fall off the
     track (negative; Rainbow Road has no guardrails, and a fall also loses the
-    ground back to the last checkpoint and Lakitu's time).
+    ground back to the last checkpoint and Lakitu's time), and ``drift_abort``
+    once per drift given up before its mini-turbo charged, times the share of
+    the charge missing (negative).
 
     ``boost`` is on by default: progress alone barely tells a mini-turbo from none
     (a boost gains ~0.1 s), and the cloned policy releases R a few frames before
@@ -80,6 +82,7 @@ class RewardShaping:
     speed: float = 0.0
     boost: float = 0.05  # the clone lets go of R before the mini-turbo charges; this pays for holding on
     offroad: float = 0.0
+    drift_abort: float = 0.0
 
     def as_dict(self) -> dict:
         return asdict(self)
