@@ -71,18 +71,24 @@ class RewardShaping:
     once per drift given up before its mini-turbo charged, times the share of
     the charge missing (negative).
 
-    ``boost`` is on by default: progress alone barely tells a mini-turbo from none
-    (a boost gains ~0.1 s), and the cloned policy releases R a few frames before
-    the charge completes. 0.05 per boosted frame is ~1.2 per boost, about 16
-    frames' worth of progress. The real-game backend reads only ``progress``.
+    ``boost`` and ``drift_abort`` are on by default. Progress alone barely tells a
+    mini-turbo from none (a boost gains ~0.1 s), and the cloned policy lets go of
+    R where its teacher did, a few frames before the charge would complete:
+    holding on means sampling R against a ~1% probability on ~10 frames in a row,
+    which per-frame exploration never does. ``drift_abort`` makes each of those
+    early releases cost at once (-3 x the charge missing: holding one frame
+    longer is worth one to two frames of progress), so the policy learns to hold on
+    without having to stumble on a whole boost first; ``boost`` (0.1 per boosted
+    frame, ~2.4 per boost) pays for the boost itself. A drift held to its boost
+    costs nothing. The real-game backend reads only ``progress``.
     """
 
     progress: float = 1.0
     fall: float = -10.0
     speed: float = 0.0
-    boost: float = 0.05  # the clone lets go of R before the mini-turbo charges; this pays for holding on
+    boost: float = 0.1  # pays for the mini-turbo itself
     offroad: float = 0.0
-    drift_abort: float = 0.0
+    drift_abort: float = -3.0  # the clone lets go of R before the charge completes; this says so at once
 
     def as_dict(self) -> dict:
         return asdict(self)
