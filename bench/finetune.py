@@ -73,7 +73,9 @@ def main(argv=None) -> int:
     p.add_argument("--envs", type=int, default=24, help="parallel kartsim envs")
     p.add_argument("--repeats", type=int, nargs="+", default=[1, 2, 4], help="action repeats to measure")
     p.add_argument("--updates", type=int, default=12, help="measured PPO updates per repeat")
-    p.add_argument("--rollout", type=int, default=32, help="decisions per env per update")
+    from train.finetune.trainer import Config
+
+    p.add_argument("--rollout", type=int, default=Config().rollout, help="decisions per env per update")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = p.parse_args(argv)
     if args.model and not os.path.exists(args.model):

@@ -123,6 +123,17 @@ def test_actor_starts_as_the_cloned_policy_with_zero_kl():
     assert float(out["kl_ref"]) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_fused_acting_call_equals_features_then_heads():
+    net = ag.ActorCritic(tiny_pilotnet())
+    obs = frames_batch()
+    feats, z, ref_z, value = net.features_and_heads(obs)
+    np.testing.assert_allclose(feats, net.features(obs), atol=1e-6)
+    for got, want in zip((z, ref_z, value), net.heads(net.features(obs)), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    with pytest.raises(ValueError, match="frame_stack"):
+        ag.ActorCritic(tiny_pilotnet(), frame_stack=2).features_and_heads(obs)
+
+
 def test_frame_stack_starts_as_the_cloned_policy():
     cloned = tiny_pilotnet()
     net1, net3 = ag.ActorCritic(cloned), ag.ActorCritic(cloned, frame_stack=3)

@@ -161,6 +161,8 @@ class ActorCritic:
         self._features = tf.function(lambda f: self.trunk(f, training=False), input_signature=[spec])
         fspec = tf.TensorSpec((None, self.feature_dim * frame_stack), tf.float32)
         self._heads = tf.function(self._heads_impl, input_signature=[fspec])
+        # acting with single frames: trunk and heads in one graph call (saves a dispatch, ~10% of acting)
+        self._act_graph = tf.function(lambda f: self._act_impl(f), input_signature=[spec])
 
     @property
     def actor_weights(self):
@@ -175,6 +177,16 @@ class ActorCritic:
 
     def _heads_impl(self, feats):
         return self.head(feats), self.ref_head(feats), self.critic(feats)[:, 0]
+
+    def _act_impl(self, frames):
+        feats = self.trunk(frames, training=False)
+        return (feats, *self._heads_impl(feats))
+
+    def features_and_heads(self, frames: np.ndarray):
+        """frames -> features, z, reference z, value (frame_stack 1: the heads see this frame only)."""
+        if self.frame_stack != 1:
+            raise ValueError("features_and_heads is for frame_stack=1; stacked actors call features, then heads")
+        return tuple(t.numpy() for t in self._act_graph(tf.convert_to_tensor(frames)))
 
     def heads(self, feats: np.ndarray):
         """(stacked features) -> z, reference z, value as numpy."""

@@ -84,8 +84,12 @@ class Collector:
         n_valid = 0
         for t in range(steps):
             t0 = time.perf_counter()
-            stacked = self.stack.push(net.features(self.obs))
-            z, ref_z, value = net.heads(stacked)
+            if net.frame_stack == 1:
+                feats, z, ref_z, value = net.features_and_heads(self.obs)
+                stacked = self.stack.push(feats)
+            else:
+                stacked = self.stack.push(net.features(self.obs))
+                z, ref_z, value = net.heads(stacked)
             actions, x, buttons, logp = net.act(z, self.rng)
             t1 = time.perf_counter()
             res = env.step(actions)
