@@ -68,13 +68,13 @@ def bench_repeat(cloned, envs: int, repeat: int, updates: int, rollout: int) -> 
 
 
 def main(argv=None) -> int:
+    from train.finetune.trainer import Config
+
     p = argparse.ArgumentParser(prog="python -m bench.finetune", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="cloned PilotNet .keras (default: an untrained PilotNet)")
     p.add_argument("--envs", type=int, default=24, help="parallel kartsim envs")
     p.add_argument("--repeats", type=int, nargs="+", default=[1, 2, 4], help="action repeats to measure")
     p.add_argument("--updates", type=int, default=12, help="measured PPO updates per repeat")
-    from train.finetune.trainer import Config
-
     p.add_argument("--rollout", type=int, default=Config().rollout, help="decisions per env per update")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = p.parse_args(argv)

@@ -95,6 +95,9 @@ def test_checkpoint_resume_takes_the_same_next_update(files, tmp_path):
     assert not np.allclose(a.net.get_weights()["head"][0], a.net.ref_head.get_weights()[0])  # it learned
     a.close()
     b.close()
+    # a checkpoint whose environments do not fit (other --envs) is refused by name, not half-loaded
+    with pytest.raises(ValueError, match=r"state\.pkl.*--envs"):
+        Trainer(config(files, tmp_path / "r", envs=2, rollout=8, warmup_frames=32 * 4, resume=True))
 
 
 def test_cli_json_and_outputs(files, tmp_path):

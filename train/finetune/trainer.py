@@ -256,7 +256,12 @@ class Trainer:
             state = pickle.load(fh)  # our own file, written by save()
         self.learner.set_state(state["learner"])
         if state["env"] is not None and hasattr(self.env, "set_state"):
-            self.env.set_state(state["env"])
+            try:
+                self.env.set_state(state["env"])
+            except (KeyError, ValueError) as exc:  # another --envs/--track, or an older kartsim's state
+                raise ValueError(f"--resume: the environment state in {path} does not fit this run's "
+                                 f"environments ({exc!r}); was it written with other --envs, --track or "
+                                 "an older kartsim?") from exc
         self.collector.set_state(state["collector"])
         for key in ("frames", "updates", "wall_s", "history", "evals", "baselines", "best_lap"):
             setattr(self, key, state[key])
