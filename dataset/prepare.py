@@ -55,11 +55,11 @@ class Plan:
     bad_range: list[int] = field(default_factory=list)  # frames.csv row numbers
 
     def clock(self, rows: pd.DataFrame) -> np.ndarray:
-        """Game seconds of ``rows`` (see the module doc)."""
+        """Game seconds of ``rows`` since the session's first frame (see the module doc)."""
         fps = self.df.attrs["meta"].get("sim_fps")
-        if fps:
-            return rows["frame"].to_numpy(np.float64) / float(fps)
-        return rows["t"].to_numpy(np.float64)
+        col, scale = ("frame", 1.0 / float(fps)) if fps else ("t", 1.0)
+        first = float(self.df[col].iat[0]) if len(self.df) else 0.0
+        return (rows[col].to_numpy(np.float64) - first) * scale
 
 
 @dataclass

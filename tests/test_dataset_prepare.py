@@ -128,6 +128,7 @@ def test_one_session_is_split_by_time_with_a_gap(tmp_path):
     assert (tail["split"], tail["block"], tail["rows"], tail["frame_range"]) == ("val", "tail", [0, 60], [240, 299])
     assert tail["gap"] == {"frames": 89, "seconds": 3.0, "frame_range": [150, 239]}  # frame 200 was excluded
     assert head["excluded"] == {"idle-head": 1} and tail["excluded"] == {}
+    assert head["seconds"] == [0.033, 4.967] and tail["seconds"] == [8.0, 9.967]  # since the first frame
     assert json.loads((tmp_path / "p" / "manifest.json").read_text()) == m
     # the CLI says so, and a 30 fps kartsim session recorded --fast (t at 300 Hz) splits the same:
     # game time is frame / sim_fps, not the wall clock
