@@ -30,10 +30,10 @@ def run(*args, timeout=300) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1]) | {"stderr": r.stderr}
 
 
-def dataset_then_train(session, tmp_path) -> tuple[dict, dict]:
+def dataset_then_train(session, tmp_path, *prepare_args) -> tuple[dict, dict]:
     """`make dataset` (clean, prepare --force) and `make train` (one epoch) on one session."""
     run("dataset", "clean", session)
-    prep = run("dataset", "prepare", session, "--out", tmp_path / "prepared", "--force")
+    prep = run("dataset", "prepare", session, "--out", tmp_path / "prepared", "--force", *prepare_args)
     assert prep["split_by"] == "time" and "split by time" in prep["stderr"]
     assert prep["train"] > prep["val"] > 0
     manifest = json.loads((tmp_path / "prepared" / "manifest.json").read_text())
@@ -68,5 +68,5 @@ def test_one_tensorkart_folder_trains_a_model(tmp_path):
             w.writerow([f"samples/run1/img_{i}.png", round(0.5 * np.sin(i / 9), 4), 0.0, 1, 0, 0])
     session = tmp_path / "sessions" / "tk"
     assert run("dataset", "import-tensorkart", tk, "--out", session)["frames"] == 200
-    prep, _ = dataset_then_train(session, tmp_path)
+    prep, _ = dataset_then_train(session, tmp_path, "--val-fraction", 0.2)
     assert prep["val"] == 40  # the last 20% of 200 frames; 3 s = 15 frames before it left out
