@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def _synthetic(dir_: str, n: int) -> str:
     import numpy as np
 
-    from train.simdata import write_arrays
+    from dataset.arrays import write_arrays
 
     rng = np.random.default_rng(0)
     fr = rng.integers(0, 256, (n, 66, 200, 3), dtype=np.uint8)

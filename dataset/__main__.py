@@ -5,7 +5,7 @@
   restore SESSION... [--reason R]     undo them
   prepare SESSION... --out DIR        model-ready memory-mappable arrays + manifest
   import-tensorkart DIR --out SESSION a TensorKart samples folder -> a session
-  export-tensorkart SESSION --out DIR a session -> a TensorKart folder
+  export-tensorkart SESSION --out DIR a session -> a TensorKart folder (new or empty; --force)
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 
+from dataset.prepare import VAL_GAP_S
 from dataset.session import SessionError
 
 
@@ -47,13 +48,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", default=None, help="only this reason (default: all)")
     common(p, skip=False)
 
-    p = sub.add_parser("prepare", help="sessions -> train/val arrays (split by session) + manifest")
+    p = sub.add_parser(
+        "prepare", help="sessions -> train/val arrays (split by session, or by time within one) + manifest",
+        description="Validation is made of whole sessions when the inputs allow it. When they cannot "
+        "fill it (one session, say), each session is split by time: its last --val-fraction of frames "
+        "is validation, --val-gap seconds before that are left out, the rest is training.")
     p.add_argument("sessions", nargs="+")
-    p.add_argument("--out", required=True)
-    p.add_argument("--val-fraction", type=float, default=0.2, help="share of sessions for validation")
+    p.add_argument("--out", required=True, help="the prepared-data folder to write")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="share of sessions for validation; of each session's frames when split by time "
+                   "(default: %(default)s)")
     p.add_argument("--val", action="append", default=None, help="use this session for validation (repeatable)")
+    p.add_argument("--val-gap", type=float, default=VAL_GAP_S, metavar="SECONDS",
+                   help="when split by time: seconds left out between train and val (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out if it is a prepared-data folder (anything else is refused)")
     common(p)
 
     p = sub.add_parser("import-tensorkart", help="a TensorKart samples folder -> a session")
@@ -65,9 +75,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export-tensorkart", help="a session -> a TensorKart samples folder")
     p.add_argument("session")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="a new or empty folder")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out if it holds only a TensorKart export (data.csv, img_N.png)")
     common(p, skip=False)
     return ap
+
+
+def _report_prepare(m: dict, args) -> None:
+    """prepare's stderr: one line per session (or time block), how val was made, the totals."""
+    for e in m["sessions"]:
+        extra = f", skipped bad frames {e['skipped_bad']}" if e["skipped_bad"] else ""
+        block = ""
+        if "block" in e:
+            block = f" ({'last' if e['block'] == 'tail' else 'first'} part, {e['seconds'][0]:.1f}-{e['seconds'][1]:.1f} s"
+            block += f"; {e['gap']['frames']} frames before it left out)" if "gap" in e else ")"
+        print(f"{e['path']}: {e['split']}{block} rows {e['rows'][0]}..{e['rows'][1]} "
+              f"(excluded {sum(e['excluded'].values())}{extra})", file=sys.stderr)
+    if m["split_by"] == "time":
+        print(f"dataset prepare: note: the sessions given cannot fill a validation split with whole sessions, "
+              f"so each is split by time: its last {m['val_fraction']:.0%} of frames is val, the "
+              f"{m['val_gap_s']:g} s before that left out (manifest split_by: time)", file=sys.stderr)
+    if m["val"] == 0 and args.val_fraction > 0:
+        print(f"dataset prepare: warning: the val split is empty (sessions too short to hold out "
+              f"{args.val_fraction:.0%} with a {args.val_gap:g} s gap); train needs one: record longer "
+              f"or more sessions, or lower --val-gap", file=sys.stderr)
+    print(f"{args.out}: train {m['train']} frames, val {m['val']} frames", file=sys.stderr)
 
 
 def main(argv=None) -> int:
@@ -107,14 +140,10 @@ def main(argv=None) -> int:
             from dataset.prepare import prepare
 
             m = prepare(args.sessions, args.out, val_fraction=args.val_fraction, val=args.val, seed=args.seed,
-                        skip_bad=args.skip_bad, force=args.force, progress=progress)
-            for e in m["sessions"]:
-                extra = f", skipped bad frames {e['skipped_bad']}" if e["skipped_bad"] else ""
-                print(f"{e['path']}: {e['split']} rows {e['rows'][0]}..{e['rows'][1]} "
-                      f"(excluded {sum(e['excluded'].values())}{extra})", file=sys.stderr)
-            print(f"{args.out}: train {m['train']} frames, val {m['val']} frames", file=sys.stderr)
-            result = {"out": args.out, "train": m["train"], "val": m["val"],
-                      "sessions": [{k: e[k] for k in ("path", "split", "rows", "skipped_bad")}
+                        skip_bad=args.skip_bad, force=args.force, val_gap_s=args.val_gap, progress=progress)
+            _report_prepare(m, args)
+            result = {"out": args.out, "train": m["train"], "val": m["val"], "split_by": m["split_by"],
+                      "sessions": [{k: e[k] for k in ("path", "split", "rows", "skipped_bad", "block") if k in e}
                                    for e in m["sessions"]]}
         elif args.cmd == "import-tensorkart":
             from dataset.tensorkart import import_tensorkart
@@ -126,7 +155,7 @@ def main(argv=None) -> int:
         else:
             from dataset.tensorkart import export_tensorkart
 
-            result = export_tensorkart(args.session, args.out)
+            result = export_tensorkart(args.session, args.out, force=args.force)
     except (SessionError, ValueError, FileExistsError) as exc:
         print(f"dataset {args.cmd}: error: {exc}", file=sys.stderr)
         return 2

@@ -1,33 +1,89 @@
 """Sessions -> model-ready arrays (the contract in docs/ARCHITECTURE.md).
 
-Split by session (no session's frames are on both sides), excluded frames
-left out, every frame through common.frames.to_model_input. Arrays are written
-incrementally into memory-mapped .npy files, so the data need not fit in RAM;
-everything goes to a temporary folder renamed into place at the end, so a
-failure leaves nothing half-written.
+Excluded frames are left out and every frame goes through
+common.frames.to_model_input; the arrays are written through
+dataset.arrays.ArraysWriter (memory-mapped, so the data need not fit in RAM;
+a temporary folder renamed into place, so a failure leaves nothing
+half-written; an existing ``--out`` is only replaced when it is a prepared
+folder of ours).
+
+The validation split is made of whole sessions when it can be: no session's
+frames are on both sides. When the sessions given cannot fill it that way
+(one session, say: a newcomer's first recording), each session is split by
+time instead: its last ``val_fraction`` of kept frames is validation, the
+first part is training, and ``val_gap_s`` seconds between them are left out,
+so near-identical neighbouring frames do not sit on both sides. Prepare says
+so on stderr and in the manifest (``split_by``: ``session`` or ``time``).
+A session too short to be split that way goes to training whole.
+
+The time axis is game time: ``frame / sim_fps`` for kartsim recordings (whose
+``t`` is the wall clock, which ``--fast`` decouples from the game), else the
+``t`` column (capture time; TensorKart imports get ``frame / rate``).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
 from common import action as act
 from common import frames as fr
+from dataset.arrays import ArraysError, ArraysWriter, check_target
 from dataset.session import SessionError, load_image, load_session
 
 CHUNK = 256  # frames decoded at once
+VAL_GAP_S = 3.0  # default seconds left out between a session's train and val blocks
 
 
-class PrepareError(ValueError):
-    pass
+PrepareError = ArraysError  # what prepare refuses (inputs, options, --out); a ValueError
+
+
+@dataclass
+class Plan:
+    """One session, loaded and checked: every row (``df``), the rows to use (``keep``: not
+    excluded, actions in range) and the rows refused for their actions."""
+
+    path: str
+    df: pd.DataFrame
+    keep: pd.DataFrame
+    bad_range: list[int] = field(default_factory=list)  # frames.csv row numbers
+
+    def clock(self, rows: pd.DataFrame) -> np.ndarray:
+        """Game seconds of ``rows`` since the session's first frame (see the module doc)."""
+        fps = self.df.attrs["meta"].get("sim_fps")
+        col, scale = ("frame", 1.0 / float(fps)) if fps else ("t", 1.0)
+        first = float(self.df[col].iat[0]) if len(self.df) else 0.0
+        return (rows[col].to_numpy(np.float64) - first) * scale
+
+
+@dataclass
+class Block:
+    """A stretch of one session that goes into one split."""
+
+    plan: Plan
+    part: str  # "train" | "val"
+    block: str  # "all" | "head" | "tail"
+    rows: pd.DataFrame  # kept rows, in order
+    span: pd.DataFrame  # every row of the stretch (for the exclusion counts)
+    gap: dict | None = None  # the frames left out before a tail
+
+
+def resolve_inputs(paths) -> list[str]:
+    """The session paths as given, refusing one given twice (``s1`` and ``s1/`` are one)."""
+    paths = [str(p) for p in paths]
+    seen: dict[Path, str] = {}
+    for p in paths:
+        r = Path(p).resolve()
+        if r in seen:
+            raise PrepareError(f"the same session is given twice: {seen[r]} and {p}")
+        seen[r] = p
+    return paths
 
 
 def split_sessions(paths: list[str], val_fraction: float, seed: int = 0,
@@ -50,6 +106,60 @@ def split_sessions(paths: list[str], val_fraction: float, seed: int = 0,
     return {p: "val" if p in val_set else "train" for p in paths}
 
 
+def plan_session(path: str, skip_bad: bool) -> Plan:
+    """Load a session with its exclusions; refuse (or, ``skip_bad``, leave out) rows whose
+    action is not finite or out of range."""
+    df = load_session(path, include_excluded=True)
+    keep = df[~df["excluded"]]
+    a = keep[list(act.FIELDS)].to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(a).all(axis=1) | (a < act.LOW - 1e-4).any(axis=1) | (a > act.HIGH + 1e-4).any(axis=1)
+    bad_rows = [int(i) + 2 for i in keep.index[bad]]
+    if bad_rows and not skip_bad:
+        raise SessionError(f"{Path(path) / 'frames.csv'}, row {bad_rows[0]}: action out of range "
+                           f"({len(bad_rows)} such rows; run `dataset clean` or pass --skip-bad)")
+    return Plan(path, df, keep[~bad], bad_rows)
+
+
+def session_blocks(plans: list[Plan], split: dict[str, str]) -> list[Block]:
+    """Each session whole, into the split it was given."""
+    return [Block(pl, split[pl.path], "all", pl.keep, pl.df) for pl in plans]
+
+
+def time_blocks(pl: Plan, val_fraction: float, gap_s: float) -> list[Block]:
+    """Split one session by time: the head for train, the last ``val_fraction`` of its kept
+    frames for val, ``gap_s`` seconds between them left out. A session whose head would be
+    smaller than its tail goes to train whole (one block)."""
+    keep = pl.keep
+    n_val = int(round(val_fraction * len(keep)))
+    if n_val < 1:
+        return [Block(pl, "train", "all", keep, pl.df)]
+    t_keep = pl.clock(keep)
+    cut = t_keep[len(keep) - n_val]  # the first val frame's time
+    head = keep[t_keep < cut - gap_s]
+    if len(head) < n_val:
+        return [Block(pl, "train", "all", keep, pl.df)]
+    t_all = pl.clock(pl.df)
+    gap_rows = keep[(t_keep >= cut - gap_s) & (t_keep < cut)]
+    gap = {"frames": len(gap_rows), "seconds": gap_s,
+           "frame_range": [int(gap_rows["frame"].iat[0]), int(gap_rows["frame"].iat[-1])] if len(gap_rows) else []}
+    return [Block(pl, "train", "head", head, pl.df[t_all < cut - gap_s]),
+            Block(pl, "val", "tail", keep.iloc[len(keep) - n_val:], pl.df[t_all >= cut], gap)]
+
+
+def choose_blocks(plans: list[Plan], *, val_fraction: float, seed: int, val: list[str] | None,
+                  gap_s: float) -> tuple[list[Block], str]:
+    """Whole sessions when they can fill a validation split, else time blocks inside each
+    session. Returns the blocks and how they were split ("session" | "time")."""
+    split = split_sessions([pl.path for pl in plans], val_fraction, seed, val)
+    blocks = session_blocks(plans, split)
+    if val or val_fraction <= 0 or any(b.part == "val" and len(b.rows) for b in blocks):
+        return blocks, "session"
+    timed = [b for pl in plans for b in time_blocks(pl, val_fraction, gap_s)]
+    if not any(b.block == "tail" for b in timed):  # every session too short to split
+        return blocks, "session"
+    return timed, "time"
+
+
 def _frame(path, image, row):
     try:
         return fr.to_model_input(load_image(path, image)), None
@@ -57,113 +167,64 @@ def _frame(path, image, row):
         return None, f"{exc} (frames.csv row {row})"
 
 
+def write_block(writer: ArraysWriter, b: Block, pool: ThreadPoolExecutor, skip_bad: bool, bar) -> dict:
+    """Decode one block's frames into the writer (several at once); returns its manifest entry."""
+    p, start, skipped = b.plan.path, writer.rows[b.part], []
+    for c in range(0, len(b.rows), CHUNK):
+        chunk = b.rows.iloc[c:c + CHUNK]
+        results = pool.map(_frame, [p] * len(chunk), chunk["image"], [int(i) + 2 for i in chunk.index])
+        acts = chunk[list(act.FIELDS)].to_numpy(np.float32)
+        for k, (frame_no, (img, err)) in enumerate(zip(chunk["frame"], results, strict=True)):
+            if err:
+                if not skip_bad:
+                    raise SessionError(err)
+                skipped.append(int(frame_no))
+                continue
+            writer.add(b.part, img, acts[k])
+        bar.update(len(chunk))
+    df, meta, span = b.plan.df, b.plan.df.attrs["meta"], b.span
+    in_span = set(span.index)
+    entry = {
+        "path": p,
+        "split": b.part,
+        "rows": [start, writer.rows[b.part]],
+        "frames": writer.rows[b.part] - start,
+        "total": len(span),
+        "excluded": dict(sorted(Counter(span.loc[span["excluded"], "reason"]).items())),
+        "skipped_bad": sorted(skipped + [int(df.loc[r - 2, "frame"]) for r in b.plan.bad_range
+                                         if r - 2 in in_span]),
+        "source": meta.get("source"),
+        "track": meta.get("track") or meta.get("game"),
+        "drivers": dict(sorted(Counter(b.rows["driver"]).items())),
+    }
+    if b.block != "all":
+        t = b.plan.clock(b.rows)
+        entry.update(block=b.block, frame_range=[int(b.rows["frame"].iat[0]), int(b.rows["frame"].iat[-1])],
+                     seconds=[round(float(t[0]), 3), round(float(t[-1]), 3)])
+    if b.gap is not None:
+        entry["gap"] = b.gap
+    return entry
+
+
 def prepare(paths, out, *, val_fraction: float = 0.2, val: list[str] | None = None, seed: int = 0,
-            skip_bad: bool = False, force: bool = False, progress: bool = True) -> dict:
-    paths = [str(p) for p in paths]
-    if len(set(paths)) != len(paths):
-        raise PrepareError("the same session is given twice")
-    out = Path(out)
-    if out.exists() and not force:
-        raise PrepareError(f"{out} already exists (use --force to replace it)")
-    split = split_sessions(paths, val_fraction, seed, val)
-    plans = []
-    for p in paths:
-        df = load_session(p, include_excluded=True)
-        keep = df[~df["excluded"]]
-        a = keep[list(act.FIELDS)].to_numpy(dtype=np.float64)
-        bad = ~np.isfinite(a).all(axis=1) | (a < act.LOW - 1e-4).any(axis=1) | (a > act.HIGH + 1e-4).any(axis=1)
-        bad_rows = [int(i) + 2 for i in keep.index[bad]]
-        if bad_rows and not skip_bad:
-            raise SessionError(f"{Path(p) / 'frames.csv'}, row {bad_rows[0]}: action out of range "
-                               f"({len(bad_rows)} such rows; run `dataset clean` or pass --skip-bad)")
-        plans.append({"path": p, "df": df, "keep": keep[~bad], "bad_range": bad_rows})
+            skip_bad: bool = False, force: bool = False, val_gap_s: float = VAL_GAP_S,
+            progress: bool = True) -> dict:
+    """Sessions -> ``out`` (arrays + manifest); returns the manifest (see the module doc)."""
+    paths = resolve_inputs(paths)
+    if not 0 <= val_fraction <= 1:
+        raise PrepareError(f"--val-fraction must be in [0, 1], got {val_fraction}")
+    if val_gap_s < 0:
+        raise PrepareError(f"--val-gap must be >= 0 seconds, got {val_gap_s}")
+    writer_args = {"replace": force, "inputs": paths}
+    check_target(out, **writer_args)  # refuse a bad --out before reading anything
+    plans = [plan_session(p, skip_bad) for p in paths]
+    blocks, split_by = choose_blocks(plans, val_fraction=val_fraction, seed=seed, val=val, gap_s=val_gap_s)
     counts = Counter()
-    for pl in plans:
-        counts[split[pl["path"]]] += len(pl["keep"])
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        arrays = {}
-        for part in ("train", "val"):
-            arrays[part] = (
-                np.lib.format.open_memmap(tmp / f"{part}_frames.npy", "w+", np.uint8, (counts[part], *fr.MODEL_SHAPE)),
-                np.lib.format.open_memmap(tmp / f"{part}_actions.npy", "w+", np.float32, (counts[part], act.SIZE)),
-            )
-        pos = Counter()
-        entries = []
+    for b in blocks:
+        counts[b.part] += len(b.rows)
+    with ArraysWriter(out, counts, **writer_args) as writer, ThreadPoolExecutor(max_workers=2) as pool:
         bar = tqdm(total=sum(counts.values()), desc="prepare", unit="frame", disable=not progress)
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            for pl in plans:
-                part, keep, p = split[pl["path"]], pl["keep"], pl["path"]
-                frames_arr, actions_arr = arrays[part]
-                start = pos[part]
-                skipped = []
-                for c in range(0, len(keep), CHUNK):
-                    chunk = keep.iloc[c:c + CHUNK]
-                    results = pool.map(_frame, [p] * len(chunk), chunk["image"], [int(i) + 2 for i in chunk.index])
-                    for (_, row), (img, err) in zip(chunk.iterrows(), results, strict=True):
-                        if err:
-                            if not skip_bad:
-                                raise SessionError(err)
-                            skipped.append(int(row["frame"]))
-                            continue
-                        frames_arr[pos[part]] = img
-                        actions_arr[pos[part]] = act.clip_batch(row[list(act.FIELDS)].to_numpy(np.float32))
-                        pos[part] += 1
-                    bar.update(len(chunk))
-                df = pl["df"]
-                entries.append({
-                    "path": p,
-                    "split": part,
-                    "rows": [start, pos[part]],
-                    "frames": pos[part] - start,
-                    "total": len(df),
-                    "excluded": dict(sorted(Counter(df.loc[df["excluded"], "reason"]).items())),
-                    "skipped_bad": sorted(skipped + [int(df.loc[r - 2, "frame"]) for r in pl["bad_range"]]),
-                    "source": df.attrs["meta"].get("source"),
-                    "track": df.attrs["meta"].get("track") or df.attrs["meta"].get("game"),
-                    "drivers": dict(sorted(Counter(pl["keep"]["driver"]).items())),
-                })
+        entries = [write_block(writer, b, pool, skip_bad, bar) for b in blocks]
         bar.close()
-        for part in ("train", "val"):
-            for a in arrays[part]:
-                a.flush()
-            if pos[part] < counts[part]:  # bad frames skipped: shrink to what was written
-                _shrink(tmp, part, pos[part])
-        del arrays
-        manifest = {
-            "transform": fr.TRANSFORM,
-            "action_fields": list(act.FIELDS),
-            "train": pos["train"],
-            "val": pos["val"],
-            "val_fraction": val_fraction,
-            "seed": seed,
-            "sessions": entries,
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return manifest
-
-
-def _shrink(folder: Path, part: str, n: int) -> None:
-    for name in (f"{part}_frames.npy", f"{part}_actions.npy"):
-        src = np.load(folder / name, mmap_mode="r")
-        dst = np.lib.format.open_memmap(folder / (name + ".tmp"), "w+", src.dtype, (n, *src.shape[1:]))
-        for c in range(0, n, 4096):
-            end = min(n, c + 4096)
-            dst[c:end] = src[c:end]
-        dst.flush()
-        del dst, src
-        os.replace(folder / (name + ".tmp"), folder / name)
+        extra = {"val_gap_s": val_gap_s} if split_by == "time" else {}
+        return writer.commit(entries, val_fraction=val_fraction, seed=seed, split_by=split_by, **extra)

@@ -20,7 +20,6 @@ import csv
 import json
 import os
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -186,8 +185,12 @@ def load_session(path: str | os.PathLike, *, include_excluded: bool = False,
     df = df.astype({"frame": "int64", "t": "float64", **{f: "float32" for f in act.FIELDS}})
     if check_images:
         for lineno, image in enumerate(df["image"], start=2):
-            if not (path / image).is_file():
-                raise SessionError(f"{csv_path}, row {lineno}: image {path / image} is missing")
+            try:
+                p = image_path(path, image)
+            except SessionError as exc:
+                raise SessionError(f"{exc} (row {lineno})") from exc
+            if not p.is_file():
+                raise SessionError(f"{csv_path}, row {lineno}: image {p} is missing")
     excl = read_exclusions(path)
     df["reason"] = pd.Series([excl.get(int(f), "") for f in df["frame"]], index=df.index, dtype=object)
     df["excluded"] = df["reason"] != ""
@@ -228,21 +231,33 @@ def write_exclusions(path: str | os.PathLike, reasons: dict[int, str]) -> None:
     os.replace(tmp, p)
 
 
+def image_path(session_path: str | os.PathLike, image: str) -> Path:
+    """Where a session's ``image`` column points, confined to the session folder.
+
+    Image names are relative to the session (``frames/0000042.png``). An absolute
+    path, a ``..`` that climbs out, or a symlink whose target lies outside the
+    folder raises SessionError: a received session never reaches other files.
+    Callers add the row (``frames.csv row N``) to the message."""
+    base = Path(session_path)
+    rel = Path(image)
+    if not image or rel.is_absolute() or rel.drive:
+        raise SessionError(f"{base / CSV}: image path {image!r} is not relative to the session folder {base}")
+    p = base / rel
+    root = base.resolve()
+    if not p.resolve().is_relative_to(root):
+        raise SessionError(f"{base / CSV}: image path {image!r} leads outside the session folder {base}")
+    return p
+
+
 def load_image(session_path: str | os.PathLike, image: str) -> np.ndarray:
-    """One frame of a session as RGB uint8; errors name the file."""
-    p = Path(session_path) / image
+    """One frame of a session as RGB uint8; the path is confined to the session
+    folder (:func:`image_path`); errors name the file."""
+    p = image_path(session_path, image)
     try:
         with Image.open(p) as img:
             return np.asarray(img.convert("RGB"))
     except (OSError, ValueError) as exc:
         raise SessionError(f"{p}: cannot read image: {exc}") from exc
-
-
-def iter_frames(df: pd.DataFrame) -> Iterable[tuple[pd.Series, np.ndarray]]:
-    """(row, image) pairs of a loaded session, in order."""
-    base = df.attrs["path"]
-    for _, row in df.iterrows():
-        yield row, load_image(base, row["image"])
 
 
 def actions(df: pd.DataFrame) -> np.ndarray:

@@ -20,8 +20,7 @@ def contact_sheet(path, out_png, *, count: int = 48, cols: int = 8, thumb_w: int
     if len(df) == 0:
         raise SessionError(f"{path}: session has no frames")
     idx = np.unique(np.linspace(0, len(df) - 1, min(count, len(df))).round().astype(int))
-    first = load_image(path, df["image"].iat[int(idx[0])])
-    thumb_h = max(1, int(round(thumb_w * first.shape[0] / first.shape[1])))
+    thumb_h = max(1, int(round(thumb_w * _aspect(path, df, idx, skip_bad))))
     label_h = 14
     rows = (len(idx) + cols - 1) // cols
     sheet = Image.new("RGB", (cols * (thumb_w + 4), rows * (thumb_h + label_h + 4)), (24, 24, 24))
@@ -46,6 +45,24 @@ def contact_sheet(path, out_png, *, count: int = 48, cols: int = 8, thumb_w: int
         draw.text((x0, y0 + thumb_h + 1), label[:30], fill=EXCLUDED_COLOUR if row["excluded"] else (220, 220, 220))
     sheet.save(out_png)
     return {"contact_sheet": str(out_png), "frames_shown": len(idx), "unreadable": bad}
+
+
+def _aspect(path, df, idx, skip_bad: bool) -> float:
+    """Height / width of the session's frames: the first shown frame that reads (with
+    ``skip_bad``, past unreadable ones), else meta.json's resolution, else 3:4."""
+    for k, i in enumerate(idx):
+        try:
+            img = load_image(path, df["image"].iat[int(i)])
+            return img.shape[0] / img.shape[1]
+        except SessionError as exc:
+            if not skip_bad:
+                raise SessionError(f"{exc} (frames.csv row {int(i) + 2})") from exc
+            if k >= 7:  # enough tries: the loop below marks every bad one
+                break
+    res = df.attrs["meta"].get("resolution")
+    if isinstance(res, list) and len(res) == 2 and all(isinstance(v, int) and v > 0 for v in res):
+        return res[0] / res[1]
+    return 0.75
 
 
 def actions_plot(path, out_png) -> dict:

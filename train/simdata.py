@@ -15,35 +15,13 @@ expert never showed).
 
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
 from tqdm.auto import tqdm
 
 from common import action as act
 from common import frames
+from dataset.arrays import write_arrays
 from envs.kartsim.dart import DartNoise
-
-
-def write_arrays(out_dir: str, splits: dict[str, tuple[np.ndarray, np.ndarray]], sessions=None, **meta) -> str:
-    """Write ``{split}_frames.npy`` / ``{split}_actions.npy`` and a manifest like prepare's."""
-    os.makedirs(out_dir, exist_ok=True)
-    counts = {}
-    for split, (fr, ac) in splits.items():
-        np.save(os.path.join(out_dir, f"{split}_frames.npy"), np.asarray(fr, np.uint8))
-        np.save(os.path.join(out_dir, f"{split}_actions.npy"), np.asarray(ac, np.float32))
-        counts[split] = len(fr)
-    manifest = {
-        "transform": frames.TRANSFORM,
-        "action_fields": list(act.FIELDS),
-        **counts,
-        "sessions": sessions or [],
-        **meta,
-    }
-    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=2)
-    return out_dir
 
 
 def drive_expert(track: str, n_frames: int, *, size=(66, 200), seed: int = 0, noise: float = 0.0,
