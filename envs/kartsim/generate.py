@@ -176,3 +176,15 @@ def from_name(name: str) -> dict:
     """The spec of a ``gen:S[:STYLE]`` track name."""
     seed, style = parse_name(name)
     return generate(seed, style)
+
+
+def generated_tracks(seeds, style: str = "mixed"):
+    """A track sampler for ``VecKartSim(track_sampler=...)``: a uniformly drawn seed of ``seeds``."""
+    seeds = list(seeds)
+    if not seeds:
+        raise GenError("generated_tracks needs at least one seed")
+
+    def sample(rng: np.random.Generator) -> str:
+        return track_name(int(seeds[int(rng.integers(len(seeds)))]), style)
+
+    return sample

@@ -99,14 +99,11 @@ def validate(spec, src: str) -> dict:
 
 def _catmull_rom_closed(p: np.ndarray, per_seg: int = 24) -> np.ndarray:
     """Densely sample a closed Catmull-Rom spline through rows of ``p`` (n, k)."""
-    n = len(p)
-    t = np.linspace(0.0, 1.0, per_seg, endpoint=False)[:, None]
-    segs = []
-    for i in range(n):
-        p0, p1, p2, p3 = p[(i - 1) % n], p[i], p[(i + 1) % n], p[(i + 2) % n]
-        segs.append(0.5 * ((2 * p1) + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2
-                           + (-p0 + 3 * p1 - 3 * p2 + p3) * t**3))
-    return np.concatenate(segs)
+    t = np.linspace(0.0, 1.0, per_seg, endpoint=False)[None, :, None]
+    p0, p1, p2, p3 = (np.roll(p, k, axis=0)[:, None, :] for k in (1, 0, -1, -2))  # all segments at once
+    segs = 0.5 * ((2 * p1) + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2
+                  + (-p0 + 3 * p1 - 3 * p2 + p3) * t**3)
+    return segs.reshape(-1, p.shape[1])
 
 
 def resample_closed(dense: np.ndarray, ds: float) -> tuple[np.ndarray, float]:
