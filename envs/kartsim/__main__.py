@@ -1,4 +1,4 @@
-"""python -m envs.kartsim {play,tracks,expert,bench,render}: the simulator's command line."""
+"""python -m envs.kartsim {play,tracks,expert,bench,render,generate}: the simulator's command line."""
 
 from __future__ import annotations
 
@@ -89,6 +89,46 @@ def cmd_render(args) -> dict:
     return {"track": args.track, **{k: str(v) for k, v in paths.items()}}
 
 
+def cmd_generate(args) -> dict:
+    import os
+
+    from .generate import generate, track_name
+    from .track import geometry, validate
+
+    seeds = list(range(args.seed, args.seed + args.count))
+    out: dict = {"style": args.style, "tracks": []}
+    if args.out:
+        if args.count != 1:
+            raise ValueError("--out writes one track: use it without --count")
+        spec = generate(args.seed, args.style)
+        path = Path(args.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(spec, indent=1))
+        os.replace(tmp, path)  # never a half-written track file
+        out["out"] = str(path)
+    for s in seeds:
+        name = track_name(s, args.style)
+        geo = geometry(validate(generate(s, args.style), name), name)
+        row = {"name": name, "seed": s, "length": round(float(geo["length"]), 1),
+               "width": round(float(geo["width"].mean()), 1),
+               "offroad": generate(s, args.style)["surface"]["offroad"]}
+        out["tracks"].append(row)
+        if not args.json:
+            print(f"{name:14s} length {row['length']:7.1f}  width {row['width']:5.1f}  {row['offroad']}")
+    if args.picture:
+        from .top_down import track_grid
+
+        Path(args.picture).parent.mkdir(parents=True, exist_ok=True)
+        track_grid([track_name(s, args.style) for s in seeds]).save(args.picture)
+        out["picture"] = args.picture
+        if not args.json:
+            print(args.picture)
+    if args.out and not args.json:
+        print(f"wrote {args.out} (use it as --track {args.out}, or as --track {track_name(args.seed, args.style)})")
+    return out
+
+
 def cmd_play(args) -> dict:
     from .play import play
 
@@ -131,12 +171,22 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=3.0, help="game seconds the expert drives before the frame")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_render)
+    p = sub.add_parser("generate", help="procedural tracks: the same seed always gives the same track, and every "
+                       "one passes the track rules; --track gen:SEED[:STYLE] uses one anywhere without a file")
+    p.add_argument("--seed", type=int, default=0, help="the (first) seed, >= 0")
+    p.add_argument("--style", choices=("mixed", "grass", "void"), default="mixed",
+                   help="grass run-off, void (falling off), or either, chosen by the seed (default)")
+    p.add_argument("--count", type=int, default=1, help="describe this many seeds from --seed on")
+    p.add_argument("--out", help="write the track JSON of --seed here (a normal track file)")
+    p.add_argument("--picture", help="save a PNG grid of the maps of the seeds described")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_generate)
     args = ap.parse_args(argv)
     from .track import TrackError
 
     try:
         out = args.fn(args)
-    except (TrackError, FileNotFoundError) as exc:
+    except (TrackError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:

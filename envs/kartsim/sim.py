@@ -1,6 +1,8 @@
 """KartBatch: N karts on one track, stepped and rendered together.
 
 Both the single env (N = 1) and VecKartSim use it, so they agree step for step.
+MultiTrackBatch: N karts each on its own track (one KartBatch of 1 per kart,
+sharing N-row state arrays), with the same interface.
 """
 
 from __future__ import annotations
@@ -105,3 +107,62 @@ class KartBatch:
     def info(self, n: int) -> dict:
         """Info of kart ``n`` as plain Python values (same numbers as ``infos``)."""
         return {k: (v[n] if isinstance(v[n], (list, str)) else v[n].item()) for k, v in self.infos().items()}
+
+
+class MultiTrackBatch:
+    """N karts, kart ``i`` on ``tracks[i]``: one ``KartBatch(1)`` per kart whose state rows are
+    views of shared (N, ...) arrays, so code written for a KartBatch (state save/restore, the
+    expert, infos) works unchanged. Kart ``i`` steps exactly as ``KartBatch(1, tracks[i])``."""
+
+    def __init__(self, tracks, size=(240, 320), laps: int = 3, reward=None, max_time_s=None,
+                 render: bool = True):
+        if not tracks:
+            raise ValueError("tracks must name at least one track")
+        self._kw = {"size": size, "laps": laps, "reward": reward, "max_time_s": max_time_s, "render": render}
+        self.n = len(tracks)
+        self.laps = int(laps)
+        self.size = (int(size[0]), int(size[1]))
+        self.fs = np.zeros((self.n, P.NF), np.float64)
+        self.ist = np.zeros((self.n, P.NI), np.int64)
+        self.lapt = np.zeros((self.n, self.laps), np.float64)
+        self.rew = np.zeros(self.n, np.float64)
+        self.fin_now = np.zeros(self.n, np.int64)
+        self.obs = np.zeros((self.n, *self.size, 3), np.uint8)
+        self.karts: list[KartBatch] = [None] * self.n  # type: ignore[list-item]
+        for i, t in enumerate(tracks):
+            self.set_track(i, t)
+
+    @property
+    def tracks(self):
+        return [k.track for k in self.karts]
+
+    def set_track(self, i: int, track) -> None:
+        """Put kart ``i`` on ``track`` (it is then reset by ``reset_kart``)."""
+        k = KartBatch(1, track, **self._kw)
+        for name in ("fs", "ist", "lapt", "rew", "fin_now", "obs"):
+            view = getattr(self, name)[i:i + 1]
+            view[...] = 0
+            setattr(k, name, view)
+        self.karts[i] = k
+
+    def reset_kart(self, n: int, rng: np.random.Generator) -> None:
+        self.karts[n].reset_kart(0, rng)
+
+    def step(self, actions: np.ndarray):
+        act = np.asarray(actions, np.float32).reshape(self.n, 5)
+        rew = np.zeros(self.n, np.float64)
+        term = np.zeros(self.n, bool)
+        trunc = np.zeros(self.n, bool)
+        for i, k in enumerate(self.karts):
+            r, te, tr = k.step(act[i:i + 1])
+            rew[i], term[i], trunc[i] = r[0], te[0], tr[0]
+        return rew, term, trunc
+
+    def render(self) -> np.ndarray:
+        for k in self.karts:
+            k.render()
+        return self.obs
+
+    def infos(self) -> dict:
+        parts = [k.infos() for k in self.karts]
+        return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}

@@ -67,3 +67,18 @@ def save_views(track_name: str, out: Path, size=(240, 320), seconds: float = 3.0
     top = out / f"kartsim_{name}_map.png"
     top_down(track_name).save(top)
     return {"frame": frame, "map": top}
+
+
+def track_grid(names: list[str], cols: int = 4, cell_px: int = 300) -> Image.Image:
+    """A contact sheet of track maps (``top_down`` of each), ``cols`` per row, each captioned."""
+    rows = (len(names) + cols - 1) // cols
+    sheet = Image.new("RGB", (cols * cell_px, rows * cell_px), (20, 20, 20))
+    for i, name in enumerate(names):
+        im = top_down(name, max_px=cell_px * 2)
+        im.thumbnail((cell_px - 6, cell_px - 6))
+        x, y = (i % cols) * cell_px + 3, (i // cols) * cell_px + 3
+        sheet.paste(im, (x, y))
+        t = load(name)
+        ImageDraw.Draw(sheet).text((x + 4, y + cell_px - 20), f"{name}  {t.length:.0f} u  {'void' if t.void else 'grass'}",
+                                   fill=(255, 255, 255))
+    return sheet

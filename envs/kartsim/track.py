@@ -99,14 +99,11 @@ def validate(spec, src: str) -> dict:
 
 def _catmull_rom_closed(p: np.ndarray, per_seg: int = 24) -> np.ndarray:
     """Densely sample a closed Catmull-Rom spline through rows of ``p`` (n, k)."""
-    n = len(p)
-    t = np.linspace(0.0, 1.0, per_seg, endpoint=False)[:, None]
-    segs = []
-    for i in range(n):
-        p0, p1, p2, p3 = p[(i - 1) % n], p[i], p[(i + 1) % n], p[(i + 2) % n]
-        segs.append(0.5 * ((2 * p1) + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2
-                           + (-p0 + 3 * p1 - 3 * p2 + p3) * t**3))
-    return np.concatenate(segs)
+    t = np.linspace(0.0, 1.0, per_seg, endpoint=False)[None, :, None]
+    p0, p1, p2, p3 = (np.roll(p, k, axis=0)[:, None, :] for k in (1, 0, -1, -2))  # all segments at once
+    segs = 0.5 * ((2 * p1) + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2
+                  + (-p0 + 3 * p1 - 3 * p2 + p3) * t**3)
+    return segs.reshape(-1, p.shape[1])
 
 
 def resample_closed(dense: np.ndarray, ds: float) -> tuple[np.ndarray, float]:
@@ -220,17 +217,26 @@ def _check_geometry(src: str, xy, width, kappa, length, ctrl_s):
             raise _err(src, "points", f"the track overlaps itself near points[{at(i)}] and points[{at(j)}]")
 
 
-def build(spec: dict, src: str) -> Track:
+def geometry(spec: dict, src: str) -> dict:
+    """The smoothed centreline of a validated spec (``xy``, ``width``, ``tan``, ``nrm``,
+    ``heading``, ``kappa``, ``length``), after the geometry rules (TrackError if broken)."""
     ctrl = np.array(spec["points"], dtype=np.float64)
     dense = _catmull_rom_closed(ctrl)
     samples, length = resample_closed(dense, DS)
     xy, width = samples[:, :2].copy(), samples[:, 2].copy()
-    m = len(xy)
     tan, nrm, head, kappa = frame_of(xy, length)
     # arc position of each control point (for error messages)
     cum = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(np.vstack([ctrl[:, :2], ctrl[:1, :2]]), axis=0).T))])
     ctrl_s = cum[:-1] * (length / cum[-1])
     _check_geometry(src, xy, width, kappa, length, ctrl_s)
+    return {"xy": xy, "width": width, "tan": tan, "nrm": nrm, "heading": head, "kappa": kappa, "length": length}
+
+
+def build(spec: dict, src: str) -> Track:
+    g = geometry(spec, src)
+    xy, width, tan, nrm, head, kappa, length = (g[k] for k in ("xy", "width", "tan", "nrm", "heading", "kappa",
+                                                               "length"))
+    m = len(xy)
     surf = spec["surface"]
     k = max(4, int(round(length / spec["checkpoint_spacing"])))
     cp_s = np.arange(k) * (length / k)
@@ -256,8 +262,14 @@ def builtin_names() -> tuple[str, ...]:
     return tuple(sorted(p.stem for p in TRACK_DIR.glob("*.json")))
 
 
-def resolve(track: str) -> Path:
-    """Built-in name or path -> the JSON file (FileNotFoundError naming it)."""
+def resolve(track: str) -> Path | str:
+    """Built-in name or path -> the JSON file (FileNotFoundError naming it); a generated
+    track's name (``gen:S[:STYLE]``, see generate.py) is returned as it is."""
+    from .generate import is_generated, parse_name
+
+    if is_generated(track):
+        parse_name(track)  # GenError (a TrackError) for a malformed name
+        return track
     if isinstance(track, os.PathLike) or str(track).endswith(".json") or os.sep in str(track):
         path = Path(track)
     else:
@@ -275,6 +287,12 @@ _CACHE: dict = {}
 def load(track: str | os.PathLike = "luigi") -> Track:
     """Load (and cache) a built-in track by name or a user's track JSON by path."""
     path = resolve(track)
+    if isinstance(path, str):  # generated: the name is the whole source
+        from .generate import from_name
+
+        if path not in _CACHE:
+            _CACHE[path] = build(validate(from_name(path), path), path)
+        return _CACHE[path]
     key = (str(path.resolve()), path.stat().st_mtime_ns)
     if key not in _CACHE:
         src = str(path)

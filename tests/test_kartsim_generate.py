@@ -1,0 +1,130 @@
+"""Procedural tracks (envs/kartsim/generate.py) and per-env tracks in VecKartSim."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import envs.kartsim as ks
+from envs.kartsim.generate import (
+    MAX_KAPPA_HALF_WIDTH,
+    MIN_RADIUS,
+    GenError,
+    generate,
+    generated_tracks,
+    track_name,
+)
+from envs.kartsim.track import TrackError, geometry, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_a_thousand_seeds_all_pass_the_track_rules_and_vary():
+    lengths, widths, kinds, tight_share = [], [], set(), []
+    for seed in range(1000):
+        spec = generate(seed)
+        name = track_name(seed)
+        geo = geometry(validate(spec, name), name)  # the loader's own rules: raises if broken
+        kappa = np.abs(geo["kappa"])
+        assert (kappa * geo["width"] / 2).max() <= MAX_KAPPA_HALF_WIDTH + 1e-9, name
+        assert kappa.max() <= 1 / MIN_RADIUS + 1e-9, name
+        lengths.append(geo["length"])
+        widths.append(float(geo["width"].mean()))
+        kinds.add(spec["surface"]["offroad"])
+        tight_share.append(float((kappa > 1 / 30).mean()))  # share of the lap in turns under 30 units
+    assert kinds == {"grass", "void"}
+    assert np.percentile(lengths, 5) < 600 and np.percentile(lengths, 95) > 1000
+    assert min(widths) < 10.5 and max(widths) > 15
+    # flowing tracks of sweepers and twisty ones of tight corners
+    assert np.percentile(tight_share, 10) < 0.05 and np.percentile(tight_share, 90) > 0.1
+
+
+def test_same_seed_same_track_and_styles_are_kept():
+    assert generate(12) == generate(12)
+    assert generate(12)["points"] != generate(13)["points"]
+    for seed in range(20):
+        assert generate(seed, "void")["surface"]["offroad"] == "void"
+        assert generate(seed, "grass")["surface"]["offroad"] == "grass"
+
+
+@pytest.mark.parametrize("bad", ["gen:", "gen:x", "gen:-1", "gen:3:ice", "gen:3:void:1"])
+def test_bad_generated_names_are_refused_by_name(bad):
+    with pytest.raises(TrackError, match="gen"):
+        ks.load(bad)
+
+
+def test_generate_refuses_bad_arguments():
+    with pytest.raises(GenError, match="style"):
+        generate(1, "ice")
+    with pytest.raises(GenError, match="seed"):
+        generate(-3)
+
+
+def test_a_generated_track_drives_like_a_file_track(tmp_path):
+    out = tmp_path / "g.json"
+    res = subprocess.run([sys.executable, "-m", "envs.kartsim", "generate", "--seed", "4", "--style", "void",
+                          "--out", str(out), "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1])["tracks"][0]["name"] == "gen:4:void"
+    by_name, by_file = ks.load("gen:4:void"), ks.load(out)
+    assert np.array_equal(by_name.xy, by_file.xy) and np.array_equal(by_name.tex, by_file.tex)
+    env = ks.make("gen:4:void", size=(66, 200), seed=0)
+    obs, info = env.reset()
+    assert obs.shape == (66, 200, 3) and info["lap"] == 0
+    assert ks.lower_bound_s("gen:4:void") == ks.lower_bound_s(out)
+
+
+def test_the_expert_finishes_generated_laps_without_falling():
+    from envs.kartsim.expert import run_expert
+
+    for seed in (0, 1):
+        out = run_expert(track_name(seed, "void"), 1, 0, progress=False)
+        assert len(out["lap_times"]) == 1 and out["falls"] == 0
+        assert out["best_lap_s"] >= out["lower_bound_s"]
+
+
+def test_per_env_tracks_step_exactly_like_single_envs():
+    tracks = ["luigi", "gen:3", "rainbow", "gen:7:void"]
+    vec = ks.VecKartSim(4, size=(66, 200), seed=10, tracks=tracks)
+    obs, _ = vec.reset()
+    singles = [ks.make(t, size=(66, 200), seed=10 + i) for i, t in enumerate(tracks)]
+    for i, env in enumerate(singles):
+        assert np.array_equal(obs[i], env.reset()[0])
+    for _ in range(120):
+        act = vec.expert_actions()
+        obs, rew, term, trunc, info = vec.step(act)
+        for i, env in enumerate(singles):
+            assert np.array_equal(act[i], env.unwrapped.expert_action())  # the expert of its own track
+            o, r, te, tr, inf = env.step(act[i])
+            assert np.array_equal(obs[i], o) and rew[i] == r and te == term[i] and tr == trunc[i]
+            assert inf["progress"] == pytest.approx(info["progress"][i])
+    assert [t.name for t in vec.tracks] == ["luigi", "gen:3", "rainbow", "gen:7:void"]
+
+
+def test_a_track_sampler_draws_new_tracks_on_reset_and_state_round_trips():
+    sampler = generated_tracks(range(100, 110))
+    vec = ks.VecKartSim(3, size=(66, 200), seed=1, track_sampler=sampler, laps=1, max_time_s=1.0)
+    vec.reset()
+    first = [t.name for t in vec.tracks]
+    assert all(n.startswith("gen:1") and 100 <= int(n[4:]) < 110 for n in first)
+    seen = set(first)
+    for _ in range(4 * 31):  # each episode ends after 1 s: every env is reset 4 times
+        vec.step(vec.expert_actions())
+        seen |= {t.name for t in vec.tracks}
+    assert len(seen) > len(set(first))
+    state = vec.get_state()
+    a = np.tile(np.array([0.3, 0, 1, 0, 0], np.float32), (3, 1))
+    ref = [vec.step(a)[1] for _ in range(40)]
+    other = ks.VecKartSim(3, size=(66, 200), seed=99, track_sampler=sampler, laps=1, max_time_s=1.0)
+    other.reset()
+    other.set_state(state)
+    again = [other.step(a)[1] for _ in range(40)]
+    assert all(np.array_equal(x, y) for x, y in zip(ref, again, strict=True))
+    with pytest.raises(ValueError, match="per-env tracks"):
+        ks.VecKartSim(3, "luigi", size=(66, 200)).set_state(state)
