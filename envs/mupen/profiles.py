@@ -311,6 +311,7 @@ class MK64Tracker(Tracker):
         self.prev = float(tel["completion0"])
         self.prev_lap = int(tel["lap"])
         self.last_cross = float(tel["timer"])  # lap 1 starts now (or at the -1 -> 0 crossing)
+        self.prev_lap_start = float(tel["lap_start"])
         self.lap_times: list[float] = []
         self.falls = self.mini_turbos = 0
         effects = int(tel["effects"])
@@ -328,15 +329,15 @@ class MK64Tracker(Tracker):
         delta = comp - self.prev
         progress = 0.0 if (not math.isfinite(delta) or abs(delta) > self.max_jump) else delta * self.scale
         self.prev = comp
-        if lap > self.prev_lap and self.prev_lap >= 0:
-            cross = float(tel["lap_start"])
-            if not cross > self.last_cross:  # not updated (yet): the race timer is the next best
-                cross = float(tel["timer"])
-            self.lap_times.append(round(cross - self.last_cross, 3))
-            self.last_cross = cross
-        elif lap > self.prev_lap:
-            self.last_cross = float(tel["lap_start"])  # crossing the line at the start (-1 -> 0)
+        if lap > self.prev_lap:
+            cross, timer = float(tel["lap_start"]), float(tel["timer"])
+            fresh = cross != self.prev_lap_start and self.last_cross < cross <= timer + 0.5
+            cross = cross if fresh else timer  # a stale crossing time: the race timer is the next best
+            if self.prev_lap >= 0:
+                self.lap_times.append(round(cross - self.last_cross, 3))
+            self.last_cross = cross  # (a -1 -> 0 crossing at the start only starts lap 1)
         self.prev_lap = lap
+        self.prev_lap_start = float(tel["lap_start"])
 
         rescue = bool(lakitu & LAKITU_RESCUE)
         fall = float(rescue and not self.prev_rescue)
