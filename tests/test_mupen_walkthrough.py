@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from envs.mupen.process import DEFAULT_PLUGIN, find_mupen
+from envs.mupen.rom import read_big_endian
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.emulator
@@ -57,22 +58,26 @@ def test_walkthrough_commands_run_on_the_test_rom(emu_ready, tmp_path):
     out = _run([py, "-m", "envs.mupen", "telemetry", "--rom", rom, "--state", state, "--driver", "throttle",
                 "--steps", "60", "--every", "20", "--json"])
     assert out["profile"] == "test" and out["polls"] == 60 and out["lines"] == 3 and out["restarts"] == 0
-    assert out["last"]["words"][0] == 0x3C1D1A3F  # lui sp at the entry point: RDRAM as the ROM has it
+    entry = int.from_bytes(read_big_endian(rom, 0x1000, 4), "big")
+    assert out["last"]["words"][0] == entry  # RDRAM at the entry point, as the ROM has it at 0x1000
 
-    # 3. record with the plugin as the source (human mode; nobody at the pad here)
+    # 3. record with the plugin as the source (human mode; nobody at the pad here): two sessions,
+    #    one of them for validation
     starter = save_model(build_pilotnet(), tmp_path / "starter.keras")
     sessions = tmp_path / "sessions"
-    out = _run([py, "-m", "drive", "--model", starter, "--rom", rom, "--mode", "human", "--record",
-                "--gamepad", "none", "--port", "0", "--sessions", sessions, "--seconds", "8",
-                "--mupen-arg=--savestate", f"--mupen-arg={state}", *mupen_args, "--json"])
-    recorded = [p for p in sessions.iterdir() if (p / "meta.json").is_file()]
-    assert len(recorded) == 1, out
-    meta = json.loads((recorded[0] / "meta.json").read_text())
-    assert meta["source"] == "plugin" and meta["frames"] > 20
+    for _ in range(2):
+        _run([py, "-m", "drive", "--model", starter, "--rom", rom, "--mode", "human", "--record",
+              "--gamepad", "none", "--port", "0", "--sessions", sessions, "--seconds", "6",
+              "--mupen-arg=--savestate", f"--mupen-arg={state}", *mupen_args, "--json"])
+    recorded = sorted(p for p in sessions.iterdir() if (p / "meta.json").is_file())
+    assert len(recorded) == 2
+    for rec in recorded:
+        meta = json.loads((rec / "meta.json").read_text())
+        assert meta["source"] == "plugin" and meta["frames"] > 20, meta
 
-    # 4. train: prepare the session, fit a model (one epoch here)
+    # 4. train: prepare the sessions, fit a model (one epoch here)
     prepared = tmp_path / "prepared"
-    _run([py, "-m", "dataset", "prepare", recorded[0], "--out", prepared, "--force", "--json"])
+    _run([py, "-m", "dataset", "prepare", *recorded, "--val", recorded[1], "--out", prepared, "--force", "--json"])
     model = tmp_path / "mk.keras"
     _run([py, "-m", "train", "--data", prepared, "--out", model, "--epochs", "1", "--json"], timeout=600)
     assert model.is_file()
