@@ -54,9 +54,11 @@ dataset: setup
 train: setup
 	$(PY) -m train --data $(DATA) --out $(MODEL) $(if $(EPOCHS),--epochs $(EPOCHS))
 
-# SIM=1: kartsim through the server (window if DISPLAY), prints lap times; ROM=path: mupen64plus + plugin_c.
+# SIM=1: kartsim through the server (window if DISPLAY), prints lap times; ROM=path: mupen64plus + plugin_c
+# (STATE=file.st: start from that savestate); DRIVE_ARGS="...": more python -m drive options.
 drive: setup
-	$(PY) -m drive --model $(MODEL) $(if $(SIM),--sim --track $(TRACK)) $(if $(LAPS),--laps $(LAPS)) $(if $(ROM),--rom $(ROM))
+	$(PY) -m drive --model $(MODEL) $(if $(SIM),--sim --track $(TRACK)) $(if $(LAPS),--laps $(LAPS)) $(if $(ROM),--rom $(ROM)) \
+	  $(if $(and $(ROM),$(STATE)),--mupen-arg=--savestate --mupen-arg=$(abspath $(STATE))) $(DRIVE_ARGS)
 
 # make finetune: kartsim's rainbow, from a rainbow clone (built first when missing: 1,000 s of DART
 # expert demos + 15 epochs; MODEL=... on the command line uses yours). ENV=mk64 ROM=... STATE=...:

@@ -4,6 +4,7 @@
     python -m envs.mupen savestate --rom ROM --out data/mk64_luigi.st         # interactive
     python -m envs.mupen savestate --rom ROM --out S.st --after-frames 120    # headless
     python -m envs.mupen state-info --rom ROM --state S.st
+    python -m envs.mupen telemetry --rom ROM --state S.st                    # drive, watch the profile live
     python -m envs.mupen run --rom ROM [--state S] --envs 2 --steps 300 --json
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -50,6 +52,17 @@ def cmd_state_info(args) -> dict:
     from envs.mupen import savestate
 
     return savestate.describe_state(args.rom, args.state, _profile(args.profile))
+
+
+def cmd_telemetry(args) -> dict:
+    from envs.mupen import telemetry
+
+    driver = args.driver or ("keyboard" if os.environ.get("DISPLAY") else "throttle")
+    if driver != "keyboard" and args.seconds is None and args.steps is None:
+        args.seconds = 30.0
+    return telemetry.run(args.rom, state=args.state, profile=_profile(args.profile), driver=driver,
+                         seconds=args.seconds, steps=args.steps, every=args.every, rate=args.rate,
+                         frame_skip=args.frame_skip, out=sys.stderr if args.json else sys.stdout)
 
 
 def cmd_run(args) -> dict:
@@ -104,6 +117,25 @@ def main(argv=None) -> int:
     common(p)
     p.set_defaults(fn=cmd_state_info)
 
+    p = sub.add_parser("telemetry", help="drive from a savestate and print what the profile reads, live",
+                       description="Drive the game from a savestate and print what the game profile reads "
+                       "(MK64: lap, progress, speed, surface, drift, mini-turbos, falls) a few times a second.")
+    p.add_argument("--rom", required=True)
+    p.add_argument("--state", help="savestate to start from (default: boot the ROM)")
+    p.add_argument("--driver", choices=["keyboard", "throttle", "neutral"],
+                   help="keyboard: a window on your display, arrows/WASD steer, Z/Space = A, X = B, C/Shift = R, "
+                   "Esc quits (default with a DISPLAY); throttle: A held, stick centred (default headless); "
+                   "neutral: nothing pressed")
+    p.add_argument("--seconds", type=float, help="stop after this long (default: until Esc with the keyboard, "
+                   "else 30)")
+    p.add_argument("--steps", type=int, help="stop after this many steps")
+    p.add_argument("--every", type=int, default=15, help="steps between two printed lines (default %(default)s)")
+    p.add_argument("--rate", type=float, help="at most this many polls per second (default: 60 with the keyboard, "
+                   "else as fast as the emulator runs)")
+    p.add_argument("--frame-skip", type=int, default=1, help="polls (game frames) per step (default %(default)s)")
+    common(p)
+    p.set_defaults(fn=cmd_telemetry)
+
     p = sub.add_parser("run", help="run N emulator envs for a while (random steering, A held)")
     p.add_argument("--rom", required=True)
     p.add_argument("--state", help="savestate reset loads (default: none)")
@@ -118,7 +150,7 @@ def main(argv=None) -> int:
     try:
         out = args.fn(args)
     except (ValueError, RuntimeError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{ap.prog}: error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(out, default=str))

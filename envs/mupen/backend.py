@@ -2,11 +2,15 @@
 
 ``MupenBackend`` wraps :class:`envs.mupen.vector.VecMupen`: observations go
 through ``common.frames.to_model_batch`` (66x200 model input), one decision
-lasts ``frames_per_step`` controller polls (one per game frame), the reward
-is the change in course completion (one lap = 100, as in kartsim) weighted by
-``RewardShaping.progress`` (the other shaping terms need signals we do not
-read from MK64 yet and are ignored here). Registered as ``--env mk64`` (and ``--env mupen-test``
-for the GPL test ROM) when this module is imported.
+lasts ``frames_per_step`` controller polls (one per game frame). The reward is
+``RewardShaping``'s weighted sum, computed frame by frame by the game profile's
+tracker from the game's memory (envs/mupen/profiles.py): on MK64 every term
+(progress, fall from the Lakitu rescue flags, speed, mini-turbo boost,
+off-road, drift_abort). A game profile that cannot compute a term with a
+non-zero weight is refused with a message; the GPL test ROM is not a game (its
+reward is 0 whatever the weights), which is said once in a warning.
+Registered as ``--env mk64`` (and ``--env mupen-test`` for the GPL test ROM)
+when this module is imported.
 
 ROM and savestate come from the factory's ``rom=``/``state=`` or the
 ``KARTPILOT_ROM`` / ``KARTPILOT_STATE`` environment variables (the Makefile's
@@ -15,17 +19,30 @@ ROM and savestate come from the factory's ``rom=``/``state=`` or the
 
 from __future__ import annotations
 
+import logging
 import os
+from dataclasses import asdict, is_dataclass
 
 import numpy as np
 
 from common import frames as fr
+
+log = logging.getLogger(__name__)
+
+
+def _weights(shaping) -> dict[str, float]:
+    """RewardShaping (or a mapping) -> term weights; None -> progress only."""
+    if shaping is None:
+        return {"progress": 1.0}
+    d = shaping.as_dict() if hasattr(shaping, "as_dict") else asdict(shaping) if is_dataclass(shaping) else shaping
+    return {k: float(v) for k, v in dict(d).items()}
 
 
 class MupenBackend:
     def __init__(self, track: str = "mk64", num_envs: int = 24, frames_per_step: int = 4, seed: int | None = 0,
                  shaping=None, rom: str | None = None, state: str | None = None, profile: str | None = None,
                  **env_kw):
+        from envs.mupen.profiles import get_profile
         from envs.mupen.vector import VecMupen
 
         rom = rom or os.environ.get("KARTPILOT_ROM")
@@ -34,8 +51,16 @@ class MupenBackend:
             raise ValueError("the emulator env needs your ROM: pass ROM=path/to/mk64.z64 (KARTPILOT_ROM)")
         self.track, self.num_envs, self.frames_per_step, self._seed = track, num_envs, frames_per_step, seed
         self.shaping = shaping
+        weights = _weights(shaping)
+        prof = get_profile(profile) if profile else None
+        if prof is not None:
+            unscored = prof.check_reward(weights)  # ValueError for a term the game cannot compute
+            if unscored:
+                log.warning("the %s profile (%s) scores nothing: reward term(s) %s are 0 here whatever "
+                            "their weights", prof.name, prof.description, unscored)
+        tracker_kw = {**env_kw.pop("tracker_kw", {}), "reward": weights}
         self.vec = VecMupen(num_envs, rom=rom, state=state, profile=profile, frame_skip=frames_per_step,
-                            **env_kw)
+                            tracker_kw=tracker_kw, **env_kw)
         self._laps = np.zeros(num_envs)
 
     def _obs(self, frames) -> np.ndarray:
@@ -51,9 +76,7 @@ class MupenBackend:
 
         obs, reward, term, trunc, info = self.vec.step(np.asarray(actions, np.float32))
         n = self.num_envs
-        reward = np.asarray(reward, np.float64)
-        if self.shaping is not None:
-            reward = self.shaping.progress * reward
+        reward = np.asarray(reward, np.float64)  # already weighted, frame by frame, by the tracker
         laps = np.asarray(info["lap"], np.float64) if "lap" in info else self._laps
         new_laps = []
         lap_times = info.get("lap_times")
@@ -65,7 +88,8 @@ class MupenBackend:
             "progress": np.asarray(info.get("progress", np.zeros(n)), np.float64),
             "lap": laps.copy(),
             "speed": np.asarray(info.get("speed", np.zeros(n)), np.float64),
-            "falls": np.zeros(n),  # MK64 has no fall counter we read (yet)
+            "falls": np.asarray(info.get("falls", np.zeros(n)), np.float64),  # Lakitu rescues this episode
+            "mini_turbos": np.asarray(info.get("mini_turbos", np.zeros(n)), np.float64),
             "new_laps": new_laps,
             "restarts": np.asarray(self.vec.restarts),
         }

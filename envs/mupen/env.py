@@ -3,8 +3,10 @@
 Lockstep through the drive protocol: between steps the env holds the
 plugin's latest poll unanswered, so the emulator waits. ``step(action)``
 answers it with the action, answers ``frame_skip - 1`` more polls with the
-same action, then holds the next poll: its frame is the observation and its
-telemetry feeds the game profile (reward, end of race, info). ``reset()``
+same action, then holds the next poll: its frame is the observation. The
+telemetry of every poll of the step (one per game frame) goes to the game
+profile's tracker, so the reward is summed frame by frame and no short event
+(a fall, a mini-turbo) falls between two steps; the info is the last poll's. ``reset()``
 answers with ``"CMD": "reset"`` (the plugin loads the savestate), lets
 ``settle_polls`` polls pass while the core loads it, and holds the next.
 
@@ -198,18 +200,28 @@ class MupenEnv(gym.Env):
         if self._tracker is None:
             raise RuntimeError("call reset() before step()")
         keys = to_n64(action)
+        reward, terminated, game_info, terms = 0.0, False, {}, {}
         try:
             self._answer_held(keys, None, "step")
-            for _ in range(self.frame_skip - 1):
-                self._next(self.poll_timeout_s, "step").answer(keys)
-            self._held = self._next(self.poll_timeout_s, "step")
+            for k in range(self.frame_skip):
+                poll = self._next(self.poll_timeout_s, "step")
+                if k < self.frame_skip - 1:
+                    poll.answer(keys)
+                else:
+                    self._held = poll
+                if not terminated:  # every poll (game frame) goes to the tracker, none after the end
+                    r, terminated, game_info = self._tracker.step(poll.telemetry)
+                    reward += r
+                    for name, v in game_info.get("reward_terms", {}).items():
+                        terms[name] = terms.get(name, 0.0) + v
         except EmulatorCrashed as exc:
             self._restart(str(exc))
             self._tracker = None  # the episode is over: the caller resets
             info = {"frame_index": -1, "restarts": self.restarts, "crashed": True, "reason": str(exc)}
             return self._obs, 0.0, False, True, info
         poll = self._held
-        reward, terminated, game_info = self._tracker.step(poll.telemetry)
+        if terms:
+            game_info["reward_terms"] = terms  # summed over the step's polls
         self._steps += 1
         truncated = bool(self.max_steps and self._steps >= self.max_steps and not terminated)
         info = {**self._base_info(poll), **game_info}
