@@ -128,3 +128,45 @@ def test_a_track_sampler_draws_new_tracks_on_reset_and_state_round_trips():
     assert all(np.array_equal(x, y) for x, y in zip(ref, again, strict=True))
     with pytest.raises(ValueError, match="per-env tracks"):
         ks.VecKartSim(3, "luigi", size=(66, 200)).set_state(state)
+
+
+def test_generalise_bench_scores_the_expert_as_itself_and_a_bad_driver_as_worst(tmp_path):
+    from bench.generalise import drive, eval_tracks, generalise, worst_sheet
+    from envs.kartsim.generate import EVAL_SEED_START
+
+    tracks = eval_tracks(2, "void", held_out=False)
+    assert tracks == [f"gen:{EVAL_SEED_START}:void", f"gen:{EVAL_SEED_START + 1}:void"]
+    res = generalise("expert", tracks, laps=1, out=tmp_path)
+    assert res["finish_rate"] == 1.0 and res["median_ratio"] == 1.0
+    assert res["by_style"]["void"]["tracks"] == 2 and res["by_style"]["grass"]["tracks"] == 0
+    rows = json.loads((tmp_path / "generalise.json").read_text())["rows"]
+    assert [r["track"] for r in rows] == tracks and all(r["laps"] == 1 for r in rows)
+    assert (tmp_path / "worst.png").stat().st_size > 10_000
+
+    def hard_left(obs):  # drives off the road at once: falls, never finishes
+        return np.tile(np.array([-1, 0, 1, 0, 0], np.float32), (len(obs), 1))
+
+    bad = drive(tracks[:1], hard_left, laps=1)
+    assert bad[0]["finished"] is False and bad[0]["falls"] > 0 and bad[0]["laps"] == 0
+    good = drive(tracks[1:], None, laps=1)
+    for r in bad + good:
+        r["ratio"] = None if r["best_lap_s"] is None else 1.0
+    worst_sheet(good + bad, tmp_path / "sheet.png")
+    from bench.generalise import _badness
+
+    assert sorted(good + bad, key=_badness)[0]["track"] == tracks[0]
+
+
+def test_multi_track_demos_share_frames_and_stay_off_the_evaluation_seeds(tmp_path):
+    from train.simdata import expert_dataset
+
+    stats = expert_dataset(str(tmp_path / "d"), n_frames=61, tracks=["gen:0", "gen:1"], progress=False)
+    assert stats["tracks"] == ["gen:0", "gen:1"]
+    man = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert man["train"] + man["val"] == 61
+    assert [s["path"] for s in man["sessions"]] == ["sim-gen:0-train", "sim-gen:0-val", "sim-gen:1-train",
+                                                    "sim-gen:1-val"]
+    res = subprocess.run([sys.executable, "-m", "train", "demos", "--gen-tracks", "5", "--gen-seed", "999998",
+                          "--out", str(tmp_path / "e")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "evaluation tracks" in res.stderr
+    assert not (tmp_path / "e").exists()

@@ -3,6 +3,7 @@
     python -m train --data DIR --out MODEL.keras [--epochs N] [--json]      train
     python -m train evaluate --model MODEL --track T --laps N [--json]      drive it in kartsim
     python -m train demos --track T --frames N --out DIR [--noise S]        expert demos -> arrays
+    python -m train demos --gen-tracks K --frames N --out DIR               ... over K generated tracks
 """
 
 from __future__ import annotations
@@ -82,8 +83,30 @@ def _demos_parser() -> argparse.ArgumentParser:
                    help="render at 66x200 (model) or 320x240 + to_model_input (full)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gen-tracks", type=int, metavar="K",
+                   help="multi-track demos: drive K generated tracks (gen:S for S from --gen-seed on) instead of "
+                   "--track, --frames shared out evenly; their seeds stay below the range bench.generalise "
+                   "evaluates on")
+    p.add_argument("--gen-seed", type=int, default=0, help="first generated-track seed (default: %(default)s)")
+    p.add_argument("--gen-style", choices=("mixed", "grass", "void"), default="mixed",
+                   help="generated tracks' run-off (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print stats as one JSON object (last line)")
     return p
+
+
+def _demo_tracks(args) -> list[str] | None:
+    """The generated training tracks of ``--gen-tracks``, refused if they reach the evaluation seeds."""
+    if args.gen_tracks is None:
+        return None
+    from envs.kartsim.generate import EVAL_SEED_START, track_name
+
+    if args.gen_tracks < 1 or args.gen_seed < 0:
+        raise ValueError("--gen-tracks must be >= 1 and --gen-seed >= 0")
+    if args.gen_seed + args.gen_tracks > EVAL_SEED_START:
+        raise ValueError(f"--gen-seed {args.gen_seed} + --gen-tracks {args.gen_tracks} reaches seed "
+                         f"{EVAL_SEED_START}, where bench.generalise's evaluation tracks start: "
+                         "training on them would measure nothing")
+    return [track_name(args.gen_seed + i, args.gen_style) for i in range(args.gen_tracks)]
 
 
 def _emit(result: dict, as_json: bool) -> None:
@@ -115,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
             size = (66, 200) if args.size == "model" else (240, 320)
             result = expert_dataset(args.out, args.track, args.frames, val_fraction=args.val_fraction,
-                                    size=size, seed=args.seed, noise=args.noise)
+                                    size=size, seed=args.seed, noise=args.noise, tracks=_demo_tracks(args))
             result["out"] = args.out
         else:
             args = _train_parser().parse_args(argv)

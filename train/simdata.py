@@ -56,17 +56,33 @@ def drive_expert(track: str, n_frames: int, *, size=(66, 200), seed: int = 0, no
 
 
 def expert_dataset(out_dir: str, track: str = "luigi", n_frames: int = 600, *, val_fraction: float = 0.2,
-                   size=(66, 200), seed: int = 0, noise: float = 0.0, progress: bool = True) -> dict:
+                   size=(66, 200), seed: int = 0, noise: float = 0.0, progress: bool = True,
+                   tracks: list[str] | None = None) -> dict:
     """Expert demos -> prepared arrays. The last ``val_fraction`` of the drive is the val split
-    (a contiguous stretch, like a held-out session, so val is not a shuffled copy of train)."""
-    xs, ys, stats = drive_expert(track, n_frames, size=size, seed=seed, noise=noise, progress=progress)
-    cut = int(round(len(xs) * (1 - val_fraction)))
-    sessions = [
-        {"path": f"sim-{track}-train", "split": "train", "rows": [0, cut], "frames": cut, "source": "sim",
-         "drivers": {"expert": cut}, "excluded": {}},
-        {"path": f"sim-{track}-val", "split": "val", "rows": [0, len(xs) - cut], "frames": len(xs) - cut,
-         "source": "sim", "drivers": {"expert": len(xs) - cut}, "excluded": {}},
-    ]
-    write_arrays(out_dir, {"train": (xs[:cut], ys[:cut]), "val": (xs[cut:], ys[cut:])}, sessions,
-                 rate_hz=30, expert=stats)
+    (a contiguous stretch, like a held-out session, so val is not a shuffled copy of train).
+
+    ``tracks``: drive each of these instead of ``track`` (multi-track cloning), ``n_frames``
+    shared out evenly, track ``k`` started with seed ``seed + k``; each track's tail is its val."""
+    names = list(tracks) if tracks else [track]
+    splits: dict = {"train": ([], []), "val": ([], [])}
+    sessions, per_track, at = [], [], {"train": 0, "val": 0}
+    for k, name in enumerate(names):
+        n_k = n_frames // len(names) + (1 if k < n_frames % len(names) else 0)
+        xs, ys, stats = drive_expert(name, n_k, size=size, seed=seed + k, noise=noise, progress=progress)
+        per_track.append(stats)
+        cut = int(round(len(xs) * (1 - val_fraction)))
+        for split, part in (("train", slice(0, cut)), ("val", slice(cut, None))):
+            n = len(xs[part])
+            splits[split][0].append(xs[part])
+            splits[split][1].append(ys[part])
+            sessions.append({"path": f"sim-{name}-{split}", "split": split, "rows": [at[split], at[split] + n],
+                             "frames": n, "source": "sim", "drivers": {"expert": n}, "excluded": {}})
+            at[split] += n
+    arrays = {k: (np.concatenate(v[0]), np.concatenate(v[1])) for k, v in splits.items()}
+    if tracks is None:
+        stats = per_track[0]
+    else:
+        stats = {"tracks": names, "frames": n_frames, "noise": noise,
+                 "laps": sum(s["laps"] for s in per_track), "falls": sum(s["falls"] for s in per_track)}
+    write_arrays(out_dir, arrays, sessions, rate_hz=30, expert=stats)
     return stats

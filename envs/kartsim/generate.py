@@ -26,6 +26,10 @@ import numpy as np
 from .track import TrackError, resample_closed
 
 STYLES = ("mixed", "grass", "void")
+# Seeds from EVAL_SEED_START on are reserved for measuring generalisation (bench.generalise):
+# training tracks are drawn below it, so no evaluation track is ever trained on.
+EVAL_SEED_START = 1_000_000
+TRAIN_SEEDS = range(0, EVAL_SEED_START)
 PREFIX = "gen:"
 MAX_TRIES = 400
 # Drivability margins, stricter than the loader's rules (which refuse only what

@@ -107,6 +107,12 @@ class VecKartSim(VectorEnv):
         """The track of each env (all the same one unless tracks= or track_sampler= was given)."""
         return self.sim.tracks if isinstance(self.sim, MultiTrackBatch) else [self.sim.track] * self.num_envs
 
+    def positions(self) -> np.ndarray:
+        """Where each kart is: (N, 2) map coordinates (x, y), a copy."""
+        from . import physics
+
+        return self.sim.fs[:, [physics.X, physics.Y]].copy()
+
     def observe(self) -> np.ndarray:
         """Draw and return the current observations (after ``step(..., render=False)``)."""
         return self._obs()
