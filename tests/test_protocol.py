@@ -230,6 +230,22 @@ def test_both_servers_follow_one_rule(server, tmp_path):
         assert status == 400 and b"X-KartPilot-Done" in body
 
 
+def test_nan_telemetry_keeps_api_state_valid_json(tmp_path):
+    def strict(text):  # no NaN / Infinity literals
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"/api/state has bare {c}"))
+
+    with drive_server(tmp_path) as (host, port):
+        status, _ = _post(host, port, {"X-Frame": "4x2x3", "X-Telemetry": "lap=1;speed=nan;far=-inf"},
+                          bytes(24))
+        assert status == 200
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+        conn.request("GET", "/api/state")
+        resp = conn.getresponse()
+        state = strict(resp.read().decode())
+        conn.close()
+    assert resp.status == 200 and state["ports"]["1"]["telemetry"] == {"lap": 1.0, "speed": None, "far": None}
+
+
 def test_largest_frame_is_accepted_by_both(tmp_path):
     big = bytes(4096 * 4096 * 3)
     for server in SERVERS.values():
