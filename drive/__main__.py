@@ -22,6 +22,11 @@ DESCRIPTION = """KartPilot drive server (mupen64plus-input-bot protocol, plus fr
 
 GET /<0..3> captures --region with mss and answers the model's action as input-bot JSON;
 POST /<0..3> with X-Frame: WxHx3 and a raw RGB body answers the same. The dashboard is at /.
+mupen64plus-input-bot clients (TensorKart, gym-mupen64plus) work unchanged: GET /<n> HTTP/1.0
+and GET / HTTP/1.0 are answered so input-bot reads the model's action.
+Only requests naming this server (Host: the bound address, localhost, 127.0.0.1, [::1], or an
+--allow-host name) are served; dashboard changes from another origin are refused (403). Binding
+an address other than loopback needs --token (or $KARTPILOT_DRIVE_TOKEN).
 Modes: ai (model drives; hold LB to take over, overrides are saved as corrections),
 shadow (you drive, the model is logged), human (you drive; dashboard 'Start recording'
 writes a `plugin` session). Back/Select on the gamepad cycles ai -> shadow -> human.
@@ -37,6 +42,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from drive.guard import TOKEN_ENV
     from drive.modes import MODES
     from drive.server import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_THREADS
 
@@ -45,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="data/models/pilotnet.keras", help="PilotNet .keras model (default: %(default)s)")
     p.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default: %(default)s)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port, 0 = any free port (default: %(default)s)")
+    p.add_argument("--token", default=os.environ.get(TOKEN_ENV) or None,
+                   help=f"shared secret required from other machines; needed to bind a non-loopback --host "
+                        f"(default: ${TOKEN_ENV}). Clients send 'Authorization: Bearer TOKEN'; "
+                        f"the dashboard: open /?token=TOKEN once")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="another Host name the server answers to (repeatable), e.g. this machine's LAN name")
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                    help="WSGI worker threads (default: %(default)s: 4 controllers + dashboard)")
     p.add_argument("--mode", choices=MODES, default="ai", help="starting mode (default: %(default)s)")
@@ -106,6 +118,7 @@ def _interrupt(signum, frame):
 def run(args) -> dict:
     from drive.app import create_app
     from drive.capture import DEFAULT_REGION, ScreenCapture, parse_region
+    from drive.guard import Guard
     from drive.human import NoGamepad, open_gamepad
     from drive.pilot import Pilot
     from drive.runner import load_policy
@@ -118,6 +131,7 @@ def run(args) -> dict:
                          "the plugin then posts its frames)")
     try:
         region = parse_region(args.region) if args.region else DEFAULT_REGION
+        guard = Guard(args.host, args.token, args.allow_host)
     except ValueError as exc:
         raise DriveError(str(exc)) from exc
     policy = load_policy(args.model, args.tf_threads)  # fails here, before anything listens
@@ -142,7 +156,7 @@ def run(args) -> dict:
         except Exception as exc:  # GET polls then answer 503; POST works regardless
             logging.getLogger("drive").warning("screen capture unavailable (%s); GET polls will answer 503", exc)
     try:
-        server = Server(create_app(pilot, capture), args.host, args.port, args.threads)
+        server = Server(create_app(pilot, capture, guard), args.host, args.port, args.threads)
     except OSError as exc:
         raise DriveError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
     print(f"drive: serving {args.model} on {server.url} (dashboard {server.url}/), mode {pilot.mode}, "

@@ -5,17 +5,22 @@
     GET  /api/frame.jpg    the latest frame (the human's port first)
     POST /api/mode         {"mode": "ai" | "human" | "shadow"}
     POST /api/record       {"on": true | false}   plugin recording (human mode)
-    POST /api/reset        {"ports": [0, ...]}    next answers carry "CMD": "reset"
+    POST /api/reset        {"ports": [0, ...]}    answers carry "CMD": "reset" until the plugin confirms it
+
+State-changing requests are POSTs with a JSON body; drive.guard refuses them
+from another origin. /api/state is strict JSON: NaN or Inf telemetry is null.
 """
 
 from __future__ import annotations
 
 import io
+import json
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from PIL import Image
 
-from drive.protocol import BadRequest
+from common.protocol import JSON_TYPE, ProtocolError, json_safe
+from drive.guard import TOKEN_COOKIE
 
 dashboard = Blueprint("dashboard", __name__)
 
@@ -27,7 +32,7 @@ def _pilot():
 def _json_body() -> dict:
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
-        raise BadRequest("expected a JSON object body (Content-Type: application/json)")
+        raise ProtocolError("expected a JSON object body (Content-Type: application/json)")
     return data
 
 
@@ -35,21 +40,24 @@ def _json_body() -> dict:
 def page():
     resp = current_app.send_static_file("dashboard.html")
     resp.headers["Cache-Control"] = "no-store"
+    token = request.args.get("token")
+    if current_app.extensions["guard"].token_matches(token):  # later requests carry it as a cookie
+        resp.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict")
     return resp
 
 
 @dashboard.get("/api/state")
 def state():
-    resp = jsonify(_pilot().state())
-    resp.headers["Cache-Control"] = "no-store"
-    return resp
+    # strict JSON: a NaN/Inf (telemetry from the plugin's %.9g floats) becomes null, never a bare NaN
+    body = json.dumps(json_safe(_pilot().state()), allow_nan=False)
+    return Response(body, mimetype=JSON_TYPE, headers={"Cache-Control": "no-store"})
 
 
 @dashboard.get("/api/frame.jpg")
 def frame():
     img = _pilot().latest_frame()
     if img is None:
-        raise BadRequest("no frame yet: nothing has polled the server", 404)
+        raise ProtocolError("no frame yet: nothing has polled the server", 404)
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="JPEG", quality=80)
     return Response(buf.getvalue(), mimetype="image/jpeg", headers={"Cache-Control": "no-store"})
@@ -61,7 +69,7 @@ def set_mode():
     try:
         _pilot().set_mode(mode)
     except ValueError as exc:
-        raise BadRequest(str(exc)) from exc
+        raise ProtocolError(str(exc)) from exc
     return jsonify({"mode": mode})
 
 
@@ -69,7 +77,7 @@ def set_mode():
 def record():
     on = _json_body().get("on")
     if not isinstance(on, bool):
-        raise BadRequest('"on" must be true or false')
+        raise ProtocolError('"on" must be true or false')
     pilot = _pilot()
     if on:
         return jsonify({"on": True, "path": pilot.recording.start(), "mode": pilot.mode})
@@ -80,8 +88,8 @@ def record():
 def reset():
     ports = _json_body().get("ports")
     if ports is not None and (not isinstance(ports, list) or not all(isinstance(p, int) for p in ports)):
-        raise BadRequest('"ports" must be a list of controller numbers')
+        raise ProtocolError('"ports" must be a list of controller numbers')
     try:
         return jsonify({"reset": _pilot().request_reset(ports)})
     except ValueError as exc:
-        raise BadRequest(str(exc)) from exc
+        raise ProtocolError(str(exc)) from exc

@@ -17,8 +17,8 @@ import numpy as np
 
 from common import action as act
 from common.frames import to_model_input
+from common.protocol import CONTROLLERS, Commands, encode_answer, json_safe
 from drive import modes
-from drive.protocol import CONTROLLERS, encode_answer
 from drive.recording import Corrections, PluginRecording, ShadowLog
 from drive.stats import Stats
 
@@ -48,7 +48,7 @@ class Pilot:
         self.recording = PluginRecording(sessions_dir, meta)
         self.shadow = ShadowLog(sessions_dir)
         self.stats = Stats()
-        self._resets = [False] * CONTROLLERS
+        self.commands = Commands()  # CMD reset: pending until the plugin confirms it (X-KartPilot-Done)
         self._override_lock = threading.Lock()
         self._mode_lock = threading.Lock()
         # Latest poll per port, for the dashboard: (frame, ai, human, sent, driver, index, telemetry, t)
@@ -74,12 +74,16 @@ class Pilot:
             return self._mode
 
     def request_reset(self, ports=None) -> list[int]:
-        """The next answer to each port carries ``"CMD": "reset"`` (once)."""
-        ports = list(range(CONTROLLERS)) if ports is None else [int(p) for p in ports]
+        """Every answer to each port carries ``"CMD": "reset"`` and its ``"CMD_ID"`` until the
+        plugin confirms it (``X-KartPilot-Done``). Default: the ports that have polled (else all)."""
+        if ports is None:
+            ports = [p for p, v in enumerate(self.view) if v is not None] or list(range(CONTROLLERS))
+        ports = [int(p) for p in ports]
         for p in ports:
             if not 0 <= p < CONTROLLERS:
                 raise ValueError(f"port {p} out of range 0..{CONTROLLERS - 1}")
-            self._resets[p] = True
+        for p in ports:
+            self.commands.request(p, "reset")
         return ports
 
     # -- the hot path -----------------------------------------------------------------
@@ -90,8 +94,10 @@ class Pilot:
         return action, bool(lb)
 
     def answer(self, controller: int, frame: np.ndarray, *, index: int | None = None,
-               telemetry: dict | None = None, posted: bool = True) -> bytes:
+               telemetry: dict | None = None, posted: bool = True, done: int | None = None) -> bytes:
+        """``done``: the poll's X-KartPilot-Done (the last command id the plugin carried out)."""
         now = time.monotonic()
+        self.commands.seen(controller, done)
         human, lb = self.human_input(controller)
         mode = self._mode
         if controller == self.human_port:
@@ -109,12 +115,8 @@ class Pilot:
             self.recording.save(frame, sent, now)
         if mode == "shadow" and ai is not None:
             self.shadow.log(now, controller, index, ai, human)
-        cmd = None
-        if self._resets[controller]:
-            self._resets[controller] = False
-            cmd = "reset"
         self.view[controller] = (frame, ai, human, sent, d.driver, index, telemetry, now)
-        return encode_answer(sent, cmd)
+        return encode_answer(sent, *self.commands.pending(controller))
 
     # -- dashboard --------------------------------------------------------------------
     def latest_frame(self) -> np.ndarray | None:
@@ -126,6 +128,7 @@ class Pilot:
         return None if view is None else view[0]
 
     def state(self) -> dict:
+        """What the dashboard shows; plain JSON data (NaN/Inf telemetry is None: missing)."""
         ports = {}
         for port, view in enumerate(self.view):
             if view is None:
@@ -141,7 +144,7 @@ class Pilot:
                 "telemetry": telemetry or {},
                 "age_s": round(time.monotonic() - t, 3),
             }
-        return {
+        return json_safe({
             "mode": self._mode,
             "modes": list(modes.MODES),
             "human_port": self.human_port,
@@ -152,10 +155,11 @@ class Pilot:
             "corrections": self.corrections.summary(),
             "recording": self.recording.summary(),
             "shadow_rows": self.shadow.rows,
+            "commands": self.commands.state(),
             "ports": ports,
             "uptime_s": round(time.monotonic() - self.started, 1),
             **self.stats.snapshot(),
-        }
+        })
 
     def close(self) -> dict:
         """Finish every session; returns what was written."""

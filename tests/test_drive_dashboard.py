@@ -121,11 +121,15 @@ def test_dashboard_is_live_and_switches_modes(policy, tmp_path):
     pilot = Pilot(policy, sessions_dir=tmp_path / "sessions")
     stop = threading.Event()
 
-    def game(port):  # a steady 30 Hz client, like the plugin
+    def game(port):  # a steady 30 Hz client, like the plugin: NaN/Inf telemetry, confirms commands
         with DriveClient("127.0.0.1", port) as cli:
-            i = 0
+            i, done = 0, {}
             while not stop.is_set():
-                assert cli.post(0, pattern_frame(i % 50, 240, 320), index=i, telemetry="lap=0")[0] == 200
+                status, body = cli.post(0, pattern_frame(i % 50, 240, 320), index=i,
+                                        telemetry="lap=0;speed=nan;boost=inf", headers=done)
+                assert status == 200
+                if "CMD_ID" in json.loads(body):
+                    done = {"X-KartPilot-Done": str(json.loads(body)["CMD_ID"])}
                 i += 1
                 time.sleep(1 / 30)
 
@@ -138,6 +142,12 @@ def test_dashboard_is_live_and_switches_modes(policy, tmp_path):
             browser.page("Page.navigate", url=f"{srv.url}/")
             browser.wait_for("document.getElementById('mode') && document.getElementById('mode').textContent === 'ai'")
             browser.wait_for("Number(document.getElementById('rps').textContent) > 5")
+            # NaN/Inf telemetry: /api/state stays valid JSON, the page stays live and shows them as missing
+            cell = "document.querySelector('#telemetry td[data-name=%s]')"
+            browser.wait_for(f"{cell % 'speed'} && {cell % 'speed'}.textContent === 'missing'")
+            assert browser.evaluate(f"{cell % 'boost'}.textContent") == "missing"
+            assert browser.evaluate(f"{cell % 'lap'}.textContent") == "0"
+            assert browser.evaluate("document.getElementById('conn').textContent") == "live"
             first = int(browser.evaluate("document.getElementById('requests').textContent"))
             # the frame keeps refreshing and is the posted frame's size
             browser.wait_for("Number(document.getElementById('frame').dataset.loaded) >= 3")
@@ -154,6 +164,13 @@ def test_dashboard_is_live_and_switches_modes(policy, tmp_path):
             assert len(bars) == len(EDGES_MS) + 1 and sum(bars) >= first
             browser.wait_for(f"Number(document.getElementById('requests').textContent) > {first}")  # live
             assert browser.evaluate("document.getElementById('latency').textContent").count("/") == 1
+
+            # reset: shown pending until the client confirms it, then confirmed
+            browser.evaluate("document.getElementById('reset').click()")
+            browser.wait_for("document.getElementById('reset-state').textContent.includes('reset confirmed')")
+            assert pilot.state()["commands"]["0"]["state"] == "confirmed"
+            pilot.request_reset([2])  # nothing polls port 2: it stays pending, and says so
+            browser.wait_for("document.getElementById('reset-state').textContent.includes('port 2: reset pending')")
 
             browser.evaluate("document.querySelector('#mode-buttons [data-mode=shadow]').click()")
             browser.wait_for("document.getElementById('mode').textContent === 'shadow'")

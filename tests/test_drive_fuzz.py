@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common import action as act
+from common.protocol import MAX_FRAME_BYTES
 from drive.client import DriveClient
 from drive.pilot import Pilot
-from drive.protocol import MAX_FRAME_BYTES
 from drive.testing import constant_pilotnet, serving
 
 
@@ -63,7 +63,7 @@ CASES = [
     ("POST", "/0", {"X-Frame": "64x48"}, FRAME, 400, b"not <width>x<height>x3"),
     ("POST", "/0", {"X-Frame": "64x48x4"}, bytes(64 * 48 * 4), 400, b"3 channels"),
     ("POST", "/0", {"X-Frame": "0x0x3"}, b"", 400, b"width and height"),
-    ("POST", "/0", {"X-Frame": "4096x4096x3"}, b"x", 413, b"width and height"),
+    ("POST", "/0", {"X-Frame": "4097x4096x3"}, b"x", 413, b"width and height"),
     ("POST", "/0", {"X-Frame": "64x48x3"}, FRAME[:-1], 400, b"needs 9216"),
     ("POST", "/0", {"X-Frame": "64x48x3"}, FRAME + b"\0", 400, b"needs 9216"),
     ("POST", "/0", {"X-Frame": "64x48x3"}, b"", 400, b"needs 9216"),
@@ -91,7 +91,7 @@ def test_bad_request_gets_4xx_with_message(server, case):
 
 def test_oversized_body_is_refused_before_it_is_read(server):
     srv, _ = server
-    head = (f"POST /0 HTTP/1.1\r\nHost: x\r\nX-Frame: 2048x2048x3\r\n"
+    head = (f"POST /0 HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Frame: 2048x2048x3\r\n"
             f"Content-Length: {MAX_FRAME_BYTES + 1}\r\n\r\n").encode()
     reply = raw_exchange(srv, head + b"\0" * 1000)
     assert reply.startswith(b"HTTP/1.1 413")
@@ -142,7 +142,7 @@ def test_garbage_on_the_socket(server, data):
 
 def test_truncated_body_then_hang_up(server):
     srv, _ = server
-    head = b"POST /0 HTTP/1.1\r\nHost: x\r\nX-Frame: 640x480x3\r\nContent-Length: 921600\r\n\r\n"
+    head = b"POST /0 HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Frame: 640x480x3\r\nContent-Length: 921600\r\n\r\n"
     for _ in range(20):
         raw_exchange(srv, head + b"\1" * 5000, close_after_send=True)
     still_serving(srv)

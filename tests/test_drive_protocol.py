@@ -32,7 +32,7 @@ def pilot(policy, tmp_path):
 
 def check_input_bot(answer: dict) -> None:
     """What mupen64plus-input-bot (json-c, int per key) needs: the 16 keys, ints, in range."""
-    assert set(answer) - {"CMD"} == set(act.N64_KEYS)
+    assert set(answer) - {"CMD", "CMD_ID"} == set(act.N64_KEYS)
     for key in act.N64_KEYS:
         value = answer[key]
         assert type(value) is int, (key, value)
@@ -45,7 +45,7 @@ def check_input_bot(answer: dict) -> None:
 def test_post_answers_the_models_action_as_input_bot_json(pilot, policy):
     frame = pattern_frame(1)
     with serving(pilot) as srv, DriveClient(srv.host, srv.port) as cli:
-        status, body = cli.post(0, frame, index=7, telemetry="lap=1;progress=0.25;surface=road")
+        status, body = cli.post(0, frame, index=7, telemetry="lap=1;progress=0.25;surface=2")
         assert status == 200
         answer = json.loads(body)
         check_input_bot(answer)
@@ -55,7 +55,7 @@ def test_post_answers_the_models_action_as_input_bot_json(pilot, policy):
             60, -20, 1, 0, 1)
         assert "CMD" not in answer
         port = pilot.state()["ports"]["0"]
-        assert port["frame_index"] == 7 and port["telemetry"] == {"lap": 1.0, "progress": 0.25, "surface": "road"}
+        assert port["frame_index"] == 7 and port["telemetry"] == {"lap": 1.0, "progress": 0.25, "surface": 2.0}
 
 
 def test_keep_alive_many_polls_one_connection_all_controllers(pilot):
@@ -78,14 +78,24 @@ def test_any_frame_size_and_model_sized_frames(pilot):
             assert status == 200, body
 
 
-def test_reset_command_is_sent_once_per_port(pilot):
+def test_reset_command_is_sent_until_confirmed_per_port(pilot):
     with serving(pilot) as srv, DriveClient(srv.host, srv.port) as cli:
         status, out = cli.api("POST", "/api/reset", {"ports": [0, 2]})
         assert status == 200 and out == {"reset": [0, 2]}
         answers = [json.loads(cli.post(p, pattern_frame(p, 60, 80))[1]) for p in (0, 1, 2, 0, 2)]
-        assert [a.get("CMD") for a in answers] == ["reset", None, "reset", None, None]
+        # no X-KartPilot-Done yet: every answer to ports 0 and 2 still carries the reset
+        assert [a.get("CMD") for a in answers] == ["reset", None, "reset", "reset", "reset"]
+        ids = {p: a["CMD_ID"] for p, a in zip((0, 1, 2, 0, 2), answers, strict=True) if "CMD" in a}
+        assert ids[0] != ids[2]
         for a in answers:
             check_input_bot(a)
+        status, state = cli.api("GET", "/api/state")
+        assert {p: (c["cmd"], c["state"]) for p, c in state["commands"].items()} == {
+            "0": ("reset", "pending"), "2": ("reset", "pending")}
+        done = json.loads(cli.post(0, pattern_frame(0, 60, 80), headers={"X-KartPilot-Done": str(ids[0])})[1])
+        assert "CMD" not in done
+        status, state = cli.api("GET", "/api/state")
+        assert state["commands"]["0"]["state"] == "confirmed" and state["commands"]["2"]["state"] == "pending"
 
 
 def test_get_captures_the_screen_with_mss(pilot, xvfb, policy):

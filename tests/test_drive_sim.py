@@ -49,6 +49,22 @@ def test_not_a_model_file(tmp_path):
     assert res.returncode == 2 and "cannot use model" in res.stderr and "Traceback" not in res.stderr
 
 
+def test_corrupt_weights_are_a_clear_error_naming_the_file(tmp_path):
+    import zipfile
+
+    from train.model import build_pilotnet, save_model
+
+    good = save_model(build_pilotnet(), tmp_path / "good.keras")
+    bad = tmp_path / "corrupt-weights.keras"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
+        for name in src.namelist():  # the config is intact, the weights are garbage
+            dst.writestr(name, b"\0garbage" * 64 if name.endswith(".h5") else src.read(name))
+    res = run("-m", "drive", "--model", str(bad), "--port", "0", "--gamepad", "none")
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert f"drive: error: cannot use model {bad}: model {bad} is damaged" in res.stderr
+    assert "Traceback" not in res.stderr and "serving" not in res.stderr
+
+
 @pytest.fixture(scope="module")
 def cloned_model(tmp_path_factory):
     """A PilotNet cloned from kartsim's expert on luigi (small: ~4000 frames, 2 epochs)."""

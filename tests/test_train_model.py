@@ -163,3 +163,16 @@ def test_policy_is_thread_safe(model):
         t.join()
     for i, exp in enumerate(expected):
         np.testing.assert_allclose(results[i], exp, atol=1e-6)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "half-zeroed"])
+def test_load_reports_damaged_weights_naming_the_file(saved, tmp_path, damage):
+    bad = tmp_path / f"{damage}.keras"
+    with zipfile.ZipFile(saved) as src, zipfile.ZipFile(bad, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name.endswith(".h5"):  # h5py raises OSError for the first, RuntimeError for the second
+                data = b"garbage" * 100 if damage == "garbage" else data[: len(data) // 2] + bytes(len(data) // 2 + 1)
+            dst.writestr(name, data)
+    with pytest.raises(ValueError, match=f"model {bad} is damaged: its weights cannot be read"):
+        load_model(bad)

@@ -138,12 +138,19 @@ def read_model_config(path: str | os.PathLike) -> dict:
 
 
 def load_model(path: str | os.PathLike, *, compile: bool = False) -> keras.Model:
-    """Load a saved PilotNet in Keras safe mode after checking its transform and action layout."""
+    """Load a saved PilotNet in Keras safe mode after checking its transform and action layout.
+    Damaged weights (h5py cannot read them) raise ValueError naming the file."""
     path = os.fspath(path)
     cfg = read_model_config(path)
     frames.check_transform(cfg.get("transform"), source=f"model {path}")
     _check_action_layout(cfg.get("action_layout"), path)
-    return keras.saving.load_model(path, compile=compile, safe_mode=True)
+    try:
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except FileNotFoundError:
+        raise
+    except (OSError, RuntimeError, KeyError) as exc:  # h5py on damaged weights: OSError, RuntimeError
+        raise ValueError(f"model {path} is damaged: its weights cannot be read "
+                         f"({type(exc).__name__}: {exc}); restore or retrain it") from exc
 
 
 def _check_action_layout(layout: dict | None, path: str) -> None:

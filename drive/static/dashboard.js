@@ -49,6 +49,34 @@ function drawHistogram(hist) {
   });
 }
 
+// Telemetry values are numbers, or null where the plugin read NaN/Inf: shown as missing.
+function drawTelemetry(portNo, tel) {
+  const table = $("telemetry");
+  $("telemetry-port").textContent = portNo === null ? "-" : portNo;
+  table.innerHTML = "";
+  Object.entries(tel || {}).forEach(([name, value]) => {
+    const row = table.insertRow();
+    const th = document.createElement("th");
+    th.textContent = name;
+    row.appendChild(th);
+    const td = row.insertCell();
+    td.dataset.name = name;
+    if (value === null) {
+      td.textContent = "missing";
+      td.className = "muted missing";
+    } else {
+      td.textContent = Number.isInteger(value) ? String(value) : value.toPrecision(6);
+    }
+  });
+}
+
+// Commands (reset) per port: pending until the plugin confirms it, then confirmed.
+function drawCommands(cmds) {
+  const parts = Object.entries(cmds || {}).map(([port, c]) =>
+    "port " + port + ": " + c.cmd + " " + c.state + (c.state === "confirmed" ? "" : " (sent " + c.sent + "\u00d7)"));
+  $("reset-state").textContent = parts.join(", ");
+}
+
 function render(s) {
   last = s;
   $("conn").textContent = "live"; $("conn").className = "badge ok";
@@ -68,6 +96,9 @@ function render(s) {
   $("btn-ai").textContent = buttons(port && port.ai);
   $("btn-human").textContent = buttons(port && port.human);
   $("driver").textContent = port ? port.driver : "-";
+  const portNo = port ? (s.ports[String(s.human_port)] ? s.human_port : Object.keys(s.ports)[0]) : null;
+  drawTelemetry(portNo, port ? port.telemetry : null);
+  drawCommands(s.commands);
   if (port) $("frame-info").textContent = port.frame_shape.slice(0, 2).reverse().join("x") + (port.frame_index === null ? "" : "  frame #" + port.frame_index);
   drawHistogram(s.histogram);
 }

@@ -3,17 +3,20 @@
 The plugin polls ``POST /<controller>`` (frame + telemetry) and waits for the
 answer; the emulator does not advance until it gets one. That wait is the
 lockstep: each poll becomes a :class:`Poll` the env takes with
-:meth:`Bridge.next_poll` and answers (action JSON, optionally ``"CMD"``)
-with :meth:`Poll.answer`. A poll nobody answers within ``hold_s`` (kept below
-the plugin's ``timeout_ms``) is answered with neutral input by the server
-itself, so an idle learner costs one neutral frame per hold instead of a
-dropped connection.
+:meth:`Bridge.next_poll` and answers (input-bot keys) with :meth:`Poll.answer`.
+A poll nobody answers within ``hold_s`` (kept below the plugin's
+``timeout_ms``) is answered with neutral input by the server itself, so an
+idle learner costs one neutral frame per hold instead of a dropped connection.
+
+Requests are parsed and answers encoded by common.protocol (the one home of
+the wire format). Commands (``reset``, ``save``) are confirmed ones
+(``Bridge.commands``): every answer to the controller carries ``"CMD"`` and
+``"CMD_ID"`` until the plugin's ``X-KartPilot-Done`` confirms it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import queue
 import socket
 import threading
@@ -23,10 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-from envs.mupen.profiles import TelemetryError, parse_telemetry
-
-NEUTRAL_BODY = json.dumps({"X_AXIS": 0, "Y_AXIS": 0}).encode()
-MAX_FRAME_BYTES = 4096 * 4096 * 3
+from common import protocol
+from common.protocol import Commands, ProtocolError
 
 
 class BridgeError(RuntimeError):
@@ -41,32 +42,38 @@ class Poll:
     index: int  # X-Frame-Index (-1 when absent)
     frame: np.ndarray | None  # (H, W, 3) uint8, top row first
     telemetry: dict[str, float]
+    done: int | None = None  # X-KartPilot-Done: the last command id the plugin carried out
     received: float = field(default_factory=time.monotonic)
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
-    _body: bytes = field(default=NEUTRAL_BODY, repr=False)
+    _keys: dict = field(default_factory=dict, repr=False)  # input-bot keys (missing ones: 0)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _commands: Commands | None = field(default=None, repr=False)
     expired: bool = False
 
     def answer(self, keys: dict | None = None, cmd: str | None = None) -> bool:
-        """Answer with input-bot keys (+ optional CMD). False if the server
-        already answered it (held past ``hold_s``)."""
-        body = dict(keys or {})
+        """Answer with input-bot keys. ``cmd`` (``"reset"``/``"save"``) makes that command
+        pending for this controller (``Bridge.commands``; the one already pending keeps its id):
+        this and every later answer carry it until the plugin confirms it. False if the
+        server already answered this poll (held past ``hold_s``)."""
+        keys = protocol.answer_keys(keys or {})
         if cmd:
-            body["CMD"] = cmd
+            if self._commands is None:
+                raise RuntimeError("this poll has no bridge to send commands through")
+            self._commands.request(self.controller, cmd)
         with self._lock:
             if self.expired or self._done.is_set():
                 return False
-            self._body = json.dumps(body).encode()
+            self._keys = keys
             self._done.set()
         return True
 
-    def _wait(self, hold_s: float) -> bytes:
+    def _wait(self, hold_s: float) -> dict:
         if not self._done.wait(hold_s):
             with self._lock:
                 if not self._done.is_set():
                     self.expired = True
                     self._done.set()
-        return self._body
+        return self._keys
 
 
 class _Server(ThreadingHTTPServer):
@@ -87,58 +94,52 @@ class _Handler(BaseHTTPRequestHandler):
         # One small answer per frame: never let Nagle + delayed ACK add 40 ms.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def _reply(self, status: int, body: bytes) -> None:
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found"}.get(status, "Error")
-        head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+    def _reply(self, status: int, body: bytes, content_type: str = protocol.JSON_TYPE) -> None:
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 413: "Content Too Large",
+                  431: "Request Header Fields Too Large"}.get(status, "Error")
+        close = "Connection: close\r\n" if self.close_connection else ""
+        head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n{close}"
                 f"Content-Length: {len(body)}\r\n\r\n").encode()
         self.wfile.write(head + body)  # one write, one segment
 
-    def _handle(self, has_body: bool) -> None:
+    def _handle(self) -> None:
         bridge = self.server.bridge
         try:
-            controller = int(self.path.strip("/") or 0)
-        except ValueError:
-            self._reply(404, b'{"error": "path must be /<controller>"}')
+            poll = self._parse()
+        except ProtocolError as exc:
+            msg = f"{self.command} {self.path[:40]}: {exc.message}"
+            bridge._error(msg)
+            self.close_connection = True  # an unread body may follow: never parse it as a request
+            self._reply(exc.status, (msg + "\n").encode(), "text/plain")
             return
-        try:
-            poll = self._parse(controller, has_body)
-        except (BridgeError, TelemetryError) as exc:
-            bridge._error(str(exc))
-            self._reply(400, json.dumps({"error": str(exc)}).encode())
-            return
+        bridge.commands.seen(poll.controller, poll.done)
         bridge._queue.put(poll)
-        body = poll._wait(bridge.hold_s)
+        keys = poll._wait(bridge.hold_s)
         if poll.expired:
             bridge.idle_polls += 1
+        body = protocol.encode_answer(keys, *bridge.commands.pending(poll.controller))
         with contextlib.suppress(OSError):  # the plugin gave up on this poll; it reconnects itself
             self._reply(200, body)
 
-    def _parse(self, controller: int, has_body: bool) -> Poll:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_FRAME_BYTES:
-            raise BridgeError(f"POST /{controller}: body of {length} bytes is larger than any frame")
-        raw = self.rfile.read(length) if (has_body and length) else b""
+    def _parse(self) -> Poll:
+        controller = protocol.parse_controller(self.path)
+        head = protocol.parse_poll(self.command, self.headers.get)
+        length = self.headers.get("Content-Length")
+        if length is not None and not length.strip().isdigit():
+            raise ProtocolError(f"Content-Length {length[:40]!r} is not a number")
+        protocol.check_length(None if length is None else int(length), head)
         frame = None
-        spec = self.headers.get("X-Frame")
-        if spec:
-            try:
-                w, h, c = (int(v) for v in spec.lower().split("x"))
-            except ValueError:
-                raise BridgeError(f"X-Frame {spec!r} is not <width>x<height>x3") from None
-            if c != 3 or w <= 0 or h <= 0 or w * h * 3 != len(raw):
-                raise BridgeError(f"X-Frame {spec!r} does not match a body of {len(raw)} bytes")
-            frame = np.frombuffer(raw, np.uint8).reshape(h, w, 3)
-        try:
-            index = int(self.headers.get("X-Frame-Index", -1))
-        except ValueError:
-            raise BridgeError(f"X-Frame-Index {self.headers.get('X-Frame-Index')!r} is not an integer") from None
-        return Poll(controller, index, frame, parse_telemetry(self.headers.get("X-Telemetry")))
+        if head.size is not None:
+            raw = self.rfile.read(head.body_bytes)
+            frame = protocol.frame_from_body(raw, *head.size)
+        return Poll(controller, -1 if head.index is None else head.index, frame, head.telemetry, head.done,
+                    _commands=self.server.bridge.commands)
 
     def do_POST(self):  # noqa: N802 (http.server naming)
-        self._handle(True)
+        self._handle()
 
     def do_GET(self):  # noqa: N802
-        self._handle(False)
+        self._handle()
 
 
 class Bridge:
@@ -147,6 +148,7 @@ class Bridge:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, hold_s: float = 9.0):
         self.hold_s = hold_s
         self.idle_polls = 0
+        self.commands = Commands()
         self._queue: queue.Queue[Poll] = queue.Queue()
         self._errors: list[str] = []
         self._server = _Server((host, port), _Handler)

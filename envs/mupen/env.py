@@ -7,8 +7,9 @@ same action, then holds the next poll: its frame is the observation. The
 telemetry of every poll of the step (one per game frame) goes to the game
 profile's tracker, so the reward is summed frame by frame and no short event
 (a fall, a mini-turbo) falls between two steps; the info is the last poll's. ``reset()``
-answers with ``"CMD": "reset"`` (the plugin loads the savestate), lets
-``settle_polls`` polls pass while the core loads it, and holds the next.
+answers with ``"CMD": "reset"`` (the plugin loads the savestate) until the
+plugin confirms it, lets ``settle_polls`` polls pass while the core loads it,
+and holds the next.
 
 A crashed or frozen emulator (process gone, or no poll for
 ``poll_timeout_s``) is restarted on a fresh display; the step that saw it
@@ -162,6 +163,21 @@ class MupenEnv(gym.Env):
         while not self._held.answer(keys, cmd=cmd):
             self._held = self._next(self.poll_timeout_s, what)
 
+    def _command(self, cmd: str) -> None:
+        """Send ``cmd`` on the held poll's controller: answers carry it until the plugin
+        confirms it (X-KartPilot-Done; a plugin predating that contract never does, and the
+        bridge stops after MAX_SENDS answers), then ``settle_polls`` polls pass while the core
+        loads or saves, and the next poll is held."""
+        controller = self._held.controller
+        self._answer_held(to_n64(np.zeros(5)), cmd, cmd)
+        while self._bridge.commands.status(controller) == "pending":
+            self._next(self.poll_timeout_s, cmd).answer()
+        if self._bridge.commands.status(controller) != "confirmed":
+            log.warning("the plugin never confirmed CMD %s (X-KartPilot-Done): rebuild plugin_c (make plugin)", cmd)
+        for _ in range(self.settle_polls):
+            self._next(self.poll_timeout_s, cmd).answer()
+        self._held = self._next(self.poll_timeout_s, cmd)
+
     # ----------------------------------------------------------------- gym API
     def _observe(self, poll: Poll) -> np.ndarray:
         if poll.frame is not None:
@@ -182,10 +198,7 @@ class MupenEnv(gym.Env):
                 if self._emu is None:
                     self._launch()
                 elif self.state_path.is_file():
-                    self._answer_held(to_n64(np.zeros(5)), "reset", "reset")
-                    for _ in range(self.settle_polls):
-                        self._next(self.poll_timeout_s, "reset").answer()
-                    self._held = self._next(self.poll_timeout_s, "reset")
+                    self._command("reset")
                 break
             except EmulatorCrashed as exc:
                 self._restart(str(exc))
@@ -232,10 +245,7 @@ class MupenEnv(gym.Env):
         savestate file (or the core's current slot) at the next VI."""
         if self._held is None:
             raise RuntimeError("call reset() before save_state()")
-        self._answer_held(to_n64(np.zeros(5)), "save", "save")
-        for _ in range(self.settle_polls):
-            self._next(self.poll_timeout_s, "save").answer()
-        self._held = self._next(self.poll_timeout_s, "save")
+        self._command("save")
 
     def render(self):
         return self._obs

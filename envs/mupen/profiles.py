@@ -17,14 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.protocol import TelemetryError, parse_telemetry  # noqa: F401 (the wire format's one home)
 from envs.mupen.rom import RomError, RomHeader, read_header
 
 TYPES = {"u8": ">B", "s8": ">b", "u16": ">H", "s16": ">h", "u32": ">I", "s32": ">i", "f32": ">f"}
 RDRAM_SIZE = 0x800000  # 8 MiB (expansion pak), as the core allocates
-
-
-class TelemetryError(ValueError):
-    """An X-Telemetry header that cannot be parsed, or lacks a profile field."""
 
 
 @dataclass(frozen=True)
@@ -46,25 +43,6 @@ class Field:
 def plugin_profile(fields) -> str:
     """The plugin's profile string: ``name:0xADDRESS:type;...``."""
     return ";".join(f"{f.name}:0x{f.address:08X}:{f.type}" for f in fields)
-
-
-def parse_telemetry(header: str | None) -> dict[str, float]:
-    """``"a=1;b=-2.5"`` -> ``{"a": 1.0, "b": -2.5}`` (empty or None -> {})."""
-    out: dict[str, float] = {}
-    if not header:
-        return out
-    for part in header.split(";"):
-        part = part.strip()
-        if not part:
-            continue
-        name, sep, value = part.partition("=")
-        if not sep or not name.strip():
-            raise TelemetryError(f"X-Telemetry entry {part!r} is not name=value")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError as exc:
-            raise TelemetryError(f"X-Telemetry value of {name.strip()!r} is not a number: {value!r}") from exc
-    return out
 
 
 def read_rdram(fields, rdram: bytes) -> dict[str, float]:
