@@ -28,9 +28,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from tests.conftest import test_rom_path
-from tests.plugin_emu import PLUGIN_SO, Xvfb, build_plugin, mupen64plus_binary, start_emulator, stop
-from tests.plugin_server import FastAnswerServer
+from testing.emulator import (
+    PLUGIN_SO,
+    Xvfb,
+    build_plugin,
+    find_test_rom,
+    mupen64plus_binary,
+    start_emulator,
+    stop,
+)
+from testing.plugin_server import FastAnswerServer
 
 C0 = "Input-KartPilot-Control0"
 
@@ -87,7 +94,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = ap.parse_args(argv)
 
-    rom = args.rom or test_rom_path()
+    rom = args.rom or find_test_rom()
     if rom is None or not Path(rom).is_file():
         ap.error("test ROM not found: pass --rom or set KARTPILOT_TEST_ROM")
     if mupen64plus_binary() is None:

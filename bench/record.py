@@ -23,7 +23,7 @@ from record.gamepad import Gamepad
 from record.recorder import record
 from record.screen import ScreenSource
 from record.status import StatusLine
-from record.xvfb import animated_window, virtual_display
+from testing.display import animated_window, virtual_display
 
 
 def main(argv=None) -> int:

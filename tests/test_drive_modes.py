@@ -19,8 +19,9 @@ from drive import modes
 from drive.client import DriveClient
 from drive.human import DriveGamepad
 from drive.pilot import Pilot
-from drive.testing import constant_pilotnet, frame_id, pattern_frame, serving
 from record.gamepad import write_event
+from testing.drive import frame_id, pattern_frame, serving
+from testing.models import constant_pilotnet
 
 EV_SYN, EV_KEY, EV_ABS = 0, 1, 3
 ABS_X, ABS_Y = 0x00, 0x01

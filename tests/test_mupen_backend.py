@@ -61,7 +61,7 @@ def test_mk64_backend_refuses_the_wrong_rom(emu_ready, monkeypatch):
 
 def test_ppo_updates_on_emulators(emu_ready, tmp_path, monkeypatch):
     import envs.mupen.backend  # noqa: F401
-    from tests.test_finetune import tiny_pilotnet
+    from testing.models import tiny_pilotnet
     from train.finetune.ppo import PPOConfig
     from train.finetune.trainer import Config, Trainer
     from train.model import save_model

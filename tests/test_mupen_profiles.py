@@ -9,7 +9,7 @@ import pytest
 
 from envs.mupen import profiles as pf
 from envs.mupen.rom import RomError, read_big_endian, read_header, to_big_endian
-from tests.conftest import test_rom_path as find_test_rom
+from testing.emulator import find_test_rom
 
 MK64_CRC = (0x3E5055B6, 0x2E92DA52)
 

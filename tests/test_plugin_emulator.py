@@ -14,9 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import test_rom_path as find_test_rom
-from tests.plugin_emu import Xvfb, build_plugin, mupen64plus_binary, rom_bytes_z64, start_emulator, stop
-from tests.plugin_server import PluginTestServer
+from testing.emulator import (
+    Xvfb,
+    build_plugin,
+    find_test_rom,
+    mupen64plus_binary,
+    rom_bytes_z64,
+    start_emulator,
+    stop,
+)
+from testing.plugin_server import PluginTestServer
 
 pytestmark = [
     pytest.mark.skipif(mupen64plus_binary() is None,

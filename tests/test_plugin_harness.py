@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.plugin_emu import HARNESS, PLUGIN_SO, build_plugin
-from tests.plugin_server import PluginTestServer
+from testing.emulator import HARNESS, PLUGIN_SO, build_plugin
+from testing.plugin_server import PluginTestServer
 
 ANSWER = {"A_BUTTON": 1, "X_AXIS": 40, "Y_AXIS": -20}
 

@@ -15,7 +15,7 @@ import pytest
 
 from dataset.session import load_image, load_session, read_meta
 from record.gamepad import write_event
-from record.xvfb import animated_window, virtual_display
+from testing.display import animated_window, virtual_display
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.skipif(not shutil.which("Xvfb") or not shutil.which("xwininfo"),

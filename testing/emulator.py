@@ -1,8 +1,9 @@
 """Run the real mupen64plus (ui-console) headless with the KartPilot plugin.
 
-Shared by the plugin's emulator tests and bench/plugin.py: builds the
-command line (Rice video, dummy audio, HLE RSP, a private config dir so the
-user's ~/.config is never touched) and runs it on a given X display.
+Shared by the plugin's emulator tests and bench/plugin.py: finds the GPL test
+ROM, builds the plugin, builds the command line (Rice video, dummy audio, HLE
+RSP, a private config dir so the user's ~/.config is never touched) and runs
+it on a given X display.
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ PLUGIN_DIR = ROOT / "plugin_c"
 PLUGIN_SO = PLUGIN_DIR / "build" / "mupen64plus-input-kartpilot.so"
 HARNESS = PLUGIN_DIR / "build" / "kp_harness"
 MUPEN_CANDIDATES = ("/usr/games/mupen64plus", "mupen64plus")
+TEST_ROM = ROOT.parent / "shared" / "roms" / "m64p_test_rom.v64"
+
+
+def find_test_rom() -> Path | None:
+    """The GPL mupen64plus test ROM: $KARTPILOT_TEST_ROM or ../shared/roms/ (None if neither exists)."""
+    env = os.environ.get("KARTPILOT_TEST_ROM")
+    candidates = [Path(env)] if env else []
+    candidates.append(TEST_ROM)
+    return next((p for p in candidates if p.is_file()), None)
 
 
 def mupen64plus_binary() -> str | None:

@@ -23,11 +23,11 @@ def virtual_display(size: str = "800x600x24", boost: bool = False):
 @contextlib.contextmanager
 def animated_window(display: str, title: str = "KartPilot-Test", size: str = "320x240", fps: int = 60,
                 seconds: float = 600):
-    """Start record.testwindow on ``display``; yields its (x, y, w, h) once it is mapped."""
+    """Start testing.testwindow on ``display``; yields its (x, y, w, h) once it is mapped."""
     from record.screen import find_window
 
     env = {**os.environ, "DISPLAY": display, "SDL_VIDEODRIVER": "x11", "SDL_AUDIODRIVER": "dummy"}
-    cmd = [sys.executable, "-m", "record.testwindow", "--title", title, "--size", size, "--fps", str(fps),
+    cmd = [sys.executable, "-m", "testing.testwindow", "--title", title, "--size", size, "--fps", str(fps),
            "--seconds", str(seconds)]
     old = os.environ.get("DISPLAY")
     os.environ["DISPLAY"] = display
