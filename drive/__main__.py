@@ -213,11 +213,11 @@ def _run_rom(args, server) -> dict:
     display = os.environ.get("DISPLAY")
     xvfb = None
     if not display:
-        from envs.mupen.process import EmulatorError, Xvfb
+        from common.xvfb import Xvfb, XvfbError
 
         try:
-            xvfb = Xvfb()
-        except EmulatorError as exc:
+            xvfb = Xvfb(640, 480)
+        except XvfbError as exc:
             raise DriveError(str(exc)) from exc
         display = xvfb.display
         print(f"drive: no DISPLAY, running mupen64plus headless on Xvfb {display}", file=sys.stderr)

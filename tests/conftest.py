@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: a real Xvfb display and the GPL test ROM."""
+"""Shared pytest fixtures: a real Xvfb display, the GPL test ROM, and the emulator ready to run it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from common.xvfb import Xvfb
-from testing.emulator import find_test_rom
+from testing.emulator import build_plugin, emulator_missing, find_test_rom
 
 
 @pytest.fixture(scope="session")
@@ -17,6 +17,19 @@ def test_rom() -> Path:
     if path is None:
         pytest.skip("GPL test ROM not found (set KARTPILOT_TEST_ROM or provide ../shared/roms/m64p_test_rom.v64)")
     return path
+
+
+@pytest.fixture(scope="session")
+def emulator_rom(test_rom) -> Path:
+    """The GPL test ROM once Xvfb, mupen64plus and our plugin (built here, `make -C plugin_c`) are there."""
+    why = emulator_missing(plugin=False)
+    if why:
+        pytest.skip(why)
+    build_plugin()  # a compile error fails the tests that need it, loudly
+    why = emulator_missing()
+    if why:
+        pytest.skip(why)
+    return test_rom
 
 
 @pytest.fixture

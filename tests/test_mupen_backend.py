@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import numpy as np
 import pytest
-
-from envs.mupen.process import DEFAULT_PLUGIN, find_mupen
 
 pytestmark = pytest.mark.emulator
 
 
 @pytest.fixture
-def emu_ready(test_rom):
-    if shutil.which("Xvfb") is None:
-        pytest.skip("Xvfb is not installed (apt-get install xvfb)")
-    if find_mupen() is None:
-        pytest.skip("mupen64plus is not installed (apt-get install mupen64plus-ui-console)")
-    if not os.path.isfile(os.environ.get("KARTPILOT_PLUGIN") or DEFAULT_PLUGIN):
-        pytest.skip("input plugin not built (make plugin)")
-    return test_rom
+def emu_ready(emulator_rom):
+    return emulator_rom
 
 
 def test_backend_interface(emu_ready):

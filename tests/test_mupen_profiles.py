@@ -7,8 +7,9 @@ import struct
 
 import pytest
 
+from common.mupen import to_big_endian
 from envs.mupen import profiles as pf
-from envs.mupen.rom import RomError, read_big_endian, read_header, to_big_endian
+from envs.mupen.rom import RomError, read_big_endian, read_header
 from testing.emulator import find_test_rom
 
 MK64_CRC = (0x3E5055B6, 0x2E92DA52)

@@ -77,7 +77,8 @@ def test_ray_steps_exactly_like_one_process_and_replaces_a_dead_actor(local_ray)
 def test_emulator_actors_use_the_resource_tag(local_ray):
     import shutil
 
-    from envs.mupen.process import DEFAULT_PLUGIN, find_mupen
+    from common.mupen import PLUGIN_SO as DEFAULT_PLUGIN
+    from common.mupen import find_mupen
     from testing.emulator import find_test_rom
 
     rom = find_test_rom()
