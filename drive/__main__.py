@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", action="store_true", help="start with plugin recording on (human mode)")
     p.add_argument("--game", default=None, help="game name for session metadata (default: track or ROM name)")
     p.add_argument("--rate", type=float, default=None, help="poll rate for session metadata (default: 30 sim, 60 N64)")
-    p.add_argument("--region", default=None, help="GET capture region left,top,width,height (default: 0,0,640,480)")
+    p.add_argument("--region", default=None, help="GET capture region x,y,w,h (default: 0,0,640,480)")
     p.add_argument("--tf-threads", type=int, default=1, help="TensorFlow intra-op threads (default: %(default)s)")
     sim = p.add_argument_group("simulator client (--sim)")
     sim.add_argument("--sim", action="store_true", help="drive kartsim through this server and print lap times")
@@ -104,8 +104,8 @@ def _interrupt(signum, frame):
 
 
 def run(args) -> dict:
+    from common.screen import DEFAULT_REGION, ScreenCapture, ScreenError, parse_region
     from drive.app import create_app
-    from drive.capture import DEFAULT_REGION, ScreenCapture, parse_region
     from drive.human import NoGamepad, open_gamepad
     from drive.pilot import Pilot
     from drive.runner import load_policy
@@ -118,8 +118,8 @@ def run(args) -> dict:
                          "the plugin then posts its frames)")
     try:
         region = parse_region(args.region) if args.region else DEFAULT_REGION
-    except ValueError as exc:
-        raise DriveError(str(exc)) from exc
+    except ScreenError as exc:
+        raise DriveError(f"--region: {exc}") from exc
     policy = load_policy(args.model, args.tf_threads)  # fails here, before anything listens
     try:
         gamepad = open_gamepad(args.gamepad, args.mapping)

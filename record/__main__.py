@@ -100,8 +100,8 @@ def main(argv=None) -> int:
     meta: dict = {"track": args.track, "rate_hz": args.rate}
     try:
         if args.source == "screen":
+            from common.screen import ScreenCapture, ScreenError, resolve_region
             from record.gamepad import Gamepad, MappingError, NoGamepad
-            from record.screen import ScreenError, ScreenSource, resolve_region
 
             try:
                 controller = Gamepad(args.gamepad, args.mapping).start()  # first: no pad, no point
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
                 if found == "default":
                     print(f"record: no window matching {args.window!r}; capturing the default region "
                           f"{region} (use --region x,y,w,h)", file=sys.stderr)
-                source = ScreenSource(region)
+                source = ScreenCapture(region)
             except (ScreenError, NoGamepad, MappingError) as exc:
                 fail(str(exc))
             controller.driver = "human"

@@ -25,7 +25,7 @@ def virtual_display(size: str = "800x600x24", boost: bool = False):
 def animated_window(display: str, title: str = "KartPilot-Test", size: str = "320x240", fps: int = 60,
                 seconds: float = 600):
     """Start testing.testwindow on ``display``; yields its (x, y, w, h) once it is mapped."""
-    from record.screen import find_window
+    from common.screen import find_window
 
     env = {**os.environ, "DISPLAY": display, "SDL_VIDEODRIVER": "x11", "SDL_AUDIODRIVER": "dummy"}
     cmd = [sys.executable, "-m", "testing.testwindow", "--title", title, "--size", size, "--fps", str(fps),

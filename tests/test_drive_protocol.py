@@ -90,7 +90,7 @@ def test_reset_command_is_sent_once_per_port(pilot):
 
 
 def test_get_captures_the_screen_with_mss(pilot, xvfb, policy):
-    from drive.capture import ScreenCapture
+    from common.screen import ScreenCapture
 
     cap = ScreenCapture((0, 0, 640, 480), display=xvfb.name)
     try:
