@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from common.gamepad import Gamepad
 from common.screen import ScreenCapture
 from dataset.session import SessionWriter
 from record.__main__ import make_writer
-from record.gamepad import Gamepad
 from record.recorder import record
 from record.status import StatusLine
 from testing.display import animated_window, virtual_display

@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=MODES, default="ai", help="starting mode (default: %(default)s)")
     p.add_argument("--gamepad", default="auto",
                    help="'auto' (first gamepad if any), 'none', or an evdev device/file (default: %(default)s)")
-    p.add_argument("--mapping", help="controller mapping JSON (record.gamepad format)")
+    p.add_argument("--mapping", help="controller mapping JSON (common/gamepad.py format)")
     p.add_argument("--human-port", type=int, default=0, help="controller the gamepad drives (default: %(default)s)")
     p.add_argument("--sessions", default="data/sessions",
                    help="where corrections / plugin recordings / shadow logs go (default: %(default)s)")
@@ -104,9 +104,9 @@ def _interrupt(signum, frame):
 
 
 def run(args) -> dict:
+    from common.gamepad import NoGamepad, open_gamepad
     from common.screen import DEFAULT_REGION, ScreenCapture, ScreenError, parse_region
     from drive.app import create_app
-    from drive.human import NoGamepad, open_gamepad
     from drive.pilot import Pilot
     from drive.runner import load_policy
     from drive.server import Server

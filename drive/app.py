@@ -26,7 +26,7 @@ def _text(message: str, status: int) -> Response:
 
 
 def create_app(pilot: Pilot, capture=None) -> Flask:
-    """``capture``: a drive.capture.ScreenCapture for GET polls (None: GET answers 503)."""
+    """``capture``: a common.screen.ScreenCapture for GET polls (None: GET answers 503)."""
     app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = protocol.MAX_FRAME_BYTES  # also bounds chunked bodies
     app.extensions["pilot"] = pilot

@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pytest
 
+from common.gamepad import write_event
 from dataset.session import load_image, load_session, read_meta
-from record.gamepad import write_event
 from testing.display import animated_window, virtual_display
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
