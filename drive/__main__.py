@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--headless", action="store_true", help="no window even if DISPLAY is set")
     emu = p.add_argument_group("real game (--rom)")
     emu.add_argument("--rom", help="launch mupen64plus on this ROM with plugin_c's input plugin")
-    emu.add_argument("--plugin", help="input plugin .so (default: plugin_c/build/mupen64plus-input-kartpilot.so)")
+    emu.add_argument("--plugin", help="input plugin .so (default: $KARTPILOT_PLUGIN, else plugin_c/build/mupen64plus-input-kartpilot.so)")
     emu.add_argument("--get", action="store_true", help="plugin polls with GET (server captures) instead of POSTing frames")
     emu.add_argument("--frame-size", default="640x480", help="WxH of frames the plugin posts (default: %(default)s)")
     emu.add_argument("--mupen-arg", action="append", default=[], metavar="ARG",
