@@ -229,7 +229,7 @@ def main(argv=None) -> int:
     display_ctx = None
     env = {}
     if args.get_requests:
-        from record.xvfb import virtual_display
+        from testing.display import virtual_display
 
         display_ctx = virtual_display("800x600x24")
         env["DISPLAY"] = display_ctx.__enter__()

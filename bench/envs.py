@@ -49,9 +49,9 @@ def bench_sim(envs: int, steps: int) -> float:
 
 def bench_emu(steps: int, instances: int = 2) -> float:
     from envs.mupen.vector import VecMupen
-    from tests.conftest import test_rom_path
+    from testing.emulator import find_test_rom
 
-    rom = test_rom_path()
+    rom = find_test_rom()
     if rom is None:
         raise FileNotFoundError("GPL test ROM not found (KARTPILOT_TEST_ROM or ../shared/roms/)")
     vec = VecMupen(instances, rom=str(rom), profile="test")

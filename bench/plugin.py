@@ -28,11 +28,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from tests.conftest import test_rom_path
-from tests.plugin_emu import PLUGIN_SO, Xvfb, build_plugin, mupen64plus_binary, start_emulator, stop
-from tests.plugin_server import FastAnswerServer
-
-C0 = "Input-KartPilot-Control0"
+from common.mupen import DUMMY, find_plugin, require_mupen
+from common.proc import stop
+from common.xvfb import Xvfb
+from testing.emulator import build_plugin, find_test_rom, start_emulator
+from testing.plugin_server import FastAnswerServer
 
 
 def run_once(rom: Path, display: str, kind: str, first: int, last: int, small: str, workdir: Path,
@@ -40,20 +40,21 @@ def run_once(rom: Path, display: str, kind: str, first: int, last: int, small: s
     """One emulator run; returns fps between frames first..last and the plugin's stats."""
     cfg = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=workdir))
     server = None
-    sets: dict[str, object] = {}
-    plugin = "dummy"
+    settings: dict[str, object] = {}
+    plugin = DUMMY
     if kind != "dummy":
         server = FastAnswerServer(answer={"A_BUTTON": 1, "X_AXIS": 10}).start()
-        plugin = str(PLUGIN_SO)
-        sets = {f"{C0}[port]": server.port, f"{C0}[timeout_ms]": 1000, f"{C0}[stats_file]": cfg / "stats.json"}
+        plugin = None  # ours
+        settings = {"port": server.port, "timeout_ms": 1000, "stats_file": cfg / "stats.json"}
         if kind in ("frame", "small"):
-            sets[f"{C0}[frame]"] = 1
+            settings["frame"] = 1
         if kind == "small":
             w, h = small.split("x")
-            sets[f"{C0}[frame_width]"], sets[f"{C0}[frame_height]"] = int(w), int(h)
+            settings["frame_width"], settings["frame_height"] = int(w), int(h)
     w, h = resolution.split("x")
-    sets.update({"Video-General[ScreenWidth]": w, "Video-General[ScreenHeight]": h})
-    proc = start_emulator(rom, cfg, display, input_plugin=plugin, sets=sets, testshots=f"{first},{last}")
+    sets = {"Video-General[ScreenWidth]": w, "Video-General[ScreenHeight]": h}
+    proc = start_emulator(rom, cfg, display, plugin=plugin, settings=settings, sets=sets,
+                          testshots=f"{first},{last}")
     try:
         rc = proc.wait(600)
     finally:
@@ -87,12 +88,15 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = ap.parse_args(argv)
 
-    rom = args.rom or test_rom_path()
+    rom = args.rom or find_test_rom()
     if rom is None or not Path(rom).is_file():
         ap.error("test ROM not found: pass --rom or set KARTPILOT_TEST_ROM")
-    if mupen64plus_binary() is None:
-        ap.error("mupen64plus is not installed (apt-get install mupen64plus-ui-console mupen64plus-video-rice)")
-    build_plugin()  # once: rebuilding under a running emulator would swap its .so
+    try:
+        require_mupen()
+        build_plugin()  # once: rebuilding under a running emulator would swap its .so
+        find_plugin()
+    except RuntimeError as exc:
+        ap.error(str(exc))
     kinds = ["dummy", "plugin"] + ([] if args.no_frame else ["frame", "small"])
     results: dict[str, list[dict]] = {k: [] for k in kinds}
     first, last = args.warmup, args.warmup + args.frames

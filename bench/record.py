@@ -17,13 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from common.gamepad import Gamepad
+from common.screen import ScreenCapture
 from dataset.session import SessionWriter
 from record.__main__ import make_writer
-from record.gamepad import Gamepad
 from record.recorder import record
-from record.screen import ScreenSource
 from record.status import StatusLine
-from record.xvfb import animated_window, virtual_display
+from testing.display import animated_window, virtual_display
 
 
 def main(argv=None) -> int:
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
         os.environ["DISPLAY"] = display
         pad_file = Path(tmp) / "pad.events"
         pad_file.touch()
-        source = ScreenSource(region)
+        source = ScreenCapture(region)
         t = time.perf_counter()
         for _ in range(30):
             source.grab()

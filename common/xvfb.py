@@ -11,9 +11,10 @@ import contextlib
 import os
 import select
 import shutil
-import signal
 import subprocess
 import time
+
+from common.proc import stop
 
 
 class XvfbError(RuntimeError):
@@ -63,27 +64,13 @@ class Xvfb:
         self.display = self.name = f":{int(number)}"
 
     def close(self, grace: float = 3.0) -> None:
-        stop_group(self.proc, grace)
+        stop(self.proc, grace)
 
     def __enter__(self) -> Xvfb:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def stop_group(proc: subprocess.Popen | None, grace: float = 3.0) -> None:
-    """SIGTERM a process started with ``start_new_session=True`` and its group; SIGKILL after ``grace``."""
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(grace)
 
 
 def parse_size(size: str) -> tuple[int, int, int]:

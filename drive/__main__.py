@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=MODES, default="ai", help="starting mode (default: %(default)s)")
     p.add_argument("--gamepad", default="auto",
                    help="'auto' (first gamepad if any), 'none', or an evdev device/file (default: %(default)s)")
-    p.add_argument("--mapping", help="controller mapping JSON (record.gamepad format)")
+    p.add_argument("--mapping", help="controller mapping JSON (common/gamepad.py format)")
     p.add_argument("--human-port", type=int, default=0, help="controller the gamepad drives (default: %(default)s)")
     p.add_argument("--sessions", default="data/sessions",
                    help="where corrections / plugin recordings / shadow logs go (default: %(default)s)")
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", action="store_true", help="start with plugin recording on (human mode)")
     p.add_argument("--game", default=None, help="game name for session metadata (default: track or ROM name)")
     p.add_argument("--rate", type=float, default=None, help="poll rate for session metadata (default: 30 sim, 60 N64)")
-    p.add_argument("--region", default=None, help="GET capture region left,top,width,height (default: 0,0,640,480)")
+    p.add_argument("--region", default=None, help="GET capture region x,y,w,h (default: 0,0,640,480)")
     p.add_argument("--tf-threads", type=int, default=1, help="TensorFlow intra-op threads (default: %(default)s)")
     sim = p.add_argument_group("simulator client (--sim)")
     sim.add_argument("--sim", action="store_true", help="drive kartsim through this server and print lap times")
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--headless", action="store_true", help="no window even if DISPLAY is set")
     emu = p.add_argument_group("real game (--rom)")
     emu.add_argument("--rom", help="launch mupen64plus on this ROM with plugin_c's input plugin")
-    emu.add_argument("--plugin", help="input plugin .so (default: plugin_c/build/mupen64plus-input-kartpilot.so)")
+    emu.add_argument("--plugin", help="input plugin .so (default: $KARTPILOT_PLUGIN, else plugin_c/build/mupen64plus-input-kartpilot.so)")
     emu.add_argument("--get", action="store_true", help="plugin polls with GET (server captures) instead of POSTing frames")
     emu.add_argument("--frame-size", default="640x480", help="WxH of frames the plugin posts (default: %(default)s)")
     emu.add_argument("--mupen-arg", action="append", default=[], metavar="ARG",
@@ -116,10 +116,10 @@ def _interrupt(signum, frame):
 
 
 def run(args) -> dict:
+    from common.gamepad import NoGamepad, open_gamepad
+    from common.screen import DEFAULT_REGION, ScreenCapture, ScreenError, parse_region
     from drive.app import create_app
-    from drive.capture import DEFAULT_REGION, ScreenCapture, parse_region
     from drive.guard import Guard
-    from drive.human import NoGamepad, open_gamepad
     from drive.pilot import Pilot
     from drive.runner import load_policy
     from drive.server import Server
@@ -131,6 +131,9 @@ def run(args) -> dict:
                          "the plugin then posts its frames)")
     try:
         region = parse_region(args.region) if args.region else DEFAULT_REGION
+    except ScreenError as exc:
+        raise DriveError(f"--region: {exc}") from exc
+    try:
         guard = Guard(args.host, args.token, args.allow_host)
     except ValueError as exc:
         raise DriveError(str(exc)) from exc
@@ -227,11 +230,11 @@ def _run_rom(args, server) -> dict:
     display = os.environ.get("DISPLAY")
     xvfb = None
     if not display:
-        from envs.mupen.process import EmulatorError, Xvfb
+        from common.xvfb import Xvfb, XvfbError
 
         try:
-            xvfb = Xvfb()
-        except EmulatorError as exc:
+            xvfb = Xvfb(640, 480)
+        except XvfbError as exc:
             raise DriveError(str(exc)) from exc
         display = xvfb.display
         print(f"drive: no DISPLAY, running mupen64plus headless on Xvfb {display}", file=sys.stderr)

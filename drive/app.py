@@ -42,7 +42,7 @@ def _input_bot_style() -> bool:
 
 
 def create_app(pilot: Pilot, capture=None, guard: Guard | None = None) -> Flask:
-    """``capture``: a drive.capture.ScreenCapture for GET polls (None: GET answers 503).
+    """``capture``: a common.screen.ScreenCapture for GET polls (None: GET answers 503).
     ``guard``: the Host/Origin/token checks (default: a server bound to 127.0.0.1)."""
     app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = protocol.MAX_FRAME_BYTES  # also bounds chunked bodies

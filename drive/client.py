@@ -46,10 +46,6 @@ class DriveClient:
         except ValueError:
             return status, data.decode(errors="replace")
 
-    @staticmethod
-    def decode(body: bytes) -> dict:
-        return json.loads(body)
-
     def close(self) -> None:
         self.conn.close()
 

@@ -27,7 +27,7 @@ class Pilot:
     """Answers polls for up to 4 controllers; the gamepad belongs to ``human_port``.
 
     ``policy``: a callable ``(66, 200, 3) uint8 -> (5,)`` action (``train.policy.Policy``).
-    ``gamepad``: an object with ``read() -> (action, lb_held)`` (drive.human.DriveGamepad), or None.
+    ``gamepad``: an object with ``read() -> (action, lb_held)`` (common.gamepad.Gamepad), or None.
     """
 
     def __init__(self, policy, *, gamepad=None, human_port: int = 0, mode: str = "ai",

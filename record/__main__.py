@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--region", default=None, help="capture x,y,w,h instead of finding the window")
     g = ap.add_argument_group("controller")
     g.add_argument("--gamepad", default=None, help="evdev device (default: the first gamepad found)")
-    g.add_argument("--mapping", default=None, help="controller mapping JSON (see record/gamepad.py)")
+    g.add_argument("--mapping", default=None, help="controller mapping JSON (see common/gamepad.py)")
     g.add_argument("--keyboard", action="store_true", help="sim: drive with the keyboard in a play window")
     g.add_argument("--expert", action="store_true", help="sim: the scripted expert drives (default for sim)")
     g = ap.add_argument_group("sim source")
@@ -100,8 +100,8 @@ def main(argv=None) -> int:
     meta: dict = {"track": args.track, "rate_hz": args.rate}
     try:
         if args.source == "screen":
-            from record.gamepad import Gamepad, MappingError, NoGamepad
-            from record.screen import ScreenError, ScreenSource, resolve_region
+            from common.gamepad import Gamepad, MappingError, NoGamepad
+            from common.screen import ScreenCapture, ScreenError, resolve_region
 
             try:
                 controller = Gamepad(args.gamepad, args.mapping).start()  # first: no pad, no point
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
                 if found == "default":
                     print(f"record: no window matching {args.window!r}; capturing the default region "
                           f"{region} (use --region x,y,w,h)", file=sys.stderr)
-                source = ScreenSource(region)
+                source = ScreenCapture(region)
             except (ScreenError, NoGamepad, MappingError) as exc:
                 fail(str(exc))
             controller.driver = "human"
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
                          "Headless, let the expert drive (the default)")
                 meta["controller"] = {"device": "keyboard"}
             elif args.gamepad:
-                from record.gamepad import Gamepad, MappingError, NoGamepad
+                from common.gamepad import Gamepad, MappingError, NoGamepad
 
                 try:
                     controller = Gamepad(args.gamepad, args.mapping).start()

@@ -1,32 +1,35 @@
-"""Shared pytest fixtures: a real Xvfb display and the GPL test ROM."""
+"""Shared pytest fixtures: a real Xvfb display, the GPL test ROM, and the emulator ready to run it."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from common.xvfb import Xvfb
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def test_rom_path() -> Path | None:
-    """The GPL mupen64plus test ROM: $KARTPILOT_TEST_ROM or ../shared/roms/."""
-    env = os.environ.get("KARTPILOT_TEST_ROM")
-    candidates = [Path(env)] if env else []
-    candidates.append(ROOT.parent / "shared" / "roms" / "m64p_test_rom.v64")
-    return next((p for p in candidates if p.is_file()), None)
+from testing.emulator import build_plugin, emulator_missing, find_test_rom
 
 
 @pytest.fixture(scope="session")
 def test_rom() -> Path:
-    path = test_rom_path()
+    path = find_test_rom()
     if path is None:
         pytest.skip("GPL test ROM not found (set KARTPILOT_TEST_ROM or provide ../shared/roms/m64p_test_rom.v64)")
     return path
+
+
+@pytest.fixture(scope="session")
+def emulator_rom(test_rom) -> Path:
+    """The GPL test ROM once Xvfb, mupen64plus and our plugin (built here, `make -C plugin_c`) are there."""
+    why = emulator_missing(plugin=False)
+    if why:
+        pytest.skip(why)
+    build_plugin()  # a compile error fails the tests that need it, loudly
+    why = emulator_missing()
+    if why:
+        pytest.skip(why)
+    return test_rom
 
 
 @pytest.fixture

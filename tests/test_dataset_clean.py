@@ -14,7 +14,7 @@ import pytest
 
 from dataset.clean import analyse, clean, restore
 from dataset.session import SessionError, load_image, load_session, read_exclusions, write_exclusions
-from tests.test_dataset_synth import desktop_image, driving_action, game_image, game_session, write_session
+from testing.sessions import desktop_image, driving_action, game_image, game_session, write_session
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_dataset_synth import game_image
+from testing.sessions import game_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -13,7 +13,7 @@ import pytest
 from common import frames as fr
 from dataset.prepare import PrepareError, prepare, split_sessions
 from dataset.session import SessionError, write_exclusions
-from tests.test_dataset_synth import game_image, write_session
+from testing.sessions import game_image, write_session
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

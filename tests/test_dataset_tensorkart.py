@@ -14,7 +14,7 @@ from PIL import Image
 
 from dataset.session import SessionError, load_image, load_session, read_meta
 from dataset.tensorkart import export_tensorkart, import_tensorkart
-from tests.test_dataset_synth import game_image, game_session
+from testing.sessions import game_image, game_session
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -24,7 +24,8 @@ import pytest
 from drive.client import DriveClient
 from drive.pilot import Pilot
 from drive.stats import EDGES_MS
-from drive.testing import constant_pilotnet, pattern_frame, serving
+from testing.drive import pattern_frame, serving
+from testing.models import constant_pilotnet
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [

@@ -14,7 +14,8 @@ from common import action as act
 from common.protocol import MAX_FRAME_BYTES
 from drive.client import DriveClient
 from drive.pilot import Pilot
-from drive.testing import constant_pilotnet, serving
+from testing.drive import serving
+from testing.models import constant_pilotnet
 
 
 @pytest.fixture(scope="module")

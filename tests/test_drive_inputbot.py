@@ -18,7 +18,8 @@ import pytest
 from common import action as act
 from drive.client import DriveClient
 from drive.pilot import Pilot
-from drive.testing import constant_pilotnet, serving
+from testing.drive import serving
+from testing.models import constant_pilotnet
 
 AI = [0.75, -0.25, 1.0, 0.0, 1.0]  # X_AXIS 60, Y_AXIS -20, A, R
 EXPECTED = act.to_n64(AI)
@@ -59,7 +60,7 @@ def policy():
 
 @pytest.fixture
 def capture(xvfb):
-    from drive.capture import ScreenCapture
+    from common.screen import ScreenCapture
 
     cap = ScreenCapture((0, 0, 640, 480), display=xvfb.name)
     yield cap

@@ -1,6 +1,6 @@
 """Modes, LB override and corrections, with gamepad events fed through `inputs`.
 
-The gamepad is record.gamepad's reader on a file of real ``struct input_event``
+The gamepad is common.gamepad's reader on a file of real ``struct input_event``
 records (what the kernel writes to /dev/input/eventN); the server is the real
 app on waitress; the model is a real PilotNet set to answer a constant action.
 """
@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 
 from common import action as act
+from common.gamepad import Gamepad, write_event
 from dataset.session import load_image, load_session
 from drive import modes
 from drive.client import DriveClient
-from drive.human import DriveGamepad
 from drive.pilot import Pilot
-from drive.testing import constant_pilotnet, frame_id, pattern_frame, serving
-from record.gamepad import write_event
+from testing.drive import frame_id, pattern_frame, serving
+from testing.models import constant_pilotnet
 
 EV_SYN, EV_KEY, EV_ABS = 0, 1, 3
 ABS_X, ABS_Y = 0x00, 0x01
@@ -36,7 +36,7 @@ H, W = 120, 160
 class Pad:
     """Writes evdev events to the file the Gamepad reads, then waits until they are applied."""
 
-    def __init__(self, path, gamepad: DriveGamepad):
+    def __init__(self, path, gamepad: Gamepad):
         self.fh = open(path, "ab", buffering=0)
         self.gamepad = gamepad
 
@@ -69,7 +69,7 @@ def rig(policy, tmp_path):
     """(pilot, pad, client) with a live server; the pilot is closed at the end."""
     events = tmp_path / "pad.events"
     events.touch()
-    gamepad = DriveGamepad(events).start()
+    gamepad = Gamepad(events).start()
     pilot = Pilot(policy, gamepad=gamepad, sessions_dir=tmp_path / "sessions", trim_s=TRIM,
                   meta={"game": "test"})
     gamepad.on_mode_button = pilot.cycle_mode

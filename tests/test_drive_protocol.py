@@ -11,7 +11,8 @@ from common import action as act
 from common.frames import to_model_input
 from drive.client import DriveClient
 from drive.pilot import Pilot
-from drive.testing import constant_pilotnet, pattern_frame, serving
+from testing.drive import pattern_frame, serving
+from testing.models import constant_pilotnet
 
 AI = [0.75, -0.25, 1.0, 0.0, 1.0]  # what the model answers: X_AXIS 60, Y_AXIS -20, A, R
 
@@ -99,7 +100,7 @@ def test_reset_command_is_sent_until_confirmed_per_port(pilot):
 
 
 def test_get_captures_the_screen_with_mss(pilot, xvfb, policy):
-    from drive.capture import ScreenCapture
+    from common.screen import ScreenCapture
 
     cap = ScreenCapture((0, 0, 640, 480), display=xvfb.name)
     try:

@@ -15,31 +15,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PLUGIN = ROOT / "plugin_c" / "build" / "mupen64plus-input-kartpilot.so"
 
 pytestmark = pytest.mark.emulator
 
 
-@pytest.fixture(scope="module")
-def plugin():
-    from envs.mupen.process import find_mupen
-
-    if find_mupen() is None:
-        pytest.skip("mupen64plus is not installed (apt-get install mupen64plus-ui-console)")
-    if (ROOT / "plugin_c" / "Makefile").exists():
-        subprocess.run(["make", "-s", "-C", str(ROOT / "plugin_c")], capture_output=True)
-    if not PLUGIN.is_file():
-        pytest.skip(f"input plugin {PLUGIN} not built (make plugin)")
-    return PLUGIN
-
-
-def test_emulator_drives_through_the_server(plugin, test_rom, tmp_path):
+def test_emulator_drives_through_the_server(emulator_rom, tmp_path):
     from train.model import build_pilotnet, save_model
 
     model = save_model(build_pilotnet(), tmp_path / "pilotnet.keras")
     env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
     res = subprocess.run(
-        [sys.executable, "-m", "drive", "--model", model, "--rom", str(test_rom), "--seconds", "10", "--port", "0",
+        [sys.executable, "-m", "drive", "--model", model, "--rom", str(emulator_rom), "--seconds", "10", "--port", "0",
          "--gamepad", "none", "--sessions", str(tmp_path / "sessions"), "--mupen-arg=--configdir",
          f"--mupen-arg={tmp_path / 'mupen'}", "--mupen-arg=--audio", "--mupen-arg=dummy", "--json"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -5,28 +5,15 @@ from __future__ import annotations
 
 import math
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from common import frames as fr
+from testing.models import tiny_pilotnet
 from train.finetune import agent as ag
 from train.finetune import ppo
-from train.model import ActionRange, FrameInput, build_pilotnet
-
-
-def tiny_pilotnet(seed: int = 0) -> keras.Model:
-    """PilotNet's layout (FrameInput, convs, flatten, dense, softsign, ActionRange), few weights."""
-    keras.utils.set_random_seed(seed)
-    inp = keras.Input(fr.MODEL_SHAPE, dtype="uint8", name="frames")
-    x = FrameInput(name="frame_input")(inp)
-    x = keras.layers.Conv2D(4, 5, strides=4, activation="relu", name="conv1")(x)
-    x = keras.layers.Conv2D(8, 3, strides=3, activation="relu", name="conv2")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(16, activation="relu", name="fc16")(x)
-    x = keras.layers.Dense(5, activation="softsign", name="softsign")(x)
-    return keras.Model(inp, ActionRange(name="action")(x), name="tiny_pilotnet")
+from train.model import build_pilotnet
 
 
 def frames_batch(n=6, seed=0):

@@ -15,7 +15,7 @@ import tempfile
 import numpy as np
 import pytest
 
-from tests.test_finetune import tiny_pilotnet
+from testing.models import tiny_pilotnet
 from train.finetune.dashboard import Dashboard
 from train.finetune.ppo import PPOConfig
 from train.finetune.trainer import Config, Trainer

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import numpy as np
 import pytest
-
-from envs.mupen.process import DEFAULT_PLUGIN, find_mupen
 
 pytestmark = pytest.mark.emulator
 
 
 @pytest.fixture
-def emu_ready(test_rom):
-    if shutil.which("Xvfb") is None:
-        pytest.skip("Xvfb is not installed (apt-get install xvfb)")
-    if find_mupen() is None:
-        pytest.skip("mupen64plus is not installed (apt-get install mupen64plus-ui-console)")
-    if not os.path.isfile(os.environ.get("KARTPILOT_PLUGIN") or DEFAULT_PLUGIN):
-        pytest.skip("input plugin not built (make plugin)")
-    return test_rom
+def emu_ready(emulator_rom):
+    return emulator_rom
 
 
 def test_backend_interface(emu_ready):
@@ -61,7 +50,7 @@ def test_mk64_backend_refuses_the_wrong_rom(emu_ready, monkeypatch):
 
 def test_ppo_updates_on_emulators(emu_ready, tmp_path, monkeypatch):
     import envs.mupen.backend  # noqa: F401
-    from tests.test_finetune import tiny_pilotnet
+    from testing.models import tiny_pilotnet
     from train.finetune.ppo import PPOConfig
     from train.finetune.trainer import Config, Trainer
     from train.model import save_model

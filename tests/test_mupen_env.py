@@ -7,7 +7,6 @@ Xvfb itself) and stops every process in ``finally``.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import struct
 import time
@@ -15,7 +14,6 @@ import time
 import numpy as np
 import pytest
 
-from envs.mupen.process import DEFAULT_PLUGIN, find_mupen
 from envs.mupen.rom import read_big_endian
 
 pytestmark = pytest.mark.emulator
@@ -24,15 +22,8 @@ NEUTRAL = np.zeros(5, np.float32)
 
 
 @pytest.fixture
-def emu_ready(test_rom):
-    if shutil.which("Xvfb") is None:
-        pytest.skip("Xvfb is not installed (apt-get install xvfb)")
-    if find_mupen() is None:
-        pytest.skip("mupen64plus is not installed (apt-get install mupen64plus-ui-console)")
-    plugin = os.environ.get("KARTPILOT_PLUGIN") or DEFAULT_PLUGIN
-    if not os.path.isfile(plugin):
-        pytest.skip(f"input plugin {plugin} not built (make plugin)")
-    return test_rom
+def emu_ready(emulator_rom):
+    return emulator_rom
 
 
 def _rom_words(rom) -> list[int]:

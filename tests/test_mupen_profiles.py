@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from common.mupen import to_big_endian
 from envs.mupen import profiles as pf
-from envs.mupen.rom import RomError, read_big_endian, read_header, to_big_endian
-from tests.conftest import test_rom_path as find_test_rom
+from envs.mupen.rom import RomError, read_big_endian, read_header
+from testing.emulator import find_test_rom
 
 MK64_CRC = (0x3E5055B6, 0x2E92DA52)
 

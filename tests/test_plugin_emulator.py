@@ -7,26 +7,20 @@ it in ``finally``.
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import test_rom_path as find_test_rom
-from tests.plugin_emu import Xvfb, build_plugin, mupen64plus_binary, rom_bytes_z64, start_emulator, stop
-from tests.plugin_server import PluginTestServer
+from common.mupen import read_rom
+from common.proc import stop
+from common.xvfb import Xvfb
+from testing.emulator import start_emulator
+from testing.plugin_server import PluginTestServer
 
-pytestmark = [
-    pytest.mark.skipif(mupen64plus_binary() is None,
-                       reason="mupen64plus is not installed (apt-get install mupen64plus-ui-console "
-                              "mupen64plus-video-rice mupen64plus-rsp-hle)"),
-    pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is not installed (apt-get install xvfb)"),
-    pytest.mark.timeout(120),
-]
+pytestmark = [pytest.mark.emulator, pytest.mark.timeout(120)]
 
-C0 = "Input-KartPilot-Control0"
 # The demo ROM keeps its frame counter as a float at this RDRAM address
 # (found by diffing two savestates taken 80 frames apart).
 COUNTER = "counter:0x801803D8:f32"
@@ -34,12 +28,8 @@ TESTSHOT_FRAME = 120
 
 
 @pytest.fixture(scope="module")
-def rom() -> Path:
-    path = find_test_rom()
-    if path is None:
-        pytest.skip("GPL test ROM not found (set KARTPILOT_TEST_ROM or provide ../shared/roms/m64p_test_rom.v64)")
-    build_plugin()
-    return path
+def rom(emulator_rom) -> Path:
+    return emulator_rom
 
 
 def _wait(predicate, timeout: float, proc=None) -> bool:
@@ -74,9 +64,8 @@ def frame_run(rom, tmp_path_factory):
     display = Xvfb()
     srv = PluginTestServer().start()
     srv.state.keep_frames = 4
-    proc = start_emulator(rom, cfg, display.name, testshots=TESTSHOT_FRAME, sets={
-        f"{C0}[port]": srv.port, f"{C0}[frame]": 1, f"{C0}[timeout_ms]": 2000, f"{C0}[profile]": profile,
-        f"{C0}[stats_file]": cfg / "stats.json"})
+    proc = start_emulator(rom, cfg, display.name, testshots=TESTSHOT_FRAME, settings={
+        "port": srv.port, "frame": 1, "timeout_ms": 2000, "profile": profile, "stats_file": cfg / "stats.json"})
     try:
         proc.wait(90)
         yield {"cfg": cfg, "requests": srv.requests(), "frames": srv.frames(), "rc": proc.returncode,
@@ -116,7 +105,7 @@ def test_posted_frames_show_the_logo(frame_run):
 
 
 def test_telemetry_reads_rom_bytes_big_endian(frame_run, rom):
-    z64 = rom_bytes_z64(rom)[0x1000:0x1008]
+    z64 = read_rom(rom)[0x1000:0x1008]
     last = frame_run["requests"][-1].telemetry
     assert int(last["w0"]) == int.from_bytes(z64[0:4], "big")
     assert int(last["w1"]) == int.from_bytes(z64[4:8], "big", signed=True)
@@ -134,9 +123,9 @@ def test_downscaled_frames(rom, tmp_path):
     display = Xvfb()
     srv = PluginTestServer().start()
     # also: the plugin (not the command line) turns the speed limiter off
-    proc = start_emulator(rom, tmp_path, display.name, testshots=60, nospeedlimit=False, sets={
-        f"{C0}[port]": srv.port, f"{C0}[frame]": 1, f"{C0}[timeout_ms]": 2000,
-        f"{C0}[frame_width]": 200, f"{C0}[frame_height]": 150, f"{C0}[speed_limiter]": "False"})
+    proc = start_emulator(rom, tmp_path, display.name, testshots=60, speed_limit=True, settings={
+        "port": srv.port, "frame": 1, "timeout_ms": 2000, "frame_width": 200, "frame_height": 150,
+        "speed_limiter": False})
     try:
         proc.wait(90)
         frames = srv.frames()
@@ -158,9 +147,8 @@ def test_savestate_save_then_reset_restores(rom, tmp_path):
     display = Xvfb()
     srv = PluginTestServer().start()
     state = tmp_path / "reset.st"
-    proc = start_emulator(rom, tmp_path, display.name, sets={
-        f"{C0}[port]": srv.port, f"{C0}[timeout_ms]": 2000, f"{C0}[profile]": COUNTER,
-        f"{C0}[savestate]": state})
+    proc = start_emulator(rom, tmp_path, display.name, settings={
+        "port": srv.port, "timeout_ms": 2000, "profile": COUNTER, "savestate": state})
     try:
         assert _wait(lambda: len(srv.requests()) >= 30, 40, proc), _log(tmp_path)
         with srv.state.lock:
@@ -188,9 +176,8 @@ def test_server_killed_mid_run_emulator_continues(rom, tmp_path):
     display = Xvfb()
     srv = PluginTestServer().start()
     port = srv.port
-    proc = start_emulator(rom, tmp_path, display.name, sets={
-        f"{C0}[port]": port, f"{C0}[profile]": COUNTER, f"{C0}[reconnect_max_ms]": 200,
-        f"{C0}[timeout_ms]": 2000})
+    proc = start_emulator(rom, tmp_path, display.name, settings={
+        "port": port, "profile": COUNTER, "reconnect_max_ms": 200, "timeout_ms": 2000})
     try:
         assert _wait(lambda: len(srv.requests()) >= 30, 40, proc), _log(tmp_path)
         srv.stop()

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.plugin_emu import HARNESS, PLUGIN_SO, build_plugin
-from tests.plugin_server import PluginTestServer
+from common.mupen import PLUGIN_SO, plugin_sets, section
+from testing.emulator import HARNESS, build_plugin
+from testing.plugin_server import PluginTestServer
 
 ANSWER = {"A_BUTTON": 1, "X_AXIS": 40, "Y_AXIS": -20}
 
@@ -38,10 +39,9 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def plugin() -> Path:
     try:
-        build_plugin()
-    except subprocess.CalledProcessError as exc:  # show the compiler's complaint
-        pytest.fail(f"make -C plugin_c failed:\n{exc.stdout}\n{exc.stderr}")
-    return PLUGIN_SO
+        return build_plugin(harness=True)
+    except RuntimeError as exc:  # show the compiler's complaint
+        pytest.fail(str(exc))
 
 
 class Harness:
@@ -114,8 +114,8 @@ def harness_factory(plugin, tmp_path):
     def make(port: int, **sets) -> Harness:
         # generous default so a loaded CI machine never turns a good answer into a timeout;
         # the timeout tests pass their own
-        conf = {"Input-KartPilot-Control0[port]": port, "Input-KartPilot-Control0[timeout_ms]": 2000}
-        conf.update({f"Input-KartPilot-Control0[{k}]" if "[" not in k else k: v for k, v in sets.items()})
+        conf: dict[str, object] = plugin_sets({"port": port, "timeout_ms": 2000})
+        conf.update({f"{section(0)}[{k}]" if "[" not in k else k: v for k, v in sets.items()})
         h = Harness(tmp_path / f"cfg{len(made)}", conf)
         made.append(h)
         return h
@@ -160,9 +160,8 @@ def test_keepalive_reuses_one_connection(harness_factory, server):
 
 
 def test_each_controller_has_its_own_connection(harness_factory, server):
-    h = harness_factory(server.port, **{"Input-KartPilot-Control1[plugged]": 1,
-                                        "Input-KartPilot-Control1[timeout_ms]": 2000,
-                                        "Input-KartPilot-Control1[port]": server.port})
+    h = harness_factory(server.port, **plugin_sets({"plugged": 1, "timeout_ms": 2000, "port": server.port},
+                                                   controller=1))
     assert h.present == [1, 1, 0, 0]
     for _ in range(5):
         assert answered(h.poll(1, 0)[0]) and answered(h.poll(1, 1)[0])

@@ -77,10 +77,11 @@ def test_ray_steps_exactly_like_one_process_and_replaces_a_dead_actor(local_ray)
 def test_emulator_actors_use_the_resource_tag(local_ray):
     import shutil
 
-    from envs.mupen.process import DEFAULT_PLUGIN, find_mupen
-    from tests.conftest import test_rom_path
+    from common.mupen import PLUGIN_SO as DEFAULT_PLUGIN
+    from common.mupen import find_mupen
+    from testing.emulator import find_test_rom
 
-    rom = test_rom_path()
+    rom = find_test_rom()
     if rom is None or shutil.which("Xvfb") is None or find_mupen() is None or not DEFAULT_PLUGIN.is_file():
         pytest.skip("needs the GPL test ROM, Xvfb, mupen64plus and the built plugin (make plugin)")
     remote = rb.RayBackend(track="test", num_envs=2, frames_per_step=2, seed=0, inner="mupen-test", actors=2,
@@ -125,7 +126,7 @@ def _config(files, out, **kw):
 def test_learning_curve_matches_single_machine_and_survives_a_killed_actor(local_ray, tmp_path):
     import json
 
-    from tests.test_finetune import tiny_pilotnet
+    from testing.models import tiny_pilotnet
     from train.finetune.trainer import Trainer
     from train.model import save_model
 

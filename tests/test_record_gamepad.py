@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from record.gamepad import EVENT_FORMAT, Gamepad, MappingError, NoGamepad, load_mapping, write_event
+from common.gamepad import EVENT_FORMAT, Gamepad, MappingError, NoGamepad, load_mapping, write_event
 
 EV_SYN, EV_KEY, EV_ABS = 0, 1, 3
 ABS_X, ABS_Y, ABS_RZ = 0x00, 0x01, 0x05

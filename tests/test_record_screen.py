@@ -13,9 +13,9 @@ import time
 import numpy as np
 import pytest
 
+from common.gamepad import write_event
 from dataset.session import load_image, load_session, read_meta
-from record.gamepad import write_event
-from record.xvfb import animated_window, virtual_display
+from testing.display import animated_window, virtual_display
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.skipif(not shutil.which("Xvfb") or not shutil.which("xwininfo"),
@@ -141,3 +141,24 @@ def test_ctrl_c_and_sigterm_stop_cleanly(window, tmp_path, sig):
     df = load_session(out, check_images=True)
     assert len(df) == summary["frames"] and read_meta(out)["summary"]["frames"] == len(df)
     assert len(list((out / "frames").iterdir())) == len(df)  # queue drained: nothing rowless
+
+
+def test_one_region_format_for_record_and_drive():
+    from common.screen import ScreenError, parse_region
+
+    assert parse_region("10,20,64,48") == (10, 20, 64, 48)
+    for bad, why in (("10,20,64", "x,y,w,h"), ("a,b,c,d", "x,y,w,h"), ("0,0,0,48", "positive")):
+        with pytest.raises(ScreenError, match=why):
+            parse_region(bad)
+
+
+def test_capture_refuses_a_region_off_the_screen(xvfb):
+    from common.screen import ScreenCapture, ScreenError
+
+    with pytest.raises(ScreenError, match="outside the screen"):
+        ScreenCapture((700, 500, 640, 480), display=xvfb.name)
+    cap = ScreenCapture((8, 4, 64, 48), display=xvfb.name)
+    try:
+        assert cap.resolution == (48, 64) and cap.grab().shape == (48, 64, 3)
+    finally:
+        cap.close()

@@ -29,8 +29,9 @@ import gymnasium as gym
 import numpy as np
 
 from common.action import HIGH, LOW, to_n64
+from common.mupen import EmulatorError, find_plugin
 from envs.mupen.bridge import Bridge, Poll
-from envs.mupen.process import Emulator, EmulatorError, Xvfb, find_plugin
+from envs.mupen.process import Emulator, Xvfb
 from envs.mupen.profiles import GameProfile, get_profile, profile_for_rom
 
 log = logging.getLogger(__name__)

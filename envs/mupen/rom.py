@@ -1,9 +1,10 @@
 """N64 ROM header: byte order, internal name and the two header CRCs.
 
 A ROM comes in three byte orders (.z64 big-endian, .v64 16-bit swapped, .n64
-32-bit little-endian); the header's magic word tells which. The game profile
-checks the name and CRCs before anything runs, so a wrong ROM is refused with
-a message instead of producing nonsense telemetry.
+32-bit little-endian); the header's magic word tells which, and
+common.mupen.to_big_endian (the one place that knows them) turns any into the
+N64's own order. The game profile checks the name and CRCs before anything
+runs, so a wrong ROM is refused with a message instead of producing nonsense telemetry.
 """
 
 from __future__ import annotations
@@ -12,14 +13,9 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.mupen import RomError, byte_order, to_big_endian
+
 HEADER_SIZE = 0x40
-MAGIC_Z64 = bytes.fromhex("80371240")
-MAGIC_V64 = bytes.fromhex("37804012")
-MAGIC_N64 = bytes.fromhex("40123780")
-
-
-class RomError(ValueError):
-    """A file that is not a usable N64 ROM, or not the ROM a profile needs."""
 
 
 @dataclass(frozen=True)
@@ -34,26 +30,6 @@ class RomHeader:
     @property
     def crc(self) -> str:
         return f"{self.crc1:08X}-{self.crc2:08X}"
-
-
-def to_big_endian(data: bytes) -> bytes:
-    """Any of the three byte orders -> .z64 (big-endian) order."""
-    magic = data[:4]
-    if magic == MAGIC_Z64:
-        return bytes(data)
-    if magic == MAGIC_V64:
-        arr = bytearray(data[: len(data) // 2 * 2])
-        arr[0::2], arr[1::2] = arr[1::2], arr[0::2]
-        return bytes(arr)
-    if magic == MAGIC_N64:
-        n = len(data) // 4 * 4
-        words = struct.unpack(f"<{n // 4}I", data[:n])
-        return struct.pack(f">{n // 4}I", *words)
-    raise RomError(f"not an N64 ROM: header magic {magic.hex()} is none of .z64/.v64/.n64")
-
-
-def byte_order(data: bytes) -> str:
-    return {MAGIC_Z64: "z64", MAGIC_V64: "v64", MAGIC_N64: "n64"}.get(bytes(data[:4]), "unknown")
 
 
 def read_header(path: str | Path) -> RomHeader:

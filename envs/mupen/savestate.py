@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.mupen.process import EmulatorError, find_mupen
+from common.mupen import USER_INPUT, EmulatorError, emulator_command
 from envs.mupen.profiles import GameProfile
 
 
@@ -43,15 +43,12 @@ def save_headless(rom: str | Path, out: str | Path, frames: int, profile: GamePr
 
 
 def save_interactive(rom: str | Path, out: str | Path, gfx: str = "mupen64plus-video-rice") -> Path:
-    exe = find_mupen()
-    if exe is None:
-        raise EmulatorError("mupen64plus is not installed (apt-get install mupen64plus-ui-console)")
     if not os.environ.get("DISPLAY"):
         raise EmulatorError("the interactive helper needs a display (DISPLAY is not set); "
                             "use --after-frames for a headless state")
     with tempfile.TemporaryDirectory(prefix="kartpilot-state-") as tmp:
-        cmd = [exe, "--nosaveoptions", "--gfx", gfx, "--set", f"Core[SaveStatePath]={tmp}/",
-               "--set", "Core[CurrentStateSlot]=0", str(rom)]
+        cmd = emulator_command(rom, plugin=USER_INPUT, headless=False, speed_limit=True, gfx=gfx,
+                               sets={"Core[SaveStatePath]": f"{tmp}/", "Core[CurrentStateSlot]": 0})
         print("Drive to the start line of your course in Time Trials, press F5 to save, Esc to quit.")
         subprocess.run(cmd, check=False)
         states = sorted(Path(tmp).glob("*.st*"), key=lambda p: p.stat().st_mtime)

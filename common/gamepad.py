@@ -1,11 +1,15 @@
-"""Gamepad -> action vector, through ``inputs`` (evdev), Xbox layout.
+"""The gamepad: one device, one reader, for the recorder and the drive server.
 
+Gamepad -> action vector, through ``inputs`` (evdev), Xbox layout.
 A reader thread decodes evdev events with ``inputs.GamePad`` and keeps the
 latest state; :meth:`Gamepad.state` returns it as the action vector
 ``[x, y, a, b, rb]`` (normalised once, here: evdev's y points down, so the
-default mapping flips it) and :attr:`Gamepad.lb` is the manual-override button
-that drive/ reads. The device can be a real /dev/input/event* node or any
-file or FIFO of ``struct input_event`` bytes (tests feed those).
+default mapping flips it), :attr:`Gamepad.lb` is the manual-override button
+and :meth:`Gamepad.read` gives both (what drive/ polls). Pressing Back/Select
+(``MODE_BUTTON``) calls ``on_mode_button`` (drive cycles ai -> shadow -> human).
+The device can be a real /dev/input/event* node or any file or FIFO of
+``struct input_event`` bytes (tests feed those); :func:`open_gamepad` reads
+the CLIs' ``--gamepad`` spelling.
 
 Mapping (JSON, merged over DEFAULT_MAPPING): each action field names either
 ``{"axis": CODE, "min": lo, "max": hi, "invert": bool, "deadzone": d}`` or
@@ -22,6 +26,7 @@ import select
 import struct
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import inputs
@@ -39,6 +44,7 @@ DEFAULT_MAPPING: dict = {
     "override": {"button": "BTN_TL"},  # LB: manual override at drive time
 }
 _FIELDS = (*act.FIELDS, "override")
+MODE_BUTTON = "BTN_SELECT"  # Back/Select: not in the mapping, never part of the action
 EVENT_FORMAT = inputs.EVENT_FORMAT
 EVENT_SIZE = inputs.EVENT_SIZE
 NO_GAMEPAD_HELP = (
@@ -151,10 +157,14 @@ class Gamepad:
 
     ``Gamepad()`` opens the first gamepad (NoGamepad if none);
     ``Gamepad("/path/to/events")`` reads a device node, file or FIFO.
+    ``on_mode_button``: called (on the reader thread) for each press of ``MODE_BUTTON``.
     """
 
-    def __init__(self, device: str | os.PathLike | None = None, mapping=None):
+    def __init__(self, device: str | os.PathLike | None = None, mapping=None,
+                 on_mode_button: Callable[[], object] | None = None):
         self.mapping = load_mapping(mapping)
+        self.on_mode_button = on_mode_button
+        self.mode_presses = 0
         if device is None:
             dev_path, char_path, _ = find_gamepad()
         else:
@@ -211,6 +221,11 @@ class Gamepad:
 
     def apply(self, events) -> None:
         """Fold decoded ``inputs`` events into the state (the reader thread calls this)."""
+        for ev in events:
+            if ev.code == MODE_BUTTON and ev.state == 1:  # press, not release or autorepeat (2)
+                self.mode_presses += 1
+                if self.on_mode_button is not None:
+                    self.on_mode_button()
         with self._lock:
             for ev in events:
                 for field in self._codes.get(ev.code, ()):
@@ -252,3 +267,20 @@ class Gamepad:
         """Manual-override button (LB by default) held?"""
         with self._lock:
             return self._value("override") > act.BUTTON_THRESHOLD
+
+    def read(self) -> tuple[np.ndarray, bool]:
+        """(action vector, override held): what the drive server polls."""
+        return self.state(), self.lb
+
+
+def open_gamepad(spec: str | None, mapping=None) -> Gamepad | None:
+    """A started Gamepad for ``spec``: 'none' -> None; 'auto' -> the first gamepad, None when there
+    is none; None -> the first gamepad, NoGamepad when there is none; else a device node or file."""
+    if spec == "none":
+        return None
+    if spec == "auto":
+        try:
+            return Gamepad(None, mapping).start()
+        except NoGamepad:
+            return None
+    return Gamepad(spec, mapping).start()

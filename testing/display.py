@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+from common.proc import stop
 from common.xvfb import Xvfb, parse_size
 
 
@@ -23,11 +24,11 @@ def virtual_display(size: str = "800x600x24", boost: bool = False):
 @contextlib.contextmanager
 def animated_window(display: str, title: str = "KartPilot-Test", size: str = "320x240", fps: int = 60,
                 seconds: float = 600):
-    """Start record.testwindow on ``display``; yields its (x, y, w, h) once it is mapped."""
-    from record.screen import find_window
+    """Start testing.testwindow on ``display``; yields its (x, y, w, h) once it is mapped."""
+    from common.screen import find_window
 
     env = {**os.environ, "DISPLAY": display, "SDL_VIDEODRIVER": "x11", "SDL_AUDIODRIVER": "dummy"}
-    cmd = [sys.executable, "-m", "record.testwindow", "--title", title, "--size", size, "--fps", str(fps),
+    cmd = [sys.executable, "-m", "testing.testwindow", "--title", title, "--size", size, "--fps", str(fps),
            "--seconds", str(seconds)]
     old = os.environ.get("DISPLAY")
     os.environ["DISPLAY"] = display
@@ -35,7 +36,7 @@ def animated_window(display: str, title: str = "KartPilot-Test", size: str = "32
     try:
         found = None
         for _attempt in range(3):  # a window process that fails to connect is retried, not fatal
-            proc = subprocess.Popen(cmd, env=env)
+            proc = subprocess.Popen(cmd, env=env, start_new_session=True)
             end = time.monotonic() + 30
             while time.monotonic() < end and proc.poll() is None:
                 found = find_window(title)
@@ -44,8 +45,7 @@ def animated_window(display: str, title: str = "KartPilot-Test", size: str = "32
                 time.sleep(0.2)
             if found:
                 break
-            proc.kill()
-            proc.wait()
+            stop(proc)
         if not found:
             raise RuntimeError(f"test window {title!r} did not appear on {display}")
         yield found[1]
@@ -54,10 +54,4 @@ def animated_window(display: str, title: str = "KartPilot-Test", size: str = "32
             os.environ.pop("DISPLAY", None)
         else:
             os.environ["DISPLAY"] = old
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc, grace=5.0)

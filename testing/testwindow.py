@@ -1,7 +1,7 @@
 """A small animated X window (pygame) to capture when there is no emulator.
 
-Used by the tests and bench/record.py under Xvfb:
-``python -m record.testwindow --title KartPilot-Test --size 320x240``.
+Used by the tests and bench/record.py under Xvfb (through testing.display):
+``python -m testing.testwindow --title KartPilot-Test --size 320x240``.
 It draws a moving road-like scene so consecutive frames differ.
 """
 

@@ -1,8 +1,12 @@
-"""Screen source: the emulator window captured with mss.
+"""Screen capture with mss: the one home for grabbing the emulator's window, and for regions.
 
-Where the capture region comes from, in order: a window found by title on X11
-(its title in xwininfo -root -tree, geometry from xwininfo -id), an explicit region x,y,w,h,
-else TensorKart's 640x480 at the top-left corner.
+Used by the screen recorder (``python -m record --source screen``) and by the
+drive server's GET polls (input-bot style: the server grabs the game window).
+A region is always ``x,y,w,h`` (left, top, width, height in pixels), parsed by
+:func:`parse_region`. Where the recorder's region comes from, in order: an
+explicit region, a window found by title on X11 (its title in
+``xwininfo -root -tree``, geometry from ``xwininfo -id``), else TensorKart's
+640x480 at the top-left corner.
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 
 import mss
 import numpy as np
 
-DEFAULT_REGION = (0, 0, 640, 480)
+DEFAULT_REGION = (0, 0, 640, 480)  # x, y, w, h: TensorKart's window spot
 DEFAULT_TITLE = "Mupen64Plus"
 
 
@@ -24,7 +29,7 @@ class ScreenError(RuntimeError):
 
 
 def parse_region(text: str) -> tuple[int, int, int, int]:
-    """'x,y,w,h' -> ints (w, h > 0)."""
+    """'x,y,w,h' -> ints (w, h > 0); ScreenError says what is wrong."""
     try:
         x, y, w, h = (int(v) for v in text.split(","))
     except ValueError as exc:
@@ -96,33 +101,54 @@ def resolve_region(title: str | None, region: str | None) -> tuple[tuple[int, in
     return DEFAULT_REGION, "default"
 
 
-class ScreenSource:
-    """Grabs one RGB uint8 frame of a fixed region per call."""
+class ScreenCapture:
+    """Grabs one RGB uint8 frame of a fixed region (x, y, w, h) of an X display per call.
+
+    Thread-safe: one mss instance per calling thread (an instance serialises its grabs, and
+    the drive server answers on several threads). Fails at construction, not on the first
+    grab, when there is no display or the region is off the screen."""
 
     source = "screen"
 
-    def __init__(self, region: tuple[int, int, int, int]):
-        if not os.environ.get("DISPLAY"):
-            raise ScreenError("DISPLAY is not set: the screen source needs an X display "
+    def __init__(self, region: tuple[int, int, int, int] = DEFAULT_REGION, display: str | None = None):
+        self.display = display or os.environ.get("DISPLAY")
+        if not self.display:
+            raise ScreenError("DISPLAY is not set: screen capture needs an X display "
                               "(run the emulator, or use --source sim)")
-        try:
-            self._sct = mss.MSS()
-        except Exception as exc:  # mss raises its own error types per backend
-            raise ScreenError(f"cannot open X display {os.environ.get('DISPLAY')}: {exc}") from exc
+        self._local = threading.local()
+        self._all: list = []
+        self._lock = threading.Lock()
         x, y, w, h = region
-        mon = self._sct.monitors[0]
+        mon = self._sct().monitors[0]
         if x < mon["left"] or y < mon["top"] or x + w > mon["left"] + mon["width"] \
                 or y + h > mon["top"] + mon["height"]:
-            raise ScreenError(f"region {region} is outside the screen "
-                              f"{mon['width']}x{mon['height']}+{mon['left']}+{mon['top']}")
-        self.region = region
+            self.close()
+            raise ScreenError(f"region {tuple(region)} is outside the screen "
+                              f"{mon['width']}x{mon['height']}+{mon['left']}+{mon['top']} of {self.display}")
+        self.region = (x, y, w, h)
         self._box = {"left": x, "top": y, "width": w, "height": h}
         self.resolution = (h, w)
 
+    def _sct(self):
+        sct = getattr(self._local, "sct", None)
+        if sct is None:
+            try:
+                sct = mss.MSS(display=self.display)
+            except Exception as exc:  # mss raises its own error types per backend
+                raise ScreenError(f"cannot open X display {self.display}: {exc}") from exc
+            self._local.sct = sct
+            with self._lock:
+                self._all.append(sct)
+        return sct
+
     def grab(self) -> np.ndarray:
-        shot = self._sct.grab(self._box)
+        shot = self._sct().grab(self._box)
         bgra = np.frombuffer(shot.bgra, dtype=np.uint8).reshape(shot.height, shot.width, 4)
         return bgra[:, :, 2::-1].copy()  # BGRA -> RGB, contiguous (the writer owns it)
 
     def close(self) -> None:
-        self._sct.close()
+        with self._lock:
+            for sct in self._all:
+                sct.close()
+            self._all.clear()
+            self._local = threading.local()

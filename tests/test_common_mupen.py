@@ -1,0 +1,174 @@
+"""common.mupen (finding mupen64plus and the plugin, settings, byte order, the one command line)
+and common.proc.stop (the one way children are stopped), on real files and real processes."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from common import mupen
+from common.mupen import (
+    DUMMY,
+    MAGIC_Z64,
+    USER_INPUT,
+    EmulatorError,
+    RomError,
+    emulator_command,
+    launch,
+    plugin_sets,
+    read_rom,
+    to_big_endian,
+)
+from common.proc import stop
+
+
+@pytest.fixture
+def fake_mupen(tmp_path, monkeypatch) -> Path:
+    """An executable standing in for mupen64plus through $KARTPILOT_MUPEN (commands are only built)."""
+    exe = tmp_path / "bin" / "my-mupen"
+    exe.parent.mkdir()
+    exe.write_text("#!/bin/sh\nexit 0\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("KARTPILOT_MUPEN", str(exe))
+    return exe
+
+
+@pytest.fixture
+def fake_plugin(tmp_path, monkeypatch) -> Path:
+    so = tmp_path / "plugin.so"
+    so.write_bytes(b"\x7fELF")
+    monkeypatch.setenv("KARTPILOT_PLUGIN", str(so))
+    return so
+
+
+@pytest.fixture
+def rom(tmp_path) -> Path:
+    path = tmp_path / "game.z64"
+    path.write_bytes(MAGIC_Z64 + bytes(60))
+    return path
+
+
+def _sets(cmd: list[str]) -> dict[str, str]:
+    return dict(cmd[i + 1].split("=", 1) for i, a in enumerate(cmd) if a == "--set")
+
+
+def test_kartpilot_mupen_is_honoured(fake_mupen, fake_plugin, rom, monkeypatch):
+    assert mupen.find_mupen() == str(fake_mupen)
+    assert emulator_command(rom)[0] == str(fake_mupen)
+    monkeypatch.setenv("KARTPILOT_MUPEN", str(fake_mupen.parent / "absent"))
+    assert mupen.find_mupen() is None
+    with pytest.raises(EmulatorError, match="KARTPILOT_MUPEN=.*absent"):
+        emulator_command(rom)
+
+
+def test_headless_command(fake_mupen, fake_plugin, rom, tmp_path):
+    cfg = tmp_path / "cfg"
+    cmd = emulator_command(rom, settings={"port": 8090, "frame": 1, "speed_limiter": False},
+                           sets={"Video-General[ScreenWidth]": 320}, config_dir=cfg, resolution="320x240",
+                           load_state=tmp_path / "s.st", testshots="10,20")
+    assert cmd[-1] == str(rom)
+    for flag in ("--noosd", "--nospeedlimit", "--nosaveoptions"):
+        assert flag in cmd
+    pairs = dict(zip(cmd[1:-1], cmd[2:], strict=False))
+    assert pairs["--audio"] == "dummy" and pairs["--gfx"] == mupen.GFX and pairs["--rsp"] == mupen.RSP
+    assert pairs["--input"] == str(fake_plugin.resolve()) and pairs["--configdir"] == str(cfg)
+    assert pairs["--resolution"] == "320x240" and pairs["--savestate"] == str(tmp_path / "s.st")
+    assert pairs["--testshots"] == "10,20"
+    sets = _sets(cmd)
+    assert sets["Input-KartPilot-Control0[port]"] == "8090"
+    assert sets["Input-KartPilot-Control0[speed_limiter]"] == "False"
+    assert sets["Video-General[ScreenWidth]"] == "320"
+    for key, sub in (("ScreenshotPath", "shots"), ("SaveStatePath", "states"), ("SaveSRAMPath", "sram")):
+        assert sets[f"Core[{key}]"] == f"{cfg / sub}/" and (cfg / sub).is_dir()  # nothing in ~/.config
+
+
+def test_play_command_leaves_the_users_settings(fake_mupen, fake_plugin, rom):
+    cmd = emulator_command(rom, settings={"port": 8082}, headless=False, speed_limit=True, extra=("--fullscreen",))
+    assert cmd == [str(fake_mupen), "--nosaveoptions", "--input", str(fake_plugin.resolve()),
+                   "--set", "Input-KartPilot-Control0[port]=8082", "--fullscreen", str(rom)]
+
+
+def test_other_input_plugins(fake_mupen, rom, monkeypatch):
+    monkeypatch.setenv("KARTPILOT_PLUGIN", "/nonexistent/plugin.so")  # not needed by these
+    cmd = emulator_command(rom, plugin=DUMMY)
+    assert cmd[cmd.index("--input") + 1] == "dummy"
+    assert "--input" not in emulator_command(rom, plugin=USER_INPUT, headless=False)
+    with pytest.raises(ValueError, match="need our plugin"):
+        emulator_command(rom, plugin=DUMMY, settings={"port": 1})
+
+
+def test_missing_plugin_and_rom_say_what_to_do(fake_mupen, rom, tmp_path, monkeypatch):
+    monkeypatch.delenv("KARTPILOT_PLUGIN", raising=False)
+    with pytest.raises(EmulatorError, match=r"absent\.so not found: build it with `make plugin`"):
+        emulator_command(rom, plugin=tmp_path / "absent.so")
+    monkeypatch.setenv("KARTPILOT_PLUGIN", str(tmp_path / "gone.so"))
+    assert "gone.so not found" in mupen.plugin_missing()
+    with pytest.raises(EmulatorError, match="ROM not found: .*nope.z64"):
+        emulator_command(tmp_path / "nope.z64", plugin=DUMMY)
+
+
+def test_plugin_sets_spell_the_section():
+    assert plugin_sets({"plugged": True, "port": 8082}, controller=2) == {
+        "Input-KartPilot-Control2[plugged]": "True", "Input-KartPilot-Control2[port]": "8082"}
+    with pytest.raises(ValueError):
+        mupen.section(4)
+
+
+def test_byte_orders_of_the_test_rom(test_rom, tmp_path):
+    z64 = read_rom(test_rom)  # the GPL test ROM is a .v64
+    assert z64[:4] == MAGIC_Z64 and len(z64) == test_rom.stat().st_size
+    n64 = bytearray(len(z64))
+    for i in range(4):
+        n64[i::4] = z64[3 - i::4]
+    assert to_big_endian(bytes(n64)) == z64
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not a rom at all")
+    with pytest.raises(RomError, match="notes.txt: not an N64 ROM"):
+        read_rom(bad)
+
+
+def test_launch_writes_the_log_in_its_own_session(tmp_path):
+    log = tmp_path / "child.log"
+    proc = launch(["sh", "-c", 'echo "display=$DISPLAY audio=$SDL_AUDIODRIVER"'], display=":77", log=log)
+    assert os.getpgid(proc.pid) == proc.pid  # not reaped yet: its own group, away from our Ctrl-C
+    assert proc.wait(30) == 0
+    assert "display=:77 audio=dummy" in log.read_text()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie waiting for init
+    except FileNotFoundError:
+        return True
+
+
+def _wait_gone(pid: int, timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if _gone(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_stop_takes_the_whole_group_and_kills_the_stubborn(tmp_path):
+    # a shell that ignores SIGTERM, with a grandchild: both go, the shell by SIGKILL after the grace
+    proc = subprocess.Popen(["sh", "-c", "trap '' TERM; sleep 60 & echo $!; wait"], stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    grandchild = int(proc.stdout.readline())
+    assert stop(proc, grace=0.5) == -9
+    assert _wait_gone(grandchild)
+    proc.stdout.close()
+
+
+def test_stop_without_a_group_and_after_exit():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # our process group
+    assert stop(proc) == -15
+    assert stop(proc) == -15 and stop(None) is None  # again: nothing to do
