@@ -9,29 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from envs.mupen.process import DEFAULT_PLUGIN, find_mupen
 from envs.mupen.rom import read_big_endian
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.emulator
-
-
-@pytest.fixture
-def emu_ready(test_rom):
-    if shutil.which("Xvfb") is None:
-        pytest.skip("Xvfb is not installed (apt-get install xvfb)")
-    if find_mupen() is None:
-        pytest.skip("mupen64plus is not installed (apt-get install mupen64plus-ui-console)")
-    if not os.path.isfile(os.environ.get("KARTPILOT_PLUGIN") or DEFAULT_PLUGIN):
-        pytest.skip("input plugin not built (make plugin)")
-    return test_rom
 
 
 def _run(cmd, timeout=300, **kw) -> dict:
@@ -42,10 +29,10 @@ def _run(cmd, timeout=300, **kw) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def test_walkthrough_commands_run_on_the_test_rom(emu_ready, tmp_path):
+def test_walkthrough_commands_run_on_the_test_rom(emulator_rom, tmp_path):
     from train.model import build_pilotnet, save_model
 
-    rom, py = str(emu_ready), sys.executable
+    rom, py = str(emulator_rom), sys.executable
     mupen_args = ["--mupen-arg=--configdir", f"--mupen-arg={tmp_path / 'mupen'}", "--mupen-arg=--audio",
                   "--mupen-arg=dummy"]
 
