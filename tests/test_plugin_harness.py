@@ -451,6 +451,16 @@ def test_command_whose_answer_is_lost_is_still_carried_out(harness_factory, scri
     assert any(answered(p) for p in polls)
 
 
+def test_cmd_must_match_exactly(harness_factory, script_server):
+    """"reset\\u0000x" is not reset: it is an unknown command, ignored."""
+    srv = script_server()
+    srv.answer = dict(ANSWER, CMD="reset\u0000x")
+    h = harness_factory(srv.port)
+    assert all(answered(p) for p in h.poll(3))
+    assert _count(h, "unknown CMD ignored", 1) == 1, h.log()
+    assert "CMD reset" not in h.log()
+
+
 def test_command_without_id_is_tried_once_per_answer(harness_factory, script_server):
     """An older server (CMD, no CMD_ID): each answer's command is carried out, as before."""
     srv = script_server()

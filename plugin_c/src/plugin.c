@@ -41,7 +41,7 @@ typedef struct {
     unsigned long suppressed, consecutive;
     int64_t done_id;       /* CMD_ID of the last command carried out (0 = none yet) */
     int64_t warned_id;     /* CMD_ID last warned about (refused, unknown), to warn once */
-    uint64_t bad_id_log_ms; /* last warning about an unusable CMD_ID */
+    uint64_t cmd_warn_ms;  /* last warning about an ignored CMD without a usable CMD_ID */
 } kp_controller;
 
 static int g_started;
@@ -181,7 +181,7 @@ EXPORT int CALL RomOpen(void)
         c->suppressed = c->consecutive = 0;
         c->out_index = 0;
         c->done_id = c->warned_id = 0;
-        c->bad_id_log_ms = 0;
+        c->cmd_warn_ms = 0;
         if (c->cfg.plugged)
             kp_http_init(&c->http, c->cfg.host, c->cfg.port, c->cfg.reconnect_ms, c->cfg.reconnect_max_ms);
     }
@@ -310,22 +310,30 @@ static int run_command(int n, kp_controller *c, kp_cmd cmd, int64_t id)
  * CMD_ID, a command is carried out once: the id is remembered and every later
  * request confirms it with X-KartPilot-Done, while the server keeps sending
  * the command until it sees that confirmation. */
+/* Rate limit for warnings that have no id to remember: one per KP_LOG_EVERY_MS. */
+static int cmd_warn_due(kp_controller *c)
+{
+    uint64_t now = kp_now_ms();
+    if (c->cmd_warn_ms != 0 && now - c->cmd_warn_ms < KP_LOG_EVERY_MS)
+        return 0;
+    c->cmd_warn_ms = now;
+    return 1;
+}
+
 static void handle_command(int n, kp_controller *c, kp_cmd cmd, int64_t id)
 {
     if (cmd == KP_CMD_NONE)
         return;
     if (id < 0) {
-        uint64_t now = kp_now_ms();
-        if (c->bad_id_log_ms == 0 || now - c->bad_id_log_ms >= KP_LOG_EVERY_MS) {
+        if (cmd_warn_due(c))
             kp_log(KP_LOG_WARNING, "controller %d: CMD ignored: CMD_ID is not a positive integer", n);
-            c->bad_id_log_ms = now;
-        }
         return;
     }
     if (cmd == KP_CMD_UNKNOWN) {
-        if (id == 0 || id != c->warned_id)
+        if (id > 0 ? id != c->warned_id : cmd_warn_due(c))
             kp_log(KP_LOG_WARNING, "controller %d: unknown CMD ignored (expected exactly \"reset\" or \"save\")", n);
-        c->warned_id = id;
+        if (id > 0)
+            c->warned_id = id;
         return;
     }
     if (id == 0) { /* an older server: once per answer, as it asks */
