@@ -306,10 +306,6 @@ static int run_command(int n, kp_controller *c, kp_cmd cmd, int64_t id)
     return rc == M64ERR_SUCCESS;
 }
 
-/* The command in a usable answer (see plugin_c/README.md, "Commands"). With a
- * CMD_ID, a command is carried out once: the id is remembered and every later
- * request confirms it with X-KartPilot-Done, while the server keeps sending
- * the command until it sees that confirmation. */
 /* Rate limit for warnings that have no id to remember: one per KP_LOG_EVERY_MS. */
 static int cmd_warn_due(kp_controller *c)
 {
@@ -320,6 +316,10 @@ static int cmd_warn_due(kp_controller *c)
     return 1;
 }
 
+/* The command in a usable answer (see plugin_c/README.md, "Commands"). With a
+ * CMD_ID, a command is carried out once: the id is remembered and every later
+ * request confirms it with X-KartPilot-Done, while the server keeps sending
+ * the command until it sees that confirmation. */
 static void handle_command(int n, kp_controller *c, kp_cmd cmd, int64_t id)
 {
     if (cmd == KP_CMD_NONE)
