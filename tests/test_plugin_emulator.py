@@ -18,6 +18,7 @@ from common.proc import stop
 from common.xvfb import Xvfb
 from testing.emulator import start_emulator
 from testing.plugin_server import PluginTestServer
+from testing.script_server import ScriptServer
 
 pytestmark = [pytest.mark.emulator, pytest.mark.timeout(120)]
 
@@ -195,3 +196,46 @@ def test_server_killed_mid_run_emulator_continues(rom, tmp_path):
         srv.stop()
         display.close()
     assert "answering again" in _log(tmp_path)
+
+
+def _script_counter(req) -> float | None:
+    for part in req.headers.get("x-telemetry", "").split(";"):
+        name, _, value = part.partition("=")
+        if name == "counter":
+            return float(value)
+    return None
+
+
+def test_confirmed_commands_run_once_in_the_emulator(rom, tmp_path):
+    """CMD + CMD_ID repeated in many answers (as the drive server does until
+    it sees X-KartPilot-Done, and 20 more here): the game saves once and
+    loads once, and every later request confirms the last id."""
+    display = Xvfb()
+    srv = ScriptServer(answer={}).start()
+    state = tmp_path / "confirmed.st"
+    proc = start_emulator(rom, tmp_path, display.name, settings={
+        "port": srv.port, "timeout_ms": 2000, "profile": COUNTER, "savestate": state})
+    try:
+        assert _wait(lambda: len(srv.requests()) >= 30, 40, proc), _log(tmp_path)
+        srv.command(0, "save", 11, resend_after_done=20)
+        assert _wait(lambda: srv.pending(0).confirmed and srv.pending(0).sent >= 21, 30, proc), _log(tmp_path)
+        assert _wait(state.exists, 10, proc)
+        saved_at = _script_counter(next(r for r in srv.requests() if r.headers.get("x-kartpilot-done") == "11"))
+        assert _wait(lambda: _script_counter(srv.requests()[-1]) > saved_at + 60, 30, proc), _log(tmp_path)
+        n_before = len(srv.requests())
+        srv.command(0, "reset", 12, resend_after_done=20)
+        assert _wait(lambda: srv.pending(0).confirmed and srv.pending(0).sent >= 21, 30, proc), _log(tmp_path)
+        assert _wait(lambda: len(srv.requests()) > n_before + 60, 30, proc), _log(tmp_path)
+    finally:
+        stop(proc)
+        srv.stop()
+        display.close()
+    after = [_script_counter(r) for r in srv.requests()[n_before:]]
+    drops = [i for i in range(1, len(after)) if after[i] < after[i - 1] - 30]
+    assert len(drops) == 1, f"the state was loaded {len(drops)} times: {after}"
+    assert abs(after[drops[0]] - saved_at) <= 5
+    done = [r.headers.get("x-kartpilot-done") for r in srv.requests()]
+    assert done[-1] == "12" and None not in done[done.index("11"):]
+    log = _log(tmp_path)
+    assert log.count("CMD save: save state CMD_ID 11") == 1, log
+    assert log.count("CMD reset: load state CMD_ID 12") == 1, log

@@ -21,6 +21,7 @@ import pytest
 from common.mupen import PLUGIN_SO, plugin_sets, section
 from testing.emulator import HARNESS, build_plugin
 from testing.plugin_server import PluginTestServer
+from testing.script_server import ScriptServer, response
 
 ANSWER = {"A_BUTTON": 1, "X_AXIS": 40, "Y_AXIS": -20}
 
@@ -263,3 +264,221 @@ def test_nothing_listening_is_neutral_and_backs_off(harness_factory):
     assert all(neutral(p) for p in polls)
     assert h.wait_log("connection failed"), h.log()
     assert sum("connection failed" in line for line in h.stderr) == 1
+
+
+# -- out-of-turn bytes, backoff after unusable answers, confirmed commands --------------------
+# (tests/plugin_script_server.py can send bytes out of turn and reset connections)
+
+MARKER = {"B_BUTTON": 1, "X_AXIS": -99}  # only ever sent out of turn
+
+
+def marker(p: dict) -> bool:
+    return p["X_AXIS"] == -99
+
+
+@pytest.fixture
+def script_server():
+    servers: list[ScriptServer] = []
+
+    def make(script=None, **kw) -> ScriptServer:
+        srv = ScriptServer(script, answer=dict(ANSWER), **kw).start()
+        servers.append(srv)
+        return srv
+
+    yield make
+    for srv in servers:
+        srv.stop()
+
+
+def test_bytes_sent_while_idle_never_serve_as_the_next_answer(harness_factory, script_server):
+    """The server answers, then sends a complete second answer unasked: the
+    plugin finds it before its next request, drops the connection and backs off."""
+    extra_sent = threading.Semaphore(0)
+    srv = script_server(lambda s, req: [("send", response(ANSWER)), ("sleep", 0.005), ("send", response(MARKER)),
+                                        ("call", extra_sent.release)])
+    h = harness_factory(srv.port, reconnect_ms=30, reconnect_max_ms=30)
+    polls = []
+    for _ in range(3):
+        polls += h.poll(1)
+        assert extra_sent.acquire(timeout=10)
+        time.sleep(0.02)  # the unasked answer is now waiting on the idle connection
+        polls += h.poll(1)  # finds it: neutral, connection dropped, backoff
+        time.sleep(0.06)  # past reconnect_ms
+    assert not any(marker(p) for p in polls), polls
+    assert [answered(p) for p in polls] == [True, False] * 3, polls
+    # each connection carried exactly one request: the one it was opened for
+    assert [r.connection for r in srv.requests()] == [1, 2, 3]
+    assert h.wait_log("out of turn"), h.log()
+
+
+def test_bytes_beyond_a_complete_answer_refuse_it_and_back_off(harness_factory, script_server):
+    """An answer followed, in the same write, by another: neither is used."""
+    srv = script_server(lambda s, req: [("send", response(ANSWER) + response(MARKER))])
+    h = harness_factory(srv.port, reconnect_ms=5000, reconnect_max_ms=5000)
+    polls = h.poll(20)
+    assert all(neutral(p) for p in polls), polls
+    assert srv.connections == 1 and len(srv.requests()) == 1  # backing off, not reconnecting per poll
+    assert h.wait_log("out of turn"), h.log()
+
+
+def test_server_speaking_out_of_turn_is_cut_off(harness_factory, script_server):
+    """The reported attack: every answer is followed 20 ms later by an unasked
+    one. Bytes that arrive after a request was sent are its answer by HTTP's
+    rules, so the first unasked answer can be read; the bytes behind it are
+    out of turn and end the connection, and the backoff stops the plugin from
+    reconnecting on every poll (before: 30 answers for 15 requests, a new
+    connection every other poll)."""
+    srv = script_server(lambda s, req: [("send", response(ANSWER)), ("sleep", 0.02), ("send", response(MARKER))])
+    h = harness_factory(srv.port, reconnect_ms=5000, reconnect_max_ms=5000)
+    polls = []
+    for _ in range(30):
+        polls += h.poll(1)
+        time.sleep(0.002)  # a little emulation between polls, as in the emulator
+    assert srv.connections == 1, srv.connections
+    # cut off early: after the out-of-turn bytes showed, only neutral input
+    assert all(neutral(p) for p in polls[-10:]), polls
+    assert h.wait_log("out of turn"), h.log()
+
+
+BODY = json.dumps(ANSWER).encode()
+UNUSABLE = {
+    "closed_mid_response": [("send", b"HTTP/1.1 200 OK\r\nContent-Length: 200\r\n\r\n" + BODY[:5]), ("close",)],
+    "reset": [("send", b"HTTP/1.1 200 OK\r\nContent-Len"), ("reset",)],
+    "reset_before_answer": [("reset",)],
+    "oversized": [("send", b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b" " * 20000), ("close",)],
+    "malformed": [("send", b"HTTP/1.1 OK 200\r\n\r\n" + BODY), ("close",)],
+    "chunked": [("send", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 + f"{len(BODY):x}\r\n".encode() + BODY + b"\r\n0\r\n\r\n")],
+    "status503_close": [("send", response({"error": "busy"}, "503 Service Unavailable", "Connection: close\r\n")),
+                        ("close",)],
+    "status503_keepalive": [("send", response({"error": "busy"}, "503 Service Unavailable"))],
+    "json_garbage_close": [("send", response(b"{\"A_BUTTON\": [oops", extra_headers="Connection: close\r\n")),
+                           ("close",)],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(UNUSABLE))
+def test_unusable_answer_backs_off_like_a_refused_connection(harness_factory, script_server, kind):
+    """After an unusable answer the plugin waits reconnect_ms before the next
+    connection instead of opening one per poll (TIME_WAIT exhaustion)."""
+    srv = script_server(lambda s, req: list(UNUSABLE[kind]))
+    h = harness_factory(srv.port, reconnect_ms=5000, reconnect_max_ms=5000)
+    polls = h.poll(25)
+    assert all(neutral(p) for p in polls), polls
+    assert srv.connections == 1, f"{kind}: {srv.connections} connections for 25 polls"
+    assert len(srv.requests()) == 1
+    assert h.wait_log("neutral input"), h.log()
+
+
+def test_a_usable_answer_resets_the_backoff(harness_factory, script_server):
+    """Failures double the wait (see the C unit test); a usable answer starts it again at reconnect_ms."""
+    bad = {"on": True}
+    srv = script_server(lambda s, req: list(UNUSABLE["malformed"]) if bad["on"] else s.ok(req))
+    h = harness_factory(srv.port, reconnect_ms=100, reconnect_max_ms=5000)
+    for wait in (0.15, 0.3, 0.5):  # each past the doubled wait: 100, 200, 400 ms
+        assert neutral(h.poll(1)[0])
+        time.sleep(wait)
+    bad["on"] = False
+    assert answered(h.poll(1)[0])  # backoff over (800 ms from here if it was not reset)
+    bad["on"] = True
+    n = len(srv.requests())
+    assert neutral(h.poll(1)[0])
+    time.sleep(0.25)
+    h.poll(1)
+    assert len(srv.requests()) == n + 2, "after a usable answer the backoff starts again at reconnect_ms"
+
+
+def _count(h: Harness, text: str, expect: int, timeout: float = 5.0) -> int:
+    """Lines of the plugin's log containing text, once at least expect arrived (or timeout)."""
+    deadline = time.monotonic() + timeout
+    while sum(text in line for line in h.stderr) < expect and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.05)  # anything more would show up now
+    return sum(text in line for line in h.stderr)
+
+
+def test_command_with_id_is_carried_out_once_and_confirmed_refused_is_not(harness_factory, script_server):
+    """Confirmed commands: the server repeats CMD + CMD_ID in every answer
+    until a request carries X-KartPilot-Done >= the id; the plugin carries
+    each id out once and confirms it on every later request."""
+    srv = script_server()
+    srv.command(0, "reset", 7, resend_after_done=3)  # and a server slow to notice the confirmation
+    h = harness_factory(srv.port)
+    assert all(answered(p) for p in h.poll(8))
+    reqs = srv.requests()
+    assert "x-kartpilot-done" not in reqs[0].headers
+    assert [r.headers.get("x-kartpilot-done") for r in reqs[1:]] == ["7"] * 7
+    assert srv.pending(0).confirmed and srv.pending(0).sent == 4  # the first answer + 3 resent
+    assert _count(h, "CMD reset: load state CMD_ID 7", 1) == 1, h.log()
+    # The harness runs no game: the core queues a state load but refuses a
+    # save. A refused command is not confirmed; it is tried again on every
+    # answer that carries it, and the refusal is logged once.
+    srv.command(0, "save", 8)
+    assert all(answered(p) for p in h.poll(4))
+    assert [r.headers.get("x-kartpilot-done") for r in srv.requests()[8:]] == ["7"] * 4
+    assert not srv.pending(0).confirmed and srv.pending(0).sent == 4
+    assert _count(h, "CMD save: save state CMD_ID 8", 1) == 1, h.log()
+    assert "refused by the core" in h.log()
+
+
+def test_command_whose_answer_is_lost_is_still_carried_out(harness_factory, script_server):
+    """The answer carrying a reset times out: nothing is carried out, the
+    command stays pending, the next answer carries it again, and only then is
+    it carried out and confirmed."""
+    stalled = []
+
+    def script(s, req):
+        if not stalled:
+            stalled.append(req)
+            return [("sleep", 0.4), *s.ok(req)]  # past timeout_ms: lost
+        return s.ok(req)
+
+    srv = script_server(script)
+    srv.command(0, "reset", 3)
+    h = harness_factory(srv.port, timeout_ms=100, reconnect_ms=20, reconnect_max_ms=20)
+    first = h.poll(1)[0]
+    assert neutral(first)
+    assert not srv.pending(0).confirmed
+    polls = []
+    for _ in range(40):
+        polls += h.poll(1)
+        if srv.pending(0).confirmed:
+            break
+        time.sleep(0.03)
+    assert srv.pending(0).confirmed, h.log()
+    assert _count(h, "CMD reset: load state CMD_ID 3", 1) == 1, h.log()
+    assert any(answered(p) for p in polls)
+
+
+def test_cmd_must_match_exactly(harness_factory, script_server):
+    """"reset\\u0000x" is not reset: it is an unknown command, ignored."""
+    srv = script_server()
+    srv.answer = dict(ANSWER, CMD="reset\u0000x")
+    h = harness_factory(srv.port)
+    assert all(answered(p) for p in h.poll(3))
+    assert _count(h, "unknown CMD ignored", 1) == 1, h.log()
+    assert "CMD reset" not in h.log()
+
+
+def test_command_without_id_is_tried_once_per_answer(harness_factory, script_server):
+    """An older server (CMD, no CMD_ID): each answer's command is carried out, as before."""
+    srv = script_server()
+    srv.answer = dict(ANSWER, CMD="save")
+    h = harness_factory(srv.port)
+    assert all(answered(p) for p in h.poll(3))
+    assert h.wait_log("CMD save"), h.log()
+    deadline = time.monotonic() + 5
+    while sum("CMD save" in line for line in h.stderr) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sum("CMD save" in line for line in h.stderr) == 3, h.log()
+
+
+@pytest.mark.parametrize("bad_id", ["7", 0, -3, 2.5, True, 10**20])
+def test_command_with_unusable_id_is_ignored(harness_factory, script_server, bad_id):
+    srv = script_server()
+    srv.answer = dict(ANSWER, CMD="reset", CMD_ID=bad_id)
+    h = harness_factory(srv.port)
+    assert all(answered(p) for p in h.poll(4))
+    assert h.wait_log("CMD_ID is not a positive integer"), h.log()
+    assert "CMD reset" not in h.log()
+    assert sum("CMD_ID is not a positive integer" in line for line in h.stderr) == 1

@@ -59,7 +59,7 @@ void kp_config_defaults(void)
         p_def_str(h, "profile_file", "", "Telemetry profile file (same format, one entry per line)");
         p_def_str(h, "savestate", "", "Savestate file for CMD reset/save (empty = the core's current slot)");
         p_def_bool(h, "speed_limiter", 1, "False turns the core's speed limiter off (training)");
-        p_def_int(h, "reconnect_ms", 100, "First delay before reconnecting to a failed server (doubles)");
+        p_def_int(h, "reconnect_ms", 100, "First delay before connecting again after a failure or unusable answer (doubles)");
         p_def_int(h, "reconnect_max_ms", 2000, "Longest delay between reconnect attempts");
         p_def_str(h, "stats_file", "", "Write poll statistics (JSON) here when the ROM closes");
     }

@@ -30,22 +30,38 @@ const char *kp_http_result_name(kp_http_result r)
     case KP_HTTP_STATUS: return "HTTP status not 200";
     case KP_HTTP_CHUNKED: return "unsupported Transfer-Encoding (chunked)";
     case KP_HTTP_OVERSIZED: return "response too large";
+    case KP_HTTP_EXTRA: return "server sent bytes out of turn (beyond an answer or before a request)";
     }
     return "unknown";
 }
 
-void kp_http_init(kp_http_conn *c, const char *host, int port, int backoff_min_ms, int backoff_max_ms)
+void kp_http_init_list(kp_http_conn *c, const char *host_header, const struct addrinfo *list, int backoff_min_ms,
+                       int backoff_max_ms)
 {
-    struct addrinfo hints, *res = NULL;
-    char portstr[16];
-    int rc;
+    const struct addrinfo *ai;
 
     memset(c, 0, sizeof *c);
     c->fd = -1;
     c->backoff_min_ms = backoff_min_ms > 0 ? backoff_min_ms : 1;
     c->backoff_max_ms = backoff_max_ms >= c->backoff_min_ms ? backoff_max_ms : c->backoff_min_ms;
     c->backoff_ms = c->backoff_min_ms;
-    snprintf(c->host_header, sizeof c->host_header, "%s:%d", host, port);
+    snprintf(c->host_header, sizeof c->host_header, "%s", host_header);
+    for (ai = list; ai && c->naddrs < KP_HTTP_MAX_ADDRS; ai = ai->ai_next) {
+        if (!ai->ai_addr || ai->ai_addrlen == 0 || ai->ai_addrlen > sizeof c->addrs[0])
+            continue;
+        memcpy(&c->addrs[c->naddrs], ai->ai_addr, ai->ai_addrlen);
+        c->addrlens[c->naddrs] = ai->ai_addrlen;
+        c->naddrs++;
+    }
+}
+
+void kp_http_init(kp_http_conn *c, const char *host, int port, int backoff_min_ms, int backoff_max_ms)
+{
+    struct addrinfo hints, *res = NULL;
+    char portstr[16], host_header[300];
+    int rc;
+
+    snprintf(host_header, sizeof host_header, "%s:%d", host, port);
     snprintf(portstr, sizeof portstr, "%d", port);
 
     memset(&hints, 0, sizeof hints);
@@ -55,16 +71,11 @@ void kp_http_init(kp_http_conn *c, const char *host, int port, int backoff_min_m
     /* Resolution happens here (RomOpen), never inside GetKeys, because a
      * resolver call can block for seconds. */
     rc = getaddrinfo(host, portstr, &hints, &res);
-    if (rc != 0 || res == NULL || res->ai_addrlen > sizeof c->addr) {
+    kp_http_init_list(c, host_header, rc == 0 ? res : NULL, backoff_min_ms, backoff_max_ms);
+    if (res)
+        freeaddrinfo(res);
+    if (c->naddrs == 0)
         kp_log(KP_LOG_ERROR, "cannot resolve host '%s': %s", host, rc ? gai_strerror(rc) : "no address");
-        if (res)
-            freeaddrinfo(res);
-        return;
-    }
-    memcpy(&c->addr, res->ai_addr, res->ai_addrlen);
-    c->addrlen = res->ai_addrlen;
-    c->have_addr = 1;
-    freeaddrinfo(res);
 }
 
 void kp_http_close(kp_http_conn *c)
@@ -204,9 +215,10 @@ int kp_http_parse_response(const char *buf, size_t len, int eof, int *status, si
             return -KP_HTTP_OVERSIZED;
         if (len < head_len + (size_t)content_length)
             return eof ? -KP_HTTP_CLOSED : 0;
-        /* Extra bytes after the body would desynchronise the next exchange. */
+        /* Bytes after the body were sent out of turn: they could pass for the
+         * next answer, and this answer may itself be one sent out of turn. */
         if (len > head_len + (size_t)content_length)
-            ka = 0;
+            return -KP_HTTP_EXTRA;
         *body_len = (size_t)content_length;
         *keep_alive = ka;
         return 1;
@@ -225,14 +237,14 @@ int kp_http_parse_response(const char *buf, size_t len, int eof, int *status, si
 static kp_http_result open_socket(kp_http_conn *c)
 {
     int one = 1;
-    int fd = socket(c->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(c->addrs[c->cur].ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return KP_HTTP_CONNECT;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->fd = fd;
     c->len = 0;
     c->reused = 0;
-    if (connect(fd, (struct sockaddr *)&c->addr, c->addrlen) == 0) {
+    if (connect(fd, (struct sockaddr *)&c->addrs[c->cur], c->addrlens[c->cur]) == 0) {
         c->connected = 1;
         c->connects++;
         return KP_HTTP_OK;
@@ -259,12 +271,40 @@ static kp_http_result finish_connect(kp_http_conn *c, uint64_t deadline_us)
     return KP_HTTP_OK;
 }
 
-/* An idle keep-alive socket that is readable was closed (or spoke out of
- * turn) by the server: it cannot carry the next request. */
-static int idle_socket_is_stale(int fd)
+/* Connect to the first address that accepts, starting with the one that
+ * worked last; a refused address moves on to the next at once, one that
+ * times out uses up this poll and the next attempt starts after it. */
+static kp_http_result connect_any(kp_http_conn *c, uint64_t deadline_us)
+{
+    kp_http_result r = KP_HTTP_CONNECT;
+    int tried;
+    for (tried = 0; tried < c->naddrs; tried++) {
+        if (tried && kp_now_us() >= deadline_us)
+            return KP_HTTP_TIMEOUT;
+        r = open_socket(c);
+        if (r == KP_HTTP_OK && !c->connected)
+            r = finish_connect(c, deadline_us);
+        if (r == KP_HTTP_OK)
+            return KP_HTTP_OK;
+        kp_http_close(c);
+        c->cur = (c->cur + 1) % c->naddrs;
+    }
+    return r;
+}
+
+/* Before a request is sent, nothing may be waiting on the socket.
+ * 0: quiet; 1: the server closed (or reset) it, so it cannot carry the
+ * request; -1: the server sent bytes out of turn. */
+static int idle_state(int fd)
 {
     struct pollfd p = { fd, POLLIN | POLLRDHUP, 0 };
-    return poll(&p, 1, 0) != 0;
+    char byte;
+    int rc = poll(&p, 1, 0);
+    if (rc == 0)
+        return 0;
+    if (rc < 0)
+        return 1;
+    return recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0 ? -1 : 1;
 }
 
 static kp_http_result send_all(kp_http_conn *c, const char *head, size_t head_len, const void *body,
@@ -332,6 +372,27 @@ static void fail_backoff(kp_http_conn *c)
     c->backoff_ms = c->backoff_ms * 2 > c->backoff_max_ms ? c->backoff_max_ms : c->backoff_ms * 2;
 }
 
+/* Every failed exchange ends here: the connection is dropped and the next
+ * one waits, so a server that keeps failing cannot make us open a new TCP
+ * connection per poll (hundreds per second, ports lost to TIME_WAIT). */
+static kp_http_result fail(kp_http_conn *c, kp_http_result r)
+{
+    kp_http_close(c);
+    fail_backoff(c);
+    return r;
+}
+
+void kp_http_answer_used(kp_http_conn *c)
+{
+    c->backoff_ms = c->backoff_min_ms;
+    c->next_attempt_ms = 0;
+}
+
+void kp_http_answer_unusable(kp_http_conn *c)
+{
+    fail(c, KP_HTTP_MALFORMED);
+}
+
 kp_http_result kp_http_exchange(kp_http_conn *c, const kp_http_request *req, int timeout_ms,
                                 const char **body, size_t *body_len, int *status)
 {
@@ -342,7 +403,7 @@ kp_http_result kp_http_exchange(kp_http_conn *c, const kp_http_request *req, int
     *body = NULL;
     *body_len = 0;
     *status = 0;
-    if (!c->have_addr)
+    if (c->naddrs == 0)
         return KP_HTTP_NO_ADDRESS;
 
     if (req->body_len || strcmp(req->method, "GET") != 0)
@@ -361,30 +422,31 @@ kp_http_result kp_http_exchange(kp_http_conn *c, const kp_http_request *req, int
      * server while idle; that is retried once on a fresh connection. */
     for (attempt = 0; attempt < 2; attempt++) {
         kp_http_result r;
-        int was_reused, eof = 0;
+        int was_reused, eof = 0, idle;
         size_t off = 0, blen = 0;
         int ka = 0, code = 0;
 
-        if (c->fd >= 0 && c->connected && c->reused && idle_socket_is_stale(c->fd))
-            kp_http_close(c);
         if (c->fd < 0) {
             if (kp_now_ms() < c->next_attempt_ms)
                 return KP_HTTP_BACKOFF;
-            r = open_socket(c);
-            if (r != KP_HTTP_OK) {
-                fail_backoff(c);
-                return r;
-            }
-        }
-        if (!c->connected) {
-            r = finish_connect(c, deadline_us);
-            if (r != KP_HTTP_OK) {
-                kp_http_close(c);
-                fail_backoff(c);
-                return r;
-            }
+            r = connect_any(c, deadline_us);
+            if (r != KP_HTTP_OK)
+                return fail(c, r);
         }
         was_reused = c->reused;
+        /* Anything the server sent before our request is out of turn and must
+         * never be read as its answer; a reused socket the server closed
+         * while idle is normal keep-alive housekeeping. */
+        idle = idle_state(c->fd);
+        if (idle < 0)
+            return fail(c, KP_HTTP_EXTRA);
+        if (idle > 0) {
+            if (was_reused) {
+                kp_http_close(c);
+                continue;
+            }
+            return fail(c, KP_HTTP_CLOSED);
+        }
         c->len = 0;
 
         r = send_all(c, head, (size_t)head_len, req->body, req->body_len, deadline_us);
@@ -392,26 +454,18 @@ kp_http_result kp_http_exchange(kp_http_conn *c, const kp_http_request *req, int
             kp_http_close(c);
             continue;
         }
-        if (r != KP_HTTP_OK) {
-            kp_http_close(c);
-            if (r == KP_HTTP_TIMEOUT)
-                fail_backoff(c);
-            return r;
-        }
+        if (r != KP_HTTP_OK)
+            return fail(c, r);
 
         for (;;) {
             int pr = kp_http_parse_response(c->buf, c->len, eof, &code, &off, &blen, &ka);
             ssize_t n;
             if (pr == 1)
                 break;
-            if (pr < 0) {
-                kp_http_close(c);
-                return (kp_http_result)(-pr);
-            }
-            if (eof) { /* parse said "need more" but there is no more */
-                kp_http_close(c);
-                return KP_HTTP_CLOSED;
-            }
+            if (pr < 0)
+                return fail(c, (kp_http_result)(-pr));
+            if (eof) /* parse said "need more" but there is no more */
+                return fail(c, KP_HTTP_CLOSED);
             quick_ack(c->fd);
             n = recv(c->fd, c->buf + c->len, KP_HTTP_MAX_RESPONSE - c->len, 0);
             if (n > 0) {
@@ -427,18 +481,13 @@ kp_http_result kp_http_exchange(kp_http_conn *c, const kp_http_request *req, int
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                int ev = wait_fd(c->fd, POLLIN, deadline_us);
-                if (ev == 0) {
-                    kp_http_close(c);
-                    fail_backoff(c);
-                    return KP_HTTP_TIMEOUT;
-                }
+                if (wait_fd(c->fd, POLLIN, deadline_us) == 0)
+                    return fail(c, KP_HTTP_TIMEOUT);
                 continue;
             }
             if (c->len == 0 && was_reused)
                 break;
-            kp_http_close(c);
-            return KP_HTTP_CLOSED;
+            return fail(c, KP_HTTP_CLOSED); /* reset mid-response */
         }
         if (c->len == 0) { /* stale socket detected while reading */
             kp_http_close(c);
@@ -449,19 +498,17 @@ kp_http_result kp_http_exchange(kp_http_conn *c, const kp_http_request *req, int
         *body = c->buf + off;
         *body_len = blen;
         *status = code;
-        c->backoff_ms = c->backoff_min_ms;
-        c->next_attempt_ms = 0;
+        if (code != 200) /* keep the body readable: the buffer outlives the socket */
+            return fail(c, KP_HTTP_STATUS);
         if (ka) {
             c->reused = 1;
         } else {
-            /* Keep the body readable: closing only drops the socket. */
             close(c->fd);
             c->fd = -1;
             c->connected = 0;
             c->reused = 0;
         }
-        return code == 200 ? KP_HTTP_OK : KP_HTTP_STATUS;
+        return KP_HTTP_OK;
     }
-    kp_http_close(c);
-    return KP_HTTP_CLOSED;
+    return fail(c, KP_HTTP_CLOSED);
 }

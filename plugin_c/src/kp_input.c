@@ -4,6 +4,7 @@
 
 #include <json.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 /* Bit positions in the core's BUTTONS union (m64p_plugin.h). */
@@ -46,7 +47,14 @@ static int axis_value(struct json_object *obj, const char *key)
     return (int)d;
 }
 
-int kp_input_parse(const char *body, size_t len, uint32_t *buttons, kp_cmd *cmd)
+/* A JSON string equal to word, byte for byte and in length. */
+static int string_is(struct json_object *v, const char *word)
+{
+    size_t n = strlen(word);
+    return json_object_get_string_len(v) == (int)n && memcmp(json_object_get_string(v), word, n) == 0;
+}
+
+int kp_input_parse(const char *body, size_t len, uint32_t *buttons, kp_cmd *cmd, int64_t *cmd_id)
 {
     struct json_tokener *tok;
     struct json_object *obj, *v;
@@ -56,6 +64,7 @@ int kp_input_parse(const char *body, size_t len, uint32_t *buttons, kp_cmd *cmd)
 
     *buttons = 0;
     *cmd = KP_CMD_NONE;
+    *cmd_id = 0;
     if (len == 0 || len > 65536)
         return -1;
     tok = json_tokener_new_ex(8);
@@ -91,13 +100,17 @@ int kp_input_parse(const char *body, size_t len, uint32_t *buttons, kp_cmd *cmd)
     value |= ((uint32_t)(uint8_t)(int8_t)y) << 24;
 
     if (json_object_object_get_ex(obj, "CMD", &v) && json_object_is_type(v, json_type_string)) {
-        const char *s = json_object_get_string(v);
-        if (strcmp(s, "reset") == 0)
+        if (string_is(v, "reset"))
             *cmd = KP_CMD_RESET;
-        else if (strcmp(s, "save") == 0)
+        else if (string_is(v, "save"))
             *cmd = KP_CMD_SAVE;
-        else if (s[0])
+        else if (json_object_get_string_len(v) > 0)
             *cmd = KP_CMD_UNKNOWN;
+    }
+    if (json_object_object_get_ex(obj, "CMD_ID", &v)) {
+        /* json-c saturates integers beyond int64 to INT64_MIN/INT64_MAX */
+        int64_t id = json_object_is_type(v, json_type_int) ? json_object_get_int64(v) : -1;
+        *cmd_id = id > 0 && id < INT64_MAX ? id : -1;
     }
     json_object_put(obj);
     *buttons = value;

@@ -3,9 +3,12 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* RDRAM keeps each 32-bit word in host order, so on a little-endian host the
  * N64 (big-endian) byte at address a lives at a ^ 3 and a halfword at a ^ 2. */
@@ -32,6 +35,7 @@ static int parse_entry(char *entry, kp_profile *p, char *err, size_t errlen)
     int n = 0;
     char *s = entry, *endp;
     unsigned long addr;
+    uint32_t seg;
     size_t i, len;
     kp_field *f;
 
@@ -89,10 +93,18 @@ static int parse_entry(char *entry, kp_profile *p, char *err, size_t errlen)
         return -1;
     }
     f->type = k_types[i].type;
-    f->phys = (uint32_t)addr & 0x1FFFFFFFu; /* KSEG0/KSEG1 -> physical */
-    if (f->phys % k_types[i].size != 0 || f->phys + k_types[i].size > KP_RDRAM_SIZE) {
-        snprintf(err, errlen, "profile entry '%s': address 0x%08lx not aligned for %s or outside RDRAM", tok[0],
-                 addr, tok[2]);
+    /* Physical, KSEG0 (0x80..) or KSEG1 (0xA0..) only: masking any other
+     * segment down to 29 bits would alias it onto RDRAM (0x20000000 -> 0). */
+    seg = (uint32_t)addr & 0xE0000000u;
+    f->phys = (uint32_t)addr & 0x1FFFFFFFu;
+    if ((seg != 0 && seg != 0x80000000u && seg != 0xA0000000u) || f->phys + k_types[i].size > KP_RDRAM_SIZE) {
+        snprintf(err, errlen,
+                 "profile entry '%s': address 0x%08lx is outside RDRAM (0x00000000-0x007FFFFF, or the same "
+                 "at 0x80000000 / 0xA0000000)", tok[0], addr);
+        return -1;
+    }
+    if (f->phys % k_types[i].size != 0) {
+        snprintf(err, errlen, "profile entry '%s': address 0x%08lx is not aligned for %s", tok[0], addr, tok[2]);
         return -1;
     }
     memcpy(f->name, tok[0], len + 1);
@@ -132,30 +144,61 @@ int kp_profile_parse(const char *text, kp_profile *p, char *err, size_t errlen)
 
 int kp_profile_load_file(const char *path, kp_profile *p, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "rb");
+    struct stat st;
     char *text;
-    long n;
-    int rc;
+    size_t n = 0;
+    int fd, rc;
 
     p->count = 0;
-    if (!f) {
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0) {
         snprintf(err, errlen, "profile file '%s': %s", path, strerror(errno));
         return -1;
     }
-    text = malloc(65537);
+    if (fstat(fd, &st) != 0) {
+        snprintf(err, errlen, "profile file '%s': %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "profile file '%s': %s", path,
+                 S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file");
+        close(fd);
+        return -1;
+    }
+    text = malloc(KP_PROFILE_FILE_MAX + 2);
     if (!text) {
-        fclose(f);
+        close(fd);
         snprintf(err, errlen, "profile file '%s': out of memory", path);
         return -1;
     }
-    n = (long)fread(text, 1, 65536, f);
-    if (!feof(f)) {
+    /* read one byte past the limit to tell "exactly 64 KiB" from "more" */
+    while (n < KP_PROFILE_FILE_MAX + 1) {
+        ssize_t got = read(fd, text + n, KP_PROFILE_FILE_MAX + 1 - n);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            snprintf(err, errlen, "profile file '%s': %s", path, strerror(errno));
+            close(fd);
+            free(text);
+            return -1;
+        }
+        if (got == 0)
+            break;
+        n += (size_t)got;
+    }
+    close(fd);
+    if (n > KP_PROFILE_FILE_MAX) {
         snprintf(err, errlen, "profile file '%s': larger than 64 KiB", path);
-        fclose(f);
         free(text);
         return -1;
     }
-    fclose(f);
+    if (memchr(text, '\0', n)) {
+        snprintf(err, errlen, "profile file '%s': contains a NUL byte (not a text file)", path);
+        free(text);
+        return -1;
+    }
     text[n] = '\0';
     rc = kp_profile_parse(text, p, err, errlen);
     if (rc != 0) {

@@ -13,6 +13,7 @@
 #define KP_PROFILE_MAX 64
 #define KP_PROFILE_NAME 32
 #define KP_RDRAM_SIZE 0x800000u /* the core always allocates 8 MiB */
+#define KP_PROFILE_FILE_MAX 65536u /* longest profile file accepted (64 KiB) */
 
 typedef enum { KP_T_U8, KP_T_S8, KP_T_U16, KP_T_S16, KP_T_U32, KP_T_S32, KP_T_F32 } kp_type;
 
@@ -30,7 +31,7 @@ typedef struct {
 /* Parse text into p. Returns 0, or -1 with a message naming the bad entry. */
 int kp_profile_parse(const char *text, kp_profile *p, char *err, size_t errlen);
 
-/* Load a profile file (same format). */
+/* Load a profile file (same format): a regular text file of at most 64 KiB. */
 int kp_profile_load_file(const char *path, kp_profile *p, char *err, size_t errlen);
 
 /* Format "name=value;..." reading from rdram (host-endian 32-bit words, as the

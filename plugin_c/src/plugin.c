@@ -3,6 +3,7 @@
  * controller's input over HTTP/1.1 keep-alive, optionally handing over the
  * current frame and RDRAM telemetry; failures always read as neutral. */
 #include <dlfcn.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,9 @@ typedef struct {
     int last_reason;       /* last failure logged; 0 = healthy */
     uint64_t last_log_ms;
     unsigned long suppressed, consecutive;
+    int64_t done_id;       /* CMD_ID of the last command carried out (0 = none yet) */
+    int64_t warned_id;     /* CMD_ID last warned about (refused, unknown), to warn once */
+    uint64_t cmd_warn_ms;  /* last warning about an ignored CMD without a usable CMD_ID */
 } kp_controller;
 
 static int g_started;
@@ -176,6 +180,8 @@ EXPORT int CALL RomOpen(void)
         c->last_reason = 0;
         c->suppressed = c->consecutive = 0;
         c->out_index = 0;
+        c->done_id = c->warned_id = 0;
+        c->cmd_warn_ms = 0;
         if (c->cfg.plugged)
             kp_http_init(&c->http, c->cfg.host, c->cfg.port, c->cfg.reconnect_ms, c->cfg.reconnect_max_ms);
     }
@@ -270,22 +276,74 @@ static void log_failure(int n, kp_controller *c, int reason)
     }
 }
 
-static void run_command(int n, kp_controller *c, kp_cmd cmd)
+/* Hand a command to the core; 1 when the core queued it. id is its CMD_ID
+ * (0 for an older server); a refusal is logged once per id. */
+static int run_command(int n, kp_controller *c, kp_cmd cmd, int64_t id)
 {
     const char *path = c->cfg.savestate[0] ? c->cfg.savestate : NULL;
     m64p_error rc;
+    char idtext[32] = "";
     if (!p_do_command)
-        return;
-    c->stats.commands++;
+        return 0;
     /* Both commands are queued by the core and run at the next VI, so they
      * are safe to issue from the emulation thread inside GetKeys. */
     if (cmd == KP_CMD_RESET)
         rc = p_do_command(M64CMD_STATE_LOAD, 0, (void *)path);
     else
         rc = p_do_command(M64CMD_STATE_SAVE, path ? 1 : 0, (void *)path);
-    kp_log(rc == M64ERR_SUCCESS ? KP_LOG_INFO : KP_LOG_WARNING, "controller %d: CMD %s (%s) -> %s", n,
-           cmd == KP_CMD_RESET ? "reset: load state" : "save: save state", path ? path : "current slot",
-           rc == M64ERR_SUCCESS ? "queued" : "refused by the core");
+    if (id > 0)
+        snprintf(idtext, sizeof idtext, " CMD_ID %" PRId64, id);
+    if (rc == M64ERR_SUCCESS) {
+        c->stats.commands++;
+    } else {
+        if (id > 0 && id == c->warned_id)
+            return 0;
+        c->warned_id = id;
+    }
+    kp_log(rc == M64ERR_SUCCESS ? KP_LOG_INFO : KP_LOG_WARNING, "controller %d: CMD %s%s (%s) -> %s", n,
+           cmd == KP_CMD_RESET ? "reset: load state" : "save: save state", idtext, path ? path : "current slot",
+           rc == M64ERR_SUCCESS ? "queued" : "refused by the core; not confirmed, tried again on the next answer");
+    return rc == M64ERR_SUCCESS;
+}
+
+/* Rate limit for warnings that have no id to remember: one per KP_LOG_EVERY_MS. */
+static int cmd_warn_due(kp_controller *c)
+{
+    uint64_t now = kp_now_ms();
+    if (c->cmd_warn_ms != 0 && now - c->cmd_warn_ms < KP_LOG_EVERY_MS)
+        return 0;
+    c->cmd_warn_ms = now;
+    return 1;
+}
+
+/* The command in a usable answer (see plugin_c/README.md, "Commands"). With a
+ * CMD_ID, a command is carried out once: the id is remembered and every later
+ * request confirms it with X-KartPilot-Done, while the server keeps sending
+ * the command until it sees that confirmation. */
+static void handle_command(int n, kp_controller *c, kp_cmd cmd, int64_t id)
+{
+    if (cmd == KP_CMD_NONE)
+        return;
+    if (id < 0) {
+        if (cmd_warn_due(c))
+            kp_log(KP_LOG_WARNING, "controller %d: CMD ignored: CMD_ID is not a positive integer", n);
+        return;
+    }
+    if (cmd == KP_CMD_UNKNOWN) {
+        if (id > 0 ? id != c->warned_id : cmd_warn_due(c))
+            kp_log(KP_LOG_WARNING, "controller %d: unknown CMD ignored (expected exactly \"reset\" or \"save\")", n);
+        if (id > 0)
+            c->warned_id = id;
+        return;
+    }
+    if (id == 0) { /* an older server: once per answer, as it asks */
+        run_command(n, c, cmd, 0);
+        return;
+    }
+    if (id == c->done_id)
+        return; /* already carried out; the server has not seen our confirmation yet */
+    if (run_command(n, c, cmd, id))
+        c->done_id = id;
 }
 
 static void apply_speed_limiter(void)
@@ -353,6 +411,8 @@ EXPORT void CALL GetKeys(int Control, BUTTONS *Keys)
         apply_speed_limiter();
 
     headers[0] = '\0';
+    if (c->done_id > 0)
+        hl += (size_t)snprintf(headers, sizeof headers, "X-KartPilot-Done: %" PRId64 "\r\n", c->done_id);
     if (c->cfg.profile.count) {
         if (!g_rdram && p_mem_pointer)
             g_rdram = p_mem_pointer(M64P_DBG_PTR_RDRAM);
@@ -383,9 +443,11 @@ EXPORT void CALL GetKeys(int Control, BUTTONS *Keys)
     if (r == KP_HTTP_OK) {
         uint32_t buttons;
         kp_cmd cmd;
+        int64_t cmd_id;
         if (req.body_len)
             c->stats.frames_sent++;
-        if (kp_input_parse(body, body_len, &buttons, &cmd) == 0) {
+        if (kp_input_parse(body, body_len, &buttons, &cmd, &cmd_id) == 0) {
+            kp_http_answer_used(&c->http);
             Keys->Value = buttons;
             c->stats.ok++;
             if (c->last_reason) {
@@ -395,12 +457,9 @@ EXPORT void CALL GetKeys(int Control, BUTTONS *Keys)
             }
             c->consecutive = 0;
             c->suppressed = 0;
-            if (cmd == KP_CMD_RESET || cmd == KP_CMD_SAVE)
-                run_command(Control, c, cmd);
-            else if (cmd == KP_CMD_UNKNOWN)
-                kp_log(KP_LOG_WARNING, "controller %d: unknown CMD ignored (expected \"reset\" or \"save\")",
-                       Control);
+            handle_command(Control, c, cmd, cmd_id);
         } else {
+            kp_http_answer_unusable(&c->http);
             c->stats.failed++;
             log_failure(Control, c, KP_REASON_JSON);
         }
