@@ -267,7 +267,7 @@ def test_nothing_listening_is_neutral_and_backs_off(harness_factory):
 
 
 # -- out-of-turn bytes, backoff after unusable answers, confirmed commands --------------------
-# (tests/plugin_script_server.py can send bytes out of turn and reset connections)
+# (testing/script_server.py can send bytes out of turn and reset connections)
 
 MARKER = {"B_BUTTON": 1, "X_AXIS": -99}  # only ever sent out of turn
 
