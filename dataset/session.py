@@ -138,19 +138,29 @@ class SessionWriter:
 
 
 def _create_session_files(path: Path, meta: dict) -> list[Path]:
-    """Make the folder, meta.json and a frames.csv holding only its header, each file
-    complete or absent. Returns what it created (outermost first); on failure (a full
-    disk, ...) removes that again and raises."""
-    missing = [p for p in (path / FRAMES_DIR, path, *path.parents) if not p.exists()]
+    """Make the folder with meta.json and a frames.csv holding only its header. A new folder
+    is built under a temporary name and renamed into place, so ``path`` is a complete (empty)
+    session or absent, even after a kill -9; into an existing folder each file is complete or
+    absent. Returns what it created (outermost first); on failure (a full disk, ...) removes
+    that again and raises."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
     created = list(reversed(missing))
+    build = path.parent / f".{path.name}.tmp-{os.getpid()}" if path in missing else path
+    if build != path:
+        created[-1] = build  # the folder exists under its temporary name until the rename
     try:
-        (path / FRAMES_DIR).mkdir(parents=True, exist_ok=True)
+        if not (build / FRAMES_DIR).exists():
+            (build / FRAMES_DIR).mkdir(parents=True)
+            created.append(build / FRAMES_DIR)
         full_meta = {"tool_version": VERSION, "created": time.time(), "action_fields": list(act.FIELDS)}
         full_meta.update(meta)
-        _write_json_atomic(path / META, full_meta)
-        created.append(path / META)
-        _write_atomic(path / CSV, (",".join(COLUMNS) + "\n").encode())
-        created.append(path / CSV)
+        _write_json_atomic(build / META, full_meta)
+        created.append(build / META)
+        _write_atomic(build / CSV, (",".join(COLUMNS) + "\n").encode())
+        created.append(build / CSV)
+        if build != path:
+            os.rename(build, path)  # fails if something took the name meanwhile
+            created = created[: created.index(build)] + [path]  # the files went with it
     except BaseException:
         _remove_created(created)
         raise
@@ -158,10 +168,16 @@ def _create_session_files(path: Path, meta: dict) -> list[Path]:
 
 
 def _remove_created(created: list[Path]) -> None:
-    """Undo :func:`_create_session_files`: only what it made (folders only when empty)."""
+    """Undo :func:`_create_session_files`: only what it made (folders only when empty; a
+    renamed session folder with the files it made)."""
     for p in reversed(created):
         with contextlib.suppress(OSError):
             if p.is_dir():
+                for name in (CSV, META, FRAMES_DIR):
+                    if (p / name).is_file():
+                        (p / name).unlink()
+                    elif (p / name).is_dir():
+                        (p / name).rmdir()
                 p.rmdir()
             else:
                 p.unlink()
