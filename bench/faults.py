@@ -97,7 +97,8 @@ def fill(mnt: Path, leave: int) -> Path:
 
 
 def tree_size(path: Path) -> int:
-    return sum(-(-p.stat().st_size // PAGE) * PAGE + PAGE for p in path.rglob("*") if p.is_file())
+    """Bytes a tmpfs gives the files under ``path`` (whole pages)."""
+    return sum(-(-p.stat().st_size // PAGE) * PAGE for p in path.rglob("*") if p.is_file())
 
 
 def snapshot(path: Path) -> dict[str, str]:
@@ -259,7 +260,7 @@ class Command:
         self.staged_bytes = tree_size(mnt)
         self.ref_seconds = run(self.argv(mnt, random.Random(0)), self.work / f"ref-{self.name}.log")
         written = [rel for rel, digest in snapshot(mnt).items() if before.get(rel) != digest]
-        self.ref_bytes = max(PAGE, sum(-(-(mnt / rel).stat().st_size // PAGE) * PAGE + PAGE for rel in written))
+        self.ref_bytes = max(PAGE, sum(-(-(mnt / rel).stat().st_size // PAGE) * PAGE for rel in written))
         self.ref_out = mnt
 
     def reference_from_fixture(self, previous: Path) -> None:
