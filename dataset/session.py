@@ -9,13 +9,15 @@ A session is a folder::
     exclusions.csv    optional, written by ``dataset clean``: frame, reason
 
 The image is written (and renamed into place) before its CSV row, and each row
-is flushed as it is written, so after a crash, Ctrl-C or kill -9 every row has
-its image; at most the frame in flight is lost. Cleaning never deletes frames:
+reaches the file in one write, so after a crash, Ctrl-C or kill -9 every row has
+its image; at most the frames in flight are lost. On a full disk a row is either
+written whole or cut back out of the file, never kept to appear later. Cleaning never deletes frames:
 it writes exclusions, which ``dataset restore`` removes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -42,26 +44,32 @@ class SessionError(ValueError):
 
 
 class SessionWriter:
-    """Appends frames to a session folder; safe to kill at any instant.
+    """Appends frames to a session folder; safe to kill at any instant, and on a full disk.
 
-    Not thread-safe: one writer thread owns it (record/ puts a bounded queue in
-    front of it so capture never waits on the disk).
+    Each row reaches ``frames.csv`` through one unbuffered ``write``: it is in the file
+    when :meth:`add_row` returns. When that write fails (ENOSPC, ...) the file is cut back
+    to its last complete row before the error is raised, so a row that failed can never
+    appear later (no buffer keeps it). If the cut itself fails, the writer refuses any
+    further row (the reader drops a trailing partial row).
+
+    Not thread-safe: one writer thread owns the rows (``dataset.sink.SessionSink`` puts a
+    bounded queue and encoders in front of it so capture never waits on the disk).
     """
 
     def __init__(self, path: str | os.PathLike, meta: dict, *, image_ext: str = "png"):
         self.path = Path(path)
         if (self.path / CSV).exists():
             raise SessionError(f"{self.path / CSV}: session already exists; choose a new folder")
-        (self.path / FRAMES_DIR).mkdir(parents=True, exist_ok=True)
         self.image_ext = image_ext
-        full_meta = {"tool_version": VERSION, "created": time.time(), "action_fields": list(act.FIELDS)}
-        full_meta.update(meta)
-        _write_json_atomic(self.path / META, full_meta)
-        self._csv = open(self.path / CSV, "w", newline="", buffering=1)
-        self._rows = csv.writer(self._csv)
-        self._rows.writerow(COLUMNS)
-        self._csv.flush()
         self.count = 0
+        self._broken: str | None = None
+        created = _create_session_files(self.path, meta)
+        try:
+            self._fd: int | None = os.open(self.path / CSV, os.O_WRONLY | os.O_APPEND)
+        except OSError:
+            _remove_created(created)
+            raise
+        self._size = os.fstat(self._fd).st_size  # the end of the last complete row
 
     def append(self, frame: np.ndarray, action, driver: str, *, t: float | None = None,
                index: int | None = None) -> int:
@@ -80,31 +88,98 @@ class SessionWriter:
         return save_image(self.path, index, frame, self.image_ext)
 
     def add_row(self, index: int, image: str, action, driver: str, *, t: float | None = None) -> None:
-        """Append (and flush) the row of an image already written."""
+        """Append the row of an image already written: in the file when this returns, absent
+        when it raises (OSError from the disk; SessionError after a failure it could not undo)."""
         if driver not in DRIVERS:
             raise SessionError(f"driver must be one of {DRIVERS}, got {driver!r}")
+        if self._broken:
+            raise SessionError(f"{self.path / CSV}: no rows after a failed write ({self._broken})")
         vec = act.as_action(action)
         ts = time.monotonic() if t is None else t
-        self._rows.writerow([int(index), f"{ts:.6f}", image, *(f"{v:.5f}" for v in vec), driver])
-        self._csv.flush()
+        line = ",".join((str(int(index)), f"{ts:.6f}", image, *(f"{v:.5f}" for v in vec), driver))
+        data = memoryview((line + "\n").encode())
+        try:
+            while data:  # a nearly full disk can take part of a row, then refuse the rest
+                data = data[os.write(self._fd, data):]
+        except OSError as exc:
+            self._cut_back(exc)
+            raise
+        self._size += len(line) + 1
         self.count += 1
 
+    def _cut_back(self, exc: OSError) -> None:
+        """Remove what reached the file of a row that failed (shrinking a file needs no space)."""
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError as cut:
+            self._broken = f"{exc}; then could not remove the partial row: {cut}"
+
     def update_meta(self, **extra) -> None:
+        """Add keys to meta.json (replaced atomically: on failure the old one stays)."""
         meta = read_meta(self.path)
         meta.update(extra)
         _write_json_atomic(self.path / META, meta)
 
     def close(self) -> None:
-        if not self._csv.closed:
-            self._csv.flush()
-            os.fsync(self._csv.fileno())
-            self._csv.close()
+        """Sync the rows to disk and close the table; safe to call again."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _create_session_files(path: Path, meta: dict) -> list[Path]:
+    """Make the folder with meta.json and a frames.csv holding only its header. A new folder
+    is built under a temporary name and renamed into place, so ``path`` is a complete (empty)
+    session or absent, even after a kill -9; into an existing folder each file is complete or
+    absent. Returns what it created (outermost first); on failure (a full disk, ...) removes
+    that again and raises."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    created = list(reversed(missing))
+    build = path.parent / f".{path.name}.tmp-{os.getpid()}" if path in missing else path
+    if build != path:
+        created[-1] = build  # the folder exists under its temporary name until the rename
+    try:
+        if not (build / FRAMES_DIR).exists():
+            (build / FRAMES_DIR).mkdir(parents=True)
+            created.append(build / FRAMES_DIR)
+        full_meta = {"tool_version": VERSION, "created": time.time(), "action_fields": list(act.FIELDS)}
+        full_meta.update(meta)
+        _write_json_atomic(build / META, full_meta)
+        created.append(build / META)
+        _write_atomic(build / CSV, (",".join(COLUMNS) + "\n").encode())
+        created.append(build / CSV)
+        if build != path:
+            os.rename(build, path)  # fails if something took the name meanwhile
+            created = created[: created.index(build)] + [path]  # the files went with it
+    except BaseException:
+        _remove_created(created)
+        raise
+    return created
+
+
+def _remove_created(created: list[Path]) -> None:
+    """Undo :func:`_create_session_files`: only what it made (folders only when empty; a
+    renamed session folder with the files it made)."""
+    for p in reversed(created):
+        with contextlib.suppress(OSError):
+            if p.is_dir():
+                for name in (CSV, META, FRAMES_DIR):
+                    if (p / name).is_file():
+                        (p / name).unlink()
+                    elif (p / name).is_dir():
+                        (p / name).rmdir()
+                p.rmdir()
+            else:
+                p.unlink()
 
 
 def image_name(index: int, ext: str = "png") -> str:
@@ -131,9 +206,27 @@ def save_image(session_path: str | os.PathLike, index: int, frame: np.ndarray, e
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    _write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: a temp file in the same folder, fsynced, then renamed,
+    so the name holds the previous version or the new one, never a torn file. On failure the
+    temp file is removed and the previous version is left as it was."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_meta(path: str | os.PathLike) -> dict:

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mapping", help="controller mapping JSON (common/gamepad.py format)")
     p.add_argument("--human-port", type=int, default=0, help="controller the gamepad drives (default: %(default)s)")
     p.add_argument("--sessions", default="data/sessions",
-                   help="where corrections / plugin recordings / shadow logs go (default: %(default)s)")
+                   help="where corrections and plugin recordings go (default: %(default)s); shadow-mode "
+                        "logs go to the sibling folder 'shadow' (data/shadow)")
     p.add_argument("--trim-ms", type=float, default=300.0,
                    help="reaction lag dropped at the start of each takeover (default: %(default)s)")
     p.add_argument("--record", action="store_true", help="start with plugin recording on (human mode)")

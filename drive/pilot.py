@@ -32,7 +32,8 @@ class Pilot:
 
     def __init__(self, policy, *, gamepad=None, human_port: int = 0, mode: str = "ai",
                  sessions_dir: str | Path = "data/sessions", trim_s: float = 0.3,
-                 meta: dict | None = None, model_path: str | None = None):
+                 meta: dict | None = None, model_path: str | None = None,
+                 shadow_dir: str | Path | None = None):
         if mode not in modes.MODES:
             raise ValueError(f"mode must be one of {modes.MODES}, got {mode!r}")
         if not 0 <= human_port < CONTROLLERS:
@@ -46,7 +47,8 @@ class Pilot:
         self.override = modes.Override(trim_s)
         self.corrections = Corrections(sessions_dir, meta, trim_s)
         self.recording = PluginRecording(sessions_dir, meta)
-        self.shadow = ShadowLog(sessions_dir)
+        # shadow logs are not sessions: beside the sessions folder (data/sessions -> data/shadow)
+        self.shadow = ShadowLog(shadow_dir if shadow_dir is not None else Path(sessions_dir).parent / "shadow")
         self.stats = Stats()
         self.commands = Commands()  # CMD reset: pending until the plugin confirms it (X-KartPilot-Done)
         self._override_lock = threading.Lock()

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from dataset.session import SessionError, SessionWriter
+from dataset.sink import ProcessSessionSink, SessionSink
 from record.status import StatusLine
-from record.writer import FrameWriter
 
 MAX_RATE = 60.0
 
@@ -68,118 +68,141 @@ def fail(msg: str, code: int = 2):
     sys.exit(code)
 
 
-def make_writer(session, resolution, encoder: str, queue_size: int, writers: int) -> FrameWriter:
+def make_writer(session: SessionWriter, resolution, encoder: str, queue_size: int, writers: int) -> SessionSink:
+    """The session's background writer: encoder processes, or threads when those are unavailable."""
     if encoder == "process":
-        from record.procwriter import ProcessFrameWriter
-
         try:
-            writer = ProcessFrameWriter(session, (*resolution, 3), queue_size=queue_size, processes=writers)
+            writer = ProcessSessionSink(session, (*resolution, 3), queue_size=queue_size, encoders=writers)
         except (MemoryError, OSError, RuntimeError) as exc:
             print(f"record: note: encoder processes unavailable ({exc}); using threads", file=sys.stderr)
         else:
             if writer.slots < queue_size:
                 print(f"record: note: /dev/shm holds only {writer.slots} queued frames", file=sys.stderr)
             return writer
-    return FrameWriter(session, queue_size=queue_size, threads=writers)
+    return SessionSink(session, queue_size=queue_size, encoders=writers)
 
 
 def default_out(source: str, track: str) -> Path:
     return Path("data/sessions") / f"{source}-{track}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def check_args(args) -> None:
     if not 0 < args.rate <= MAX_RATE:
         fail(f"--rate must be in (0, {MAX_RATE:g}] Hz, got {args.rate:g}")
     if args.fast and args.source != "sim":
         fail("--fast only applies to --source sim (the screen runs in real time)")
     if args.keyboard and args.source != "sim":
         fail("--keyboard only applies to --source sim; the screen source reads the gamepad")
-    out = Path(args.out) if args.out else default_out(args.source, args.track)
-    source = controller = preview = None
-    meta: dict = {"track": args.track, "rate_hz": args.rate}
+
+
+def open_gamepad(args, opened: list):
+    from common.gamepad import Gamepad, MappingError, NoGamepad
+
     try:
-        if args.source == "screen":
-            from common.gamepad import Gamepad, MappingError, NoGamepad
-            from common.screen import ScreenCapture, ScreenError, resolve_region
+        controller = Gamepad(args.gamepad, args.mapping).start()
+    except (NoGamepad, MappingError) as exc:
+        fail(str(exc))
+    opened.append(controller)
+    controller.driver = "human"
+    return controller
 
-            try:
-                controller = Gamepad(args.gamepad, args.mapping).start()  # first: no pad, no point
-                region, found = resolve_region(args.window, args.region)
-                if found == "default":
-                    print(f"record: no window matching {args.window!r}; capturing the default region "
-                          f"{region} (use --region x,y,w,h)", file=sys.stderr)
-                source = ScreenCapture(region)
-            except (ScreenError, NoGamepad, MappingError) as exc:
-                fail(str(exc))
-            controller.driver = "human"
-            meta.update(source="screen", game=args.game, region=list(region), region_from=found,
-                        controller={"device": controller.path, "name": controller.name,
-                                    "mapping": controller.mapping})
-        else:
-            from record.sim import ExpertDriver, SimSource
 
-            try:
-                h, w = (int(v) for v in args.size.lower().split("x"))
-            except ValueError:
-                fail(f"--size must be HxW, got {args.size!r}")
-            try:
-                source = SimSource(args.track, (h, w), args.seed, args.laps, args.stop_at_finish, args.noise)
-            except ImportError as exc:
-                fail(f"kartsim is not available: {exc}")
-            except (ValueError, KeyError, FileNotFoundError) as exc:
-                fail(f"cannot start kartsim on track {args.track!r}: {exc}")
-            if args.keyboard:
-                from record.keyboard import KeyboardDriver
+def screen_parts(args, meta: dict, opened: list):
+    """The emulator's window and the gamepad (opened first: no pad, no point)."""
+    from common.screen import ScreenCapture, ScreenError, resolve_region
 
-                try:
-                    controller = KeyboardDriver()
-                    controller.show(source.grab())  # open the play window now, not mid-recording
-                except Exception as exc:  # pygame.error and friends: no display, no video driver
-                    fail(f"cannot open the keyboard play window ({exc}); it needs a display. "
-                         "Headless, let the expert drive (the default)")
-                meta["controller"] = {"device": "keyboard"}
-            elif args.gamepad:
-                from common.gamepad import Gamepad, MappingError, NoGamepad
+    controller = open_gamepad(args, opened)
+    try:
+        region, found = resolve_region(args.window, args.region)
+        if found == "default":
+            print(f"record: no window matching {args.window!r}; capturing the default region "
+                  f"{region} (use --region x,y,w,h)", file=sys.stderr)
+        source = ScreenCapture(region)
+    except ScreenError as exc:
+        fail(str(exc))
+    opened.append(source)
+    meta.update(source="screen", game=args.game, region=list(region), region_from=found,
+                controller={"device": controller.path, "name": controller.name, "mapping": controller.mapping})
+    return source, controller
 
-                try:
-                    controller = Gamepad(args.gamepad, args.mapping).start()
-                except (NoGamepad, MappingError) as exc:
-                    fail(str(exc))
-                controller.driver = "human"
-                meta["controller"] = {"device": controller.path, "mapping": controller.mapping}
-            else:
-                controller = ExpertDriver(source)
-                meta["controller"] = {"device": "expert", "dart_noise": args.noise}
-            meta.update(source="sim", seed=args.seed, laps=args.laps, fast=args.fast, sim_fps=source.fps)
-            if args.rate != source.fps and not args.fast:
-                print(f"record: note: kartsim advances 1/{source.fps} s per frame; at {args.rate:g} Hz the "
-                      f"game runs at {args.rate / source.fps:.2f}x speed", file=sys.stderr)
-        meta.update(resolution=list(source.resolution), driver=controller.driver)
+
+def sim_parts(args, meta: dict, opened: list):
+    """kartsim and who drives it: the expert (default), the keyboard or a gamepad."""
+    from record.sim import SimSource
+
+    try:
+        h, w = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        fail(f"--size must be HxW, got {args.size!r}")
+    try:
+        source = SimSource(args.track, (h, w), args.seed, args.laps, args.stop_at_finish, args.noise)
+    except ImportError as exc:
+        fail(f"kartsim is not available: {exc}")
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        fail(f"cannot start kartsim on track {args.track!r}: {exc}")
+    opened.append(source)
+    controller = sim_controller(args, source, meta, opened)
+    meta.update(source="sim", seed=args.seed, laps=args.laps, fast=args.fast, sim_fps=source.fps)
+    if args.rate != source.fps and not args.fast:
+        print(f"record: note: kartsim advances 1/{source.fps} s per frame; at {args.rate:g} Hz the "
+              f"game runs at {args.rate / source.fps:.2f}x speed", file=sys.stderr)
+    return source, controller
+
+
+def sim_controller(args, source, meta: dict, opened: list):
+    if args.keyboard:
+        from record.keyboard import KeyboardDriver
+
         try:
-            session = SessionWriter(out, meta)
-        except (SessionError, OSError) as exc:
-            fail(str(exc))
-        writer = make_writer(session, source.resolution, args.encoder, args.queue, args.writers)
-        print(f"record: {meta['source']} -> {out} at {args.rate:g} Hz"
-              f"{' (fast)' if args.fast else ''}; Ctrl-C to stop", file=sys.stderr)
-        from record.recorder import record
+            controller = KeyboardDriver()
+            opened.append(controller)
+            controller.show(source.grab())  # open the play window now, not mid-recording
+        except Exception as exc:  # pygame.error and friends: no display, no video driver
+            fail(f"cannot open the keyboard play window ({exc}); it needs a display. "
+                 "Headless, let the expert drive (the default)")
+        meta["controller"] = {"device": "keyboard"}
+        return controller
+    if args.gamepad:
+        controller = open_gamepad(args, opened)
+        meta["controller"] = {"device": controller.path, "mapping": controller.mapping}
+        return controller
+    from record.sim import ExpertDriver
 
-        if args.preview is not None:
-            from record.preview import Preview
+    meta["controller"] = {"device": "expert", "dart_noise": args.noise}
+    controller = ExpertDriver(source)
+    opened.append(controller)
+    return controller
 
-            try:
-                preview = Preview(args.preview)
-            except OSError as exc:
-                fail(f"cannot serve the preview on 127.0.0.1:{args.preview}: {exc}")
-            print(f"record: preview at {preview.url}", file=sys.stderr)
-        summary = record(source, controller, writer, rate=args.rate, seconds=args.seconds, fast=args.fast,
-                         status=StatusLine(quiet=args.quiet), preview=preview)
-    finally:
-        for part in (controller, source, preview):
-            closer = getattr(part, "stop", None) or getattr(part, "close", None)
-            if closer:
-                closer()
+
+def open_session(args, out: Path, meta: dict, source) -> tuple[SessionWriter, SessionSink]:
+    try:
+        session = SessionWriter(out, meta)
+    except (SessionError, OSError) as exc:
+        fail(str(exc))
+    return session, make_writer(session, source.resolution, args.encoder, args.queue, args.writers)
+
+
+def start_preview(port: int, opened: list):
+    from record.preview import Preview
+
+    try:
+        preview = Preview(port)
+    except OSError as exc:
+        fail(f"cannot serve the preview on 127.0.0.1:{port}: {exc}")
+    opened.append(preview)
+    print(f"record: preview at {preview.url}", file=sys.stderr)
+    return preview
+
+
+def close_all(opened: list) -> None:
+    for part in reversed(opened):
+        closer = getattr(part, "stop", None) or getattr(part, "close", None)
+        if closer:
+            closer()
+
+
+def report(args, summary: dict, out: Path, session: SessionWriter) -> int:
+    """Store the summary in meta.json, print it; exit status 3 when the recording failed."""
     summary["session"] = str(out)
     try:
         session.update_meta(summary=summary)
@@ -191,6 +214,29 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(summary))
     return 3 if summary["stopped"].startswith("error") else 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    check_args(args)
+    out = Path(args.out) if args.out else default_out(args.source, args.track)
+    meta: dict = {"track": args.track, "rate_hz": args.rate}
+    opened: list = []  # sources, controllers, preview: closed on the way out, whatever happens
+    try:
+        parts = screen_parts if args.source == "screen" else sim_parts
+        source, controller = parts(args, meta, opened)
+        meta.update(resolution=list(source.resolution), driver=controller.driver)
+        session, writer = open_session(args, out, meta, source)
+        print(f"record: {meta['source']} -> {out} at {args.rate:g} Hz"
+              f"{' (fast)' if args.fast else ''}; Ctrl-C to stop", file=sys.stderr)
+        preview = None if args.preview is None else start_preview(args.preview, opened)
+        from record.recorder import record
+
+        summary = record(source, controller, writer, rate=args.rate, seconds=args.seconds, fast=args.fast,
+                         status=StatusLine(quiet=args.quiet), preview=preview)
+    finally:
+        close_all(opened)
+    return report(args, summary, out, session)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The capture loop: clock -> grab -> controller -> queue, plus the summary.
 
-Everything slow (PNG encoding, disk) happens in record.writer's threads; this
-loop only grabs, reads the controller and enqueues, so the capture instants
+Everything slow (PNG encoding, disk) happens behind ``dataset.sink.SessionSink``;
+this loop only grabs, reads the controller and enqueues, so the capture instants
 stay on the clock's schedule.
 """
 
@@ -14,12 +14,13 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from dataset.sink import SessionSink
 from record.clock import Ticker
 from record.status import StatusLine
-from record.writer import FrameWriter
 
 SWITCH_INTERVAL_S = 0.0005
 
@@ -32,7 +33,21 @@ def _on_term(signum, frame):  # SIGTERM: stop like Ctrl-C, keeping what was writ
     raise _Stop("SIGTERM")
 
 
-def record(source, controller, writer: FrameWriter, *, rate: float, seconds: float | None,
+@dataclass
+class _Run:
+    """What one recording has counted so far."""
+
+    total: int | None  # ticks to record (None: until stopped)
+    fast: bool
+    n: int = 0  # frames captured
+    busy: list[float] = field(default_factory=list)  # grab + controller + enqueue, per tick
+    rate_now: float = 0.0
+    action: np.ndarray = field(default_factory=lambda: np.zeros(5, np.float32))
+    stopped: str = "duration"
+    t_start: float = field(default_factory=time.monotonic)
+
+
+def record(source, controller, writer: SessionSink, *, rate: float, seconds: float | None,
            fast: bool = False, status: StatusLine | None = None, realtime: bool = True,
            preview=None) -> dict:
     """Record until ``seconds`` of schedule have passed (None: until Ctrl-C).
@@ -42,88 +57,132 @@ def record(source, controller, writer: FrameWriter, *, rate: float, seconds: flo
     """
     ticker = Ticker(rate)
     status = status or StatusLine(quiet=True)
-    total = None if seconds is None else int(round(seconds * rate))
-    stopped = "duration"
-    old_term = signal.signal(signal.SIGTERM, _on_term) if _main_thread() else None
-    # The capture loop must get the GIL back quickly from the encoder threads (default 5 ms),
-    # and a GC pass must not land on a tick: restore both afterwards.
+    run = _Run(total=None if seconds is None else int(round(seconds * rate)), fast=fast)
+    with _sigterm_stops(), _capture_priority(not fast, realtime) as priority:
+        try:
+            _capture(source, controller, writer, ticker, run, status, preview, rate)
+        except (KeyboardInterrupt, _Stop) as exc:
+            run.stopped = "SIGTERM" if isinstance(exc, _Stop) else "Ctrl-C"
+    result = writer.close()
+    return _summary(run, ticker, writer, result, status, rate, priority)
+
+
+@contextlib.contextmanager
+def _sigterm_stops():
+    """SIGTERM ends the recording like Ctrl-C (main thread only: signals go there)."""
+    old = signal.signal(signal.SIGTERM, _on_term) if _main_thread() else None
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+@contextlib.contextmanager
+def _capture_priority(boost: bool, realtime: bool):
+    """The capture loop gets the GIL back quickly from encoder threads (default 5 ms), no GC
+    pass lands on a tick, and (``boost``) the thread runs first where permitted (SCHED_FIFO
+    only with ``realtime``); all restored after."""
     old_switch = sys.getswitchinterval()
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     gc_was_enabled = gc.isenabled()
     gc.disable()
-    priority = boost_this_thread(realtime) if not fast else "normal"
-    action = np.zeros(5, np.float32)
-    n = 0
-    busy: list[float] = []
-    rate_now = 0.0
-    t_start = time.monotonic()
+    priority = boost_this_thread(realtime) if boost else "normal"
     try:
-        while True:
-            if fast:
-                if total is not None and n >= total:
-                    break
-                deadline = t = time.monotonic()
-            else:
-                k, deadline = ticker.wait()
-                if total is not None and k >= total:
-                    break
-                t = time.monotonic()
-            frame = source.grab()
-            action = controller.state()
-            writer.offer(frame, action, controller.driver, t, block=fast)
-            if not fast:
-                ticker.mark(deadline, t)
-                busy.append(time.monotonic() - t)  # grab + controller + enqueue
-            n += 1
-            if preview is not None:
-                preview.publish(frame, action, frames=writer.written, rate_hz=rate_now,
-                                dropped=writer.dropped + ticker.missed)
-            if hasattr(controller, "show"):
-                controller.show(frame)
-            if hasattr(source, "after"):
-                source.after(action)
-            if writer.failed:
-                stopped = "error: " + writer.error
-                break
-            if getattr(controller, "quit", False):
-                stopped = "user quit"
-                break
-            if getattr(source, "finished", False):
-                stopped = "race finished"
-                break
-            if status.due() or (preview is not None and n % max(1, int(rate)) == 0):
-                if fast:
-                    rate_now, p50, p99 = n / max(time.monotonic() - t_start, 1e-9), 0.0, 0.0
-                else:
-                    rate_now, p50, p99 = ticker.recent()
-                status.update(frames=writer.written, rate_hz=rate_now, p50_ms=p50, p99_ms=p99,
-                              dropped=writer.dropped + ticker.missed, queued=writer.pending(), action=action,
-                              extra=source.status() if hasattr(source, "status") else "")
-    except (KeyboardInterrupt, _Stop) as exc:
-        stopped = "SIGTERM" if isinstance(exc, _Stop) else "Ctrl-C"
+        yield priority
     finally:
         unboost_this_thread(priority)
         sys.setswitchinterval(old_switch)
         if gc_was_enabled:
             gc.enable()
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
-    captured = n
-    result = writer.close()
+
+
+def _capture(source, controller, writer: SessionSink, ticker: Ticker, run: _Run, status: StatusLine,
+             preview, rate: float) -> None:
+    """The loop itself: one frame per tick (or as fast as the sink takes them with --fast)."""
+    while True:
+        instant = _next_instant(ticker, run)
+        if instant is None:
+            return
+        deadline, t = instant
+        frame = source.grab()
+        run.action = controller.state()
+        writer.offer(frame, run.action, controller.driver, t, block=run.fast)
+        if not run.fast:
+            ticker.mark(deadline, t)
+            run.busy.append(time.monotonic() - t)
+        run.n += 1
+        _after_frame(frame, source, controller, writer, ticker, run, preview)
+        reason = _reason_to_stop(source, controller, writer)
+        if reason:
+            run.stopped = reason
+            return
+        if status.due() or (preview is not None and run.n % max(1, int(rate)) == 0):
+            _show_status(source, writer, ticker, run, status)
+
+
+def _next_instant(ticker: Ticker, run: _Run) -> tuple[float, float] | None:
+    """(deadline, capture instant) of the next frame, or None when the duration is reached."""
+    if run.fast:
+        if run.total is not None and run.n >= run.total:
+            return None
+        t = time.monotonic()
+        return t, t
+    k, deadline = ticker.wait()
+    if run.total is not None and k >= run.total:
+        return None
+    return deadline, time.monotonic()
+
+
+def _after_frame(frame, source, controller, writer: SessionSink, ticker: Ticker, run: _Run, preview) -> None:
+    """Show the frame (preview page, play window) and let the source advance with the action."""
+    if preview is not None:
+        preview.publish(frame, run.action, frames=writer.written, rate_hz=run.rate_now,
+                        dropped=writer.dropped + ticker.missed)
+    if hasattr(controller, "show"):
+        controller.show(frame)
+    if hasattr(source, "after"):
+        source.after(run.action)
+
+
+def _reason_to_stop(source, controller, writer: SessionSink) -> str | None:
+    if writer.failed:
+        return "error: " + writer.error
+    if getattr(controller, "quit", False):
+        return "user quit"
+    if getattr(source, "finished", False):
+        return "race finished"
+    return None
+
+
+def _show_status(source, writer: SessionSink, ticker: Ticker, run: _Run, status: StatusLine) -> None:
+    if run.fast:
+        run.rate_now, p50, p99 = run.n / max(time.monotonic() - run.t_start, 1e-9), 0.0, 0.0
+    else:
+        run.rate_now, p50, p99 = ticker.recent()
+    status.update(frames=writer.written, rate_hz=run.rate_now, p50_ms=p50, p99_ms=p99,
+                  dropped=writer.dropped + ticker.missed, queued=writer.pending(), action=run.action,
+                  extra=source.status() if hasattr(source, "status") else "")
+
+
+def _summary(run: _Run, ticker: Ticker, writer: SessionSink, result: dict, status: StatusLine,
+             rate: float, priority: str) -> dict:
+    """The final status line and the figures ``record`` returns."""
     st = ticker.stats()
-    if fast:
-        el = time.monotonic() - t_start
-        st.update(rate_hz=captured / el if el > 0 else 0.0, jitter_p50_ms=0.0, jitter_p99_ms=0.0,
+    if run.fast:
+        el = time.monotonic() - run.t_start
+        st.update(rate_hz=run.n / el if el > 0 else 0.0, jitter_p50_ms=0.0, jitter_p99_ms=0.0,
                   jitter_max_ms=0.0)
+    stopped = run.stopped
     if result["error"] and not stopped.startswith("error"):
         stopped = "error: " + result["error"]
     status.update(frames=result["written"], rate_hz=st["rate_hz"], p50_ms=st["jitter_p50_ms"],
                   p99_ms=st["jitter_p99_ms"], dropped=result["dropped"] + ticker.missed, queued=0,
-                  action=action, force=True)
+                  action=run.action, force=True)
     status.done()
     return {
         "frames": result["written"],
-        "captured": captured,
+        "captured": run.n,
         "dropped": result["dropped"] + ticker.missed,
         "dropped_queue_full": writer.dropped_full,
         "missed_ticks": ticker.missed,
@@ -133,9 +192,9 @@ def record(source, controller, writer: FrameWriter, *, rate: float, seconds: flo
         "jitter_p50_ms": round(st["jitter_p50_ms"], 3),
         "jitter_p99_ms": round(st["jitter_p99_ms"], 3),
         "jitter_max_ms": round(st["jitter_max_ms"], 3),
-        "fast": fast,
+        "fast": run.fast,
         "priority": priority,
-        "capture_p99_ms": round(float(np.percentile(busy, 99)) * 1000, 3) if busy else 0.0,
+        "capture_p99_ms": round(float(np.percentile(run.busy, 99)) * 1000, 3) if run.busy else 0.0,
         "stopped": stopped,
     }
 

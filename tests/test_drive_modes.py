@@ -8,6 +8,7 @@ app on waitress; the model is a real PilotNet set to answer a constant action.
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import numpy as np
@@ -156,7 +157,7 @@ def test_mode_button_on_the_gamepad_cycles_modes(rig):
     assert seen == ["shadow", "human", "ai"]
 
 
-def test_shadow_mode_sends_only_the_human_input(rig):
+def test_shadow_mode_sends_only_the_human_input(rig, tmp_path):
     pilot, pad, cli = rig
     status, out = cli.api("POST", "/api/mode", {"mode": "shadow"})
     assert status == 200 and out == {"mode": "shadow"}
@@ -172,6 +173,9 @@ def test_shadow_mode_sends_only_the_human_input(rig):
     assert out["corrections"]["path"] is None  # LB in shadow mode is not an override
     log = np.genfromtxt(out["shadow"]["path"], delimiter=",", names=True)
     assert len(log) == 7
+    # a shadow log is not a session: beside the sessions folder, never in it (make dataset reads it)
+    assert os.path.dirname(out["shadow"]["path"]) == str(tmp_path / "shadow")
+    assert not (tmp_path / "sessions").exists() or not any((tmp_path / "sessions").iterdir())
     np.testing.assert_allclose(log["ai_x"], 0.75, atol=0.02)
     np.testing.assert_allclose(log["human_y"][-1], 1.0)
 

@@ -1,4 +1,5 @@
-"""The capture clock and the queue + writer threads (real files, a real full disk)."""
+"""The capture clock and the session sink behind the recorder: queue + encoder threads or
+processes (real files, a real full disk)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ import numpy as np
 import pytest
 
 from dataset.session import SessionWriter, load_image, load_session
+from dataset.sink import ProcessSessionSink, SessionSink
 from record.clock import Ticker
-from record.procwriter import ProcessFrameWriter
-from record.writer import FrameWriter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 META = {"source": "screen", "game": "test", "resolution": [24, 32], "rate_hz": 30}
@@ -44,8 +44,8 @@ def test_ticker_deadlines_are_absolute_and_skip_missed_ticks():
 
 def _writer(kind, sw, queue_size, n):
     if kind == "process":
-        return ProcessFrameWriter(sw, (24, 32, 3), queue_size=queue_size, processes=n)
-    return FrameWriter(sw, queue_size=queue_size, threads=n)
+        return ProcessSessionSink(sw, (24, 32, 3), queue_size=queue_size, encoders=n)
+    return SessionSink(sw, queue_size=queue_size, encoders=n)
 
 
 @pytest.mark.parametrize("kind", ["thread", "process"])
@@ -73,7 +73,7 @@ def test_blocking_offer_never_drops(tmp_path, kind):
     fw = _writer(kind, SessionWriter(tmp_path / "s", META), 2, 1)
     for i in range(30):
         assert fw.offer(np.zeros((24, 32, 3), np.uint8), [0, 0, 0, 0, 0], "expert", float(i), block=True)
-    assert fw.close() == {"written": 30, "dropped": 0, "error": None}
+    assert fw.close() == {"path": str(tmp_path / "s"), "written": 30, "dropped": 0, "error": None}
 
 
 def _can_mount_tmpfs() -> bool:
@@ -88,16 +88,15 @@ DISK_FULL_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np
     from dataset.session import SessionWriter
-    from record.procwriter import ProcessFrameWriter
-    from record.writer import FrameWriter
+    from dataset.sink import ProcessSessionSink, SessionSink
 
     if __name__ == "__main__":
         meta = {"source": "screen", "game": "t", "resolution": [120, 160], "rate_hz": 30}
         sw = SessionWriter(sys.argv[1], meta)
         if sys.argv[2] == "process":
-            fw = ProcessFrameWriter(sw, (120, 160, 3), queue_size=4, processes=2)
+            fw = ProcessSessionSink(sw, (120, 160, 3), queue_size=4, encoders=2)
         else:
-            fw = FrameWriter(sw, queue_size=4, threads=2)
+            fw = SessionSink(sw, queue_size=4, encoders=2)
         rng = np.random.default_rng(0)
         offered = 0
         for i in range(400):
@@ -142,7 +141,7 @@ def test_disk_full_stops_cleanly_and_keeps_what_was_written(tmp_path, kind):
 
 
 def test_a_killed_encoder_process_stops_the_writer_cleanly(tmp_path):
-    fw = ProcessFrameWriter(SessionWriter(tmp_path / "s", META), (24, 32, 3), queue_size=8, processes=2)
+    fw = ProcessSessionSink(SessionWriter(tmp_path / "s", META), (24, 32, 3), queue_size=8, encoders=2)
     for i in range(5):
         fw.offer(np.zeros((24, 32, 3), np.uint8), [0, 0, 1, 0, 0], "human", float(i), block=True)
     os.kill(fw._procs[0].pid, 9)  # e.g. the OOM killer
@@ -154,3 +153,107 @@ def test_a_killed_encoder_process_stops_the_writer_cleanly(tmp_path):
     res = fw.close()  # returns: no wait on the dead encoder
     df = load_session(tmp_path / "s", check_images=True)
     assert len(df) == res["written"] and df["frame"].tolist() == list(range(len(df)))
+
+
+ROW_FAILS_SCRIPT = textwrap.dedent('''
+    import json, os, subprocess, sys, time
+    import numpy as np
+    from dataset.session import SessionWriter, load_session
+    from dataset.sink import ProcessSessionSink, SessionSink
+    from drive.recording import PluginRecording
+
+    PAGE = 4096
+    META = {"source": "screen", "game": "t", "resolution": [4, 6], "rate_hz": 30}
+    FRAME = np.full((4, 6, 3), 7, np.uint8)  # a ~80-byte PNG: one page of tmpfs per image
+
+
+    def fill(mnt, leave_pages):
+        """Fill the filesystem, then free exactly ``leave_pages`` pages."""
+        filler = os.path.join(mnt, "filler")
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while True:
+                os.write(fd, bytes(PAGE))
+        except OSError:
+            pass
+        os.close(fd)
+        os.truncate(filler, os.path.getsize(filler) - leave_pages * PAGE)
+        return filler
+
+
+    def scenario(mnt, kind):
+        os.makedirs(mnt)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", mnt], check=True)
+        if kind == "drive":  # the drive server's plugin recording
+            rec = PluginRecording(os.path.join(mnt, "sessions"), {"game": "t", "rate_hz": 60})
+            path = rec.start()
+            put = lambda i: rec.save(FRAME, np.array([0, 0, 1, 0, 0], np.float32), float(i))
+            written = lambda: rec.summary()["frames"]
+        else:
+            path = os.path.join(mnt, "s")
+            sw = SessionWriter(path, META)
+            if kind == "process":
+                sink = ProcessSessionSink(sw, (4, 6, 3), queue_size=4, encoders=2)
+            else:
+                sink = SessionSink(sw, queue_size=4, encoders=2)
+            put = lambda i: sink.offer(FRAME, [0, 0, 1, 0, 0], "human", float(i), block=True)
+            written = lambda: sink.written
+        offered = 0
+        while True:  # one frame at a time until the next row must start a new page of frames.csv
+            put(offered)
+            offered += 1
+            deadline = time.monotonic() + 30
+            while written() < offered and time.monotonic() < deadline:
+                time.sleep(0.002)
+            size = os.path.getsize(os.path.join(path, "frames.csv"))
+            if offered > 3 and PAGE - size % PAGE < 60:  # every row is longer than 60 bytes
+                break
+        filler = fill(mnt, 1)
+        put(offered)  # its image takes the last page; its row cannot get one
+        offered += 1
+        time.sleep(0.5)
+        os.unlink(filler)  # room again: a row kept back must not be written now
+        put(offered)
+        offered += 1
+        time.sleep(0.5)
+        if kind == "drive":
+            res = rec.stop()
+            res["written"] = res.pop("frames")
+        else:
+            res = sink.close()
+        df = load_session(path)
+        images = sorted(os.listdir(os.path.join(path, "frames")))
+        print(json.dumps({"kind": kind, "offered": offered, "res": res, "rows": df["image"].tolist(),
+                          "frames": df["frame"].tolist(), "images": images,
+                          "meta": json.load(open(os.path.join(path, "meta.json")))}))
+
+
+    if __name__ == "__main__":
+        for kind in sys.argv[2:]:
+            scenario(os.path.join(sys.argv[1], kind), kind)
+''')
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a small tmpfs (needs unshare -rm)")
+def test_a_row_that_hits_a_full_disk_never_appears_later(tmp_path):
+    """The row whose write fails on a full disk (its image fit, the row did not) is not in
+    frames.csv after close, even once space comes back; the image is removed, later frames
+    are refused and counted; the same for the recorder's sinks and the drive server's."""
+    script = tmp_path / "rowfail.py"
+    script.write_text(ROW_FAILS_SCRIPT)
+    kinds = ["thread", "process", "drive"]
+    out = subprocess.run(["unshare", "-rm", "sh", "-c", f"cd {ROOT} && PYTHONPATH={ROOT} {sys.executable} "
+                          f"{script} {tmp_path / 'm'} {' '.join(kinds)}"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    results = [json.loads(line) for line in out.stdout.strip().splitlines()]
+    assert [r["kind"] for r in results] == kinds
+    for r in results:
+        res, rows = r["res"], r["rows"]
+        n = res["written"]
+        assert n >= 4 and n == len(rows), r  # what is reported is what is on disk
+        assert r["frames"] == list(range(n)), r
+        assert sorted(name.split("/")[1] for name in rows) == r["images"], r  # rows and images agree
+        assert res["error"] and "disk full" in res["error"], r
+        assert n + res["dropped"] == r["offered"], r  # the failed frame and the later one: counted
+        assert r["meta"]["frames"] == n and r["meta"]["dropped"] == res["dropped"], r
