@@ -159,6 +159,9 @@ def main(argv=None) -> int:
     except (SessionError, ValueError, FileExistsError) as exc:
         print(f"dataset {args.cmd}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a read-only folder: nothing of the inputs was touched
+        print(f"dataset {args.cmd}: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(result))
     return 0

@@ -18,6 +18,7 @@ Nothing is lost:
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -121,8 +122,8 @@ class ArraysWriter:
             for part in PARTS:
                 n = int(counts.get(part, 0))
                 self._arrays[part] = (
-                    np.lib.format.open_memmap(self.tmp / f"{part}_frames.npy", "w+", np.uint8, (n, *fr.MODEL_SHAPE)),
-                    np.lib.format.open_memmap(self.tmp / f"{part}_actions.npy", "w+", np.float32, (n, act.SIZE)),
+                    _reserved_memmap(self.tmp / f"{part}_frames.npy", np.uint8, (n, *fr.MODEL_SHAPE)),
+                    _reserved_memmap(self.tmp / f"{part}_actions.npy", np.float32, (n, act.SIZE)),
                 )
         except BaseException:
             self.abort()
@@ -217,10 +218,25 @@ def write_arrays(out_dir: str | os.PathLike, splits: dict[str, tuple[np.ndarray,
     return str(out_dir)
 
 
+def _reserved_memmap(path: Path, dtype, shape) -> np.memmap:
+    """A new ``.npy`` memory map whose disk blocks are reserved up front: a full disk is then
+    an OSError (ENOSPC) here, not a SIGBUS on some later write into a page with no block."""
+    arr = np.lib.format.open_memmap(path, "w+", dtype, shape)
+    try:
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):  # no fallocate here: as before
+            return arr
+        del arr
+        raise OSError(exc.errno, f"no room for {path.name} ({exc.strerror})", str(path)) from exc
+    return arr
+
+
 def _shrink(folder: Path, part: str, n: int) -> None:
     for name in (f"{part}_frames.npy", f"{part}_actions.npy"):
         src = np.load(folder / name, mmap_mode="r")
-        dst = np.lib.format.open_memmap(folder / (name + ".tmp"), "w+", src.dtype, (n, *src.shape[1:]))
+        dst = _reserved_memmap(folder / (name + ".tmp"), src.dtype, (n, *src.shape[1:]))
         for c in range(0, n, 4096):
             end = min(n, c + 4096)
             dst[c:end] = src[c:end]

@@ -227,3 +227,23 @@ def test_one_writer_for_prepared_arrays(tmp_path):
     with pytest.raises(ArraysError, match="not a prepared-data folder of ours"):
         write_arrays(other, {"train": (x, a), "val": (x, a)})
     assert [p.name for p in other.iterdir()] == ["keep.txt"]
+
+
+def test_a_full_disk_is_a_clean_error_not_a_crash(sessions, tmp_path):
+    """The arrays are memory-mapped: without reserving their blocks first, a full disk is a
+    SIGBUS mid-write (seen as exit -7 with a temp folder left behind)."""
+    import shutil
+
+    if shutil.which("unshare") is None:
+        pytest.fail("unshare (util-linux) is needed to mount a small tmpfs")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = (f"mount -t tmpfs -o size=256k tmpfs {mnt} && cd {root} && "
+           f"{sys.executable} -m dataset prepare {' '.join(map(str, sessions))} --out {mnt}/prep; "
+           f"echo rc=$?; ls -a {mnt}")
+    out = subprocess.run(["unshare", "-rm", "sh", "-c", cmd], capture_output=True, text=True, timeout=300)
+    rc = int(out.stdout.split("rc=")[1].split()[0])
+    assert rc == 2, (out.stdout, out.stderr)  # an error message, not a signal
+    assert "no room" in out.stderr or "No space" in out.stderr, out.stderr
+    assert out.stdout.split()[1:] == [".", ".."], out.stdout  # nothing left behind
