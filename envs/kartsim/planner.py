@@ -265,7 +265,7 @@ class Planner:
         h = self.cfg.horizon
         fsb = np.repeat(fs[None], n, 0)
         isb = np.repeat(ist[None], n, 0)
-        lpb = np.repeat(lapt[None], n, 0)
+        lpb = np.zeros((n, 1))  # lap times are not scored (and a long race's lapt would be copied per candidate)
         offs = np.stack([c.off for c in cands])
         pedals = np.stack([c.pedal for c in cands])
         rbs = np.stack([c.rb for c in cands])
@@ -283,8 +283,9 @@ class Planner:
         return score, acts
 
     def replan(self, fs: np.ndarray, ist: np.ndarray, lapt: np.ndarray) -> tuple[np.ndarray, float]:
-        """Search from one kart state (rows ``fs`` (NF,), ``ist`` (NI,), ``lapt`` (laps,)), warm-started
-        by the current plan; keep the best plan and return its actions (H, 5) and score."""
+        """Search from one kart state (rows ``fs`` (NF,), ``ist`` (NI,), ``lapt`` (laps,): a KartBatch's or
+        an env's ``sim`` row), warm-started by the current plan; keep the best plan and return its actions
+        (H, 5) and score. The state given is not changed."""
         cfg = self.cfg
         rng = self.rng
         base = self.plan if self.plan is not None else Plan.plain(cfg.horizon)
