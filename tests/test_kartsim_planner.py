@@ -168,6 +168,14 @@ def test_bad_movies_are_refused_naming_file_and_field(tmp_path, content, field):
     assert res.returncode == 2 and str(path) in res.stderr
 
 
+def test_plan_never_overwrites_what_is_not_a_movie(small_track, tmp_path):
+    precious = tmp_path / "notes.json"
+    precious.write_text('{"mine": 1}')
+    res = _cli("plan", "--track", small_track, "--laps", "1", "--out", str(precious), "--json")
+    assert res.returncode == 2 and str(precious) in res.stderr and "not a kartsim movie" in res.stderr
+    assert precious.read_text() == '{"mine": 1}'
+
+
 def test_planner_settings_are_checked():
     with pytest.raises(ValueError, match="replan_every"):
         PlannerConfig(horizon=4, replan_every=6)

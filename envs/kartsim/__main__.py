@@ -50,12 +50,14 @@ def cmd_tracks(args) -> dict:
 
 def _plan_and_store(track, laps, seed, config, progress: bool, out=None) -> dict:
     """Plan a race, verify it by replaying it in a plain env, save the movie, keep it in the cache."""
-    from .movie import make_movie, replay, save_movie, store_plan
+    from .movie import check_movie_target, make_movie, replay, save_movie, store_plan
     from .planner import plan_race
 
     def show(lap, total, t):
         print(f"plan {track}: lap {lap}/{total} done after {t:.1f} s of planning", file=sys.stderr, flush=True)
 
+    if out is not None:
+        check_movie_target(out)  # before the planning, not after
     res = plan_race(track, laps, seed, config, progress=show if progress else None)
     movie = make_movie(res, track)
     check = replay({**movie, "actions": res["actions"]}, src=str(out or "<plan>"))

@@ -89,7 +89,22 @@ def make_movie(result: dict, track: str) -> dict:
             "made_by": {"planner": result.get("planner"), "plan_time_s": result.get("plan_time_s")}}
 
 
+def check_movie_target(path: str | os.PathLike) -> None:
+    """A movie may replace only a movie: refuse a path that holds anything else (MovieError naming it)."""
+    path = Path(path)
+    if path.is_dir():
+        raise MovieError(f"{path}: is a folder, not a movie file")
+    if path.exists():
+        try:
+            kind = json.loads(path.read_text()).get("kind")
+        except (OSError, ValueError, AttributeError):
+            kind = None
+        if kind != KIND:
+            raise MovieError(f"{path}: exists and is not a kartsim movie; not overwriting it")
+
+
 def save_movie(path: str | os.PathLike, movie: dict) -> Path:
+    check_movie_target(path)
     return write_json_atomic(path, movie)
 
 
