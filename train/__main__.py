@@ -2,7 +2,9 @@
 
     python -m train --data DIR --out MODEL.keras [--epochs N] [--json]      train
     python -m train evaluate --model MODEL --track T --laps N [--json]      drive it in kartsim
-    python -m train demos --track T --frames N --out DIR [--noise S]        expert demos -> arrays
+    python -m train demos --track T --frames N --out DIR [--noise S] [--teacher planner|expert]
+                                                                            teacher demos -> arrays
+    python -m train dagger --track T --rounds N --out DIR [--json]          DAgger, the planner as oracle
     python -m train demos --gen-tracks K --frames N --out DIR               ... over K generated tracks
 """
 
@@ -13,14 +15,15 @@ import json
 import os
 import sys
 
-COMMANDS = ("evaluate", "demos")
+COMMANDS = ("evaluate", "demos", "dagger")
 
 
 def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m train",
         description="Train PilotNet by behavioral cloning on `dataset prepare` arrays. "
-        "Other commands: `python -m train evaluate --help`, `python -m train demos --help`.",
+        "Other commands: `python -m train evaluate --help`, `python -m train demos --help`, "
+        "`python -m train dagger --help`.",
     )
     p.add_argument("--data", default="data/prepared", help="prepared arrays dir (default: %(default)s)")
     p.add_argument("--out", default="data/models/pilotnet.keras",
@@ -68,17 +71,32 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _planner_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--planner-samples", type=int, default=48,
+                   help="planner: candidates per search round (default: %(default)s)")
+    p.add_argument("--planner-rounds", type=int, default=2, help="planner: search rounds per label (default: %(default)s)")
+
+
+def _planner_config(args):
+    from envs.kartsim.planner import PlannerConfig
+
+    return PlannerConfig(samples=args.planner_samples, rounds=args.planner_rounds)
+
+
 def _demos_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m train demos",
-        description="Drive kartsim's expert and write prepared arrays directly (tests, quick experiments). "
+        description="Let a kartsim teacher drive and write prepared arrays directly (tests, quick experiments). "
         "The full pipeline is record --source sim -> dataset clean -> dataset prepare.",
     )
     p.add_argument("--track", default="luigi", help="(default: %(default)s)")
     p.add_argument("--frames", type=int, default=18000, help="frames at 30 Hz (default: %(default)s = 10 min)")
     p.add_argument("--out", required=True, help="output dir for the arrays")
+    p.add_argument("--teacher", choices=("expert", "planner"), default="expert",
+                   help="expert: the scripted expert; planner: the search that finds the fastest lap, replanning "
+                   "from every state (about 100x slower per frame than the expert) (default: %(default)s)")
     p.add_argument("--noise", type=float, default=0.0,
-                   help="DART steering-noise std while labelling with the expert (default: %(default)s)")
+                   help="DART steering-noise std while labelling with the teacher (default: %(default)s)")
     p.add_argument("--size", choices=("model", "full"), default="model",
                    help="render at 66x200 (model) or 320x240 + to_model_input (full)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="(default: %(default)s)")
@@ -90,6 +108,7 @@ def _demos_parser() -> argparse.ArgumentParser:
     p.add_argument("--gen-seed", type=int, default=0, help="first generated-track seed (default: %(default)s)")
     p.add_argument("--gen-style", choices=("mixed", "grass", "void"), default="mixed",
                    help="generated tracks' run-off (default: %(default)s)")
+    _planner_args(p)
     p.add_argument("--json", action="store_true", help="print stats as one JSON object (last line)")
     return p
 
@@ -107,6 +126,32 @@ def _demo_tracks(args) -> list[str] | None:
                          f"{EVAL_SEED_START}, where bench.generalise's evaluation tracks start: "
                          "training on them would measure nothing")
     return [track_name(args.gen_seed + i, args.gen_style) for i in range(args.gen_tracks)]
+
+
+def _dagger_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train dagger",
+        description="DAgger with the planner as the oracle: round 0 clones planner demos (DART noise); each "
+        "later round lets the latest clone drive, has the planner label the states it visits, aggregates the "
+        "labels, retrains the clone and evaluates it. Writes OUT/data-rNN/, OUT/clone-rNN.keras and "
+        "OUT/dagger.json (lap times and falls per round).",
+    )
+    p.add_argument("--track", default="luigi", help="(default: %(default)s)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--rounds", type=int, default=3, help="DAgger rounds after round 0 (default: %(default)s)")
+    p.add_argument("--demo-frames", type=int, default=3000, help="round 0: planner demo frames (default: %(default)s)")
+    p.add_argument("--frames-per-round", type=int, default=1500,
+                   help="frames the clone drives per round (default: %(default)s)")
+    p.add_argument("--noise", type=float, default=0.3, help="round 0 DART noise std (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=5, help="training epochs per round (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
+    p.add_argument("--eval-laps", type=int, default=1, help="laps of each round's evaluation (default: %(default)s)")
+    p.add_argument("--eval-max-seconds", type=float, default=None,
+                   help="game-time limit of each evaluation (default: 60 s per lap + 30 s)")
+    p.add_argument("--seed", type=int, default=0)
+    _planner_args(p)
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object (last line)")
+    return p
 
 
 def _emit(result: dict, as_json: bool) -> None:
@@ -138,8 +183,20 @@ def main(argv: list[str] | None = None) -> int:
 
             size = (66, 200) if args.size == "model" else (240, 320)
             result = expert_dataset(args.out, args.track, args.frames, val_fraction=args.val_fraction,
-                                    size=size, seed=args.seed, noise=args.noise, tracks=_demo_tracks(args))
+                                    size=size, seed=args.seed, noise=args.noise, teacher=args.teacher,
+                                    tracks=_demo_tracks(args),
+                                    planner_config=_planner_config(args) if args.teacher == "planner" else None,
+                                    progress=not args.json)
             result["out"] = args.out
+        elif cmd == "dagger":
+            args = _dagger_parser().parse_args(argv)
+            from train.dagger import dagger
+
+            result = dagger(args.out, args.track, rounds=args.rounds, demo_frames=args.demo_frames,
+                            frames_per_round=args.frames_per_round, noise=args.noise, epochs=args.epochs,
+                            batch_size=args.batch_size, eval_laps=args.eval_laps,
+                            eval_max_seconds=args.eval_max_seconds, seed=args.seed,
+                            planner_config=_planner_config(args), progress=not args.json)
         else:
             args = _train_parser().parse_args(argv)
             from train.fit import train

@@ -1,4 +1,9 @@
-"""Expert demonstrations from kartsim, written straight into prepared-array layout.
+"""Teacher demonstrations from kartsim, written straight into prepared-array layout.
+
+Two teachers: ``expert`` (the scripted expert, envs/kartsim/expert.py) and
+``planner`` (envs/kartsim/planner.py: the search that finds the fastest lap;
+it labels every state it is shown, replanning each frame, so its demos teach
+its line and its drifts). DAgger with the planner as oracle is train/dagger.py.
 
 For tests, benchmarks and quick experiments: the real path is
 ``record --source sim`` -> ``dataset clean`` -> ``dataset prepare``; this
@@ -23,66 +28,118 @@ from common import frames
 from dataset.arrays import write_arrays
 from envs.kartsim.dart import DartNoise
 
+TEACHERS = ("expert", "planner")
+
+
+def make_teacher(teacher: str, env, config=None, seed: int = 0):
+    """``label() -> action (5,)`` for the env's current state, by ``teacher``; ``reset()`` after env resets."""
+    if teacher == "expert":
+        class _Expert:
+            def label(self):
+                return env.unwrapped.expert_action()
+
+            def reset(self):
+                pass
+
+        return _Expert()
+    if teacher == "planner":
+        from envs.kartsim.planner import Planner
+
+        sim = env.unwrapped.sim
+        planner = Planner(env.unwrapped.track.source, sim.laps, config, seed=seed)
+
+        class _Planner:
+            def label(self):
+                return planner.label(sim.fs[0], sim.ist[0], sim.lapt[0])
+
+            def reset(self):
+                planner.reset()
+
+        return _Planner()
+    raise ValueError(f"teacher must be one of {TEACHERS}, got {teacher!r}")
+
 
 def drive_expert(track: str, n_frames: int, *, size=(66, 200), seed: int = 0, noise: float = 0.0,
-                 progress: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Run kartsim's expert for ``n_frames`` steps; return model-input frames, expert labels, stats.
+                 progress: bool = True, teacher: str = "expert", planner_config=None
+                 ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Let ``teacher`` drive kartsim for ``n_frames`` steps; return model-input frames, its labels, stats.
 
-    ``noise``: std of the DART steering perturbation (see DartNoise); labels stay the expert's.
+    ``noise``: std of the DART steering perturbation (see DartNoise); labels stay the teacher's.
+    ``teacher="planner"`` labels each frame by a replan from the state reached (``planner_config``:
+    a ``PlannerConfig``), so it also labels the states the noise pushed the kart into.
     """
     from envs import kartsim
+    from envs.kartsim import physics
 
     env = kartsim.make(track=track, size=size, seed=seed, laps=10_000)
     obs, info = env.reset(seed=seed)
+    teach = make_teacher(teacher, env, planner_config, seed)
     dart = DartNoise(noise, seed)
     xs = np.empty((n_frames, *frames.MODEL_SHAPE), np.uint8)
     ys = np.empty((n_frames, act.SIZE), np.float32)
     falls = 0
-    bar = tqdm(total=n_frames, desc=f"expert {track}", unit="frame", disable=not progress)
+    bar = tqdm(total=n_frames, desc=f"{teacher} {track}", unit="frame", disable=not progress)
     for i in range(n_frames):
-        label = act.as_action(env.unwrapped.expert_action())
+        label = act.as_action(teach.label())
         xs[i], ys[i] = frames.to_model_input(obs), label
         obs, _, terminated, truncated, info = env.step(dart.perturb(label))
         if terminated or truncated:
             falls += int(info.get("falls", 0))
             obs, info = env.reset()
+            teach.reset()
         bar.update(1)
     bar.close()
-    stats = {"track": track, "frames": n_frames, "noise": noise, "laps": int(info.get("lap", 0)),
+    stats = {"track": track, "teacher": teacher, "frames": n_frames, "noise": noise, "laps": int(info.get("lap", 0)),
              "lap_times": [round(float(t), 3) for t in info.get("lap_times", [])],
-             "falls": falls + int(info.get("falls", 0))}
+             "falls": falls + int(info.get("falls", 0)),
+             "distance": round(float(env.unwrapped.sim.fs[0, physics.PROG]), 1)}  # race progress (units)
     env.close()
     return xs, ys, stats
 
 
+def split_sessions(n: int, cut: int, name: str, driver: str = "expert") -> list[dict]:
+    """Manifest entries of one drive whose first ``cut`` rows are train and the rest val."""
+    return [
+        {"path": f"{name}-train", "split": "train", "rows": [0, cut], "frames": cut, "source": "sim",
+         "drivers": {driver: cut}, "excluded": {}},
+        {"path": f"{name}-val", "split": "val", "rows": [0, n - cut], "frames": n - cut,
+         "source": "sim", "drivers": {driver: n - cut}, "excluded": {}},
+    ]
+
+
 def expert_dataset(out_dir: str, track: str = "luigi", n_frames: int = 600, *, val_fraction: float = 0.2,
                    size=(66, 200), seed: int = 0, noise: float = 0.0, progress: bool = True,
-                   tracks: list[str] | None = None) -> dict:
-    """Expert demos -> prepared arrays. The last ``val_fraction`` of the drive is the val split
+                   teacher: str = "expert", planner_config=None, tracks: list[str] | None = None) -> dict:
+    """Teacher demos -> prepared arrays. The last ``val_fraction`` of the drive is the val split
     (a contiguous stretch, like a held-out session, so val is not a shuffled copy of train).
 
     ``tracks``: drive each of these instead of ``track`` (multi-track cloning), ``n_frames``
     shared out evenly, track ``k`` started with seed ``seed + k``; each track's tail is its val."""
+    if teacher not in TEACHERS:
+        raise ValueError(f"teacher must be one of {TEACHERS}, got {teacher!r}")
     names = list(tracks) if tracks else [track]
     splits: dict = {"train": ([], []), "val": ([], [])}
     sessions, per_track, at = [], [], {"train": 0, "val": 0}
     for k, name in enumerate(names):
         n_k = n_frames // len(names) + (1 if k < n_frames % len(names) else 0)
-        xs, ys, stats = drive_expert(name, n_k, size=size, seed=seed + k, noise=noise, progress=progress)
+        xs, ys, stats = drive_expert(name, n_k, size=size, seed=seed + k, noise=noise, progress=progress,
+                                     teacher=teacher, planner_config=planner_config)
         per_track.append(stats)
         cut = int(round(len(xs) * (1 - val_fraction)))
-        for split, part in (("train", slice(0, cut)), ("val", slice(cut, None))):
-            n = len(xs[part])
-            splits[split][0].append(xs[part])
-            splits[split][1].append(ys[part])
-            sessions.append({"path": f"sim-{name}-{split}", "split": split, "rows": [at[split], at[split] + n],
-                             "frames": n, "source": "sim", "drivers": {"expert": n}, "excluded": {}})
-            at[split] += n
+        for entry in split_sessions(len(xs), cut, f"sim-{name}", "expert"):
+            part = xs[:cut] if entry["split"] == "train" else xs[cut:]
+            labels = ys[:cut] if entry["split"] == "train" else ys[cut:]
+            splits[entry["split"]][0].append(part)
+            splits[entry["split"]][1].append(labels)
+            start = at[entry["split"]]
+            entry["rows"] = [start, start + len(part)]
+            at[entry["split"]] += len(part)
+            sessions.append(entry)
     arrays = {k: (np.concatenate(v[0]), np.concatenate(v[1])) for k, v in splits.items()}
     if tracks is None:
         stats = per_track[0]
     else:
-        stats = {"tracks": names, "frames": n_frames, "noise": noise,
+        stats = {"tracks": names, "frames": n_frames, "noise": noise, "teacher": teacher,
                  "laps": sum(s["laps"] for s in per_track), "falls": sum(s["falls"] for s in per_track)}
     write_arrays(out_dir, arrays, sessions, rate_hz=30, expert=stats)
     return stats

@@ -1,4 +1,4 @@
-"""python -m envs.kartsim {play,tracks,expert,bench,render,generate}: the simulator's command line."""
+"""python -m envs.kartsim {play,tracks,expert,plan,replay,bench,render,generate}: the simulator's command line."""
 
 from __future__ import annotations
 
@@ -23,20 +23,50 @@ def _size(text: str) -> tuple[int, int]:
 
 def cmd_tracks(args) -> dict:
     from . import TRACKS, load, lower_bound_s
+    from .movie import cache_dir, cached_plan
 
     names = list(TRACKS) + [t for t in args.track or [] if t not in TRACKS]
     rows = []
     for name in names:
         t = load(name)
+        plan = cached_plan(name)
+        if plan is None and args.plan:
+            _plan_and_store(name, args.plan_laps, 0, None, progress=not args.json)
+            plan = cached_plan(name)
         rows.append({"name": t.name if name in TRACKS else name, "length": round(t.length, 1),
                      "width": round(t.mean_width, 1), "offroad": "void" if t.void else "grass",
                      "checkpoints": len(t.cp_s), "lower_bound_s": lower_bound_s(name),
+                     "planned_best_lap_s": None if plan is None else round(plan["best_lap_s"], 3),
                      "held_out": name == "twisty", "description": t.spec.get("description", "")})
     if not args.json:
         for r in rows:
+            planned = "  -   " if r["planned_best_lap_s"] is None else f"{r['planned_best_lap_s']:6.2f}"
             print(f"{r['name']:10s} length {r['length']:7.1f}  width {r['width']:5.1f}  {r['offroad']:5s}  "
-                  f"lower bound {r['lower_bound_s']:6.2f} s  {r['description']}")
-    return {"tracks": rows}
+                  f"lower bound {r['lower_bound_s']:6.2f} s  planned {planned} s  {r['description']}")
+        print(f"(planned laps: the best verified planner movie per track version, cached in {cache_dir()}; "
+              "`tracks --plan` computes missing ones)")
+    return {"tracks": rows, "plan_cache": str(cache_dir())}
+
+
+def _plan_and_store(track, laps, seed, config, progress: bool, out=None) -> dict:
+    """Plan a race, verify it by replaying it in a plain env, save the movie, keep it in the cache."""
+    from .movie import check_movie_target, make_movie, replay, save_movie, store_plan
+    from .planner import plan_race
+
+    def show(lap, total, t):
+        print(f"plan {track}: lap {lap}/{total} done after {t:.1f} s of planning", file=sys.stderr, flush=True)
+
+    if out is not None:
+        check_movie_target(out)  # before the planning, not after
+    res = plan_race(track, laps, seed, config, progress=show if progress else None)
+    movie = make_movie(res, track)
+    check = replay({**movie, "actions": res["actions"]}, src=str(out or "<plan>"))
+    if not check["matches"]:  # never write a movie that does not verify
+        raise RuntimeError(f"plan {track}: replay gave lap times {check['lap_times']}, the plan {movie['lap_times']}")
+    if out is not None:
+        save_movie(out, movie)
+    cache_path, cached = store_plan(movie)
+    return {"result": res, "movie": movie, "cache": str(cache_path), "cached": cached}
 
 
 def cmd_expert(args) -> dict:
@@ -46,6 +76,56 @@ def cmd_expert(args) -> dict:
     if not args.json:
         print(f"{out['track']}: {out['laps']} laps {out['lap_times']} best {out['best_lap_s']} s, "
               f"falls {out['falls']}, lower bound {out['lower_bound_s']} s")
+    return out
+
+
+def _round(v):
+    return None if v is None else round(float(v), 3)
+
+
+def cmd_plan(args) -> dict:
+    from .expert import run_expert
+    from .line import lower_bound_s
+    from .planner import PlannerConfig, lap_gap
+
+    cfg = PlannerConfig(samples=args.samples, rounds=args.rounds, horizon=args.horizon,
+                        replan_every=args.replan_every)
+    done = _plan_and_store(args.track, args.laps, args.seed, cfg, progress=not args.json, out=args.out)
+    res = done["result"]
+    expert = run_expert(args.track, args.laps, args.seed)
+    lb = lower_bound_s(args.track)
+    best = res["best_lap_s"]
+    out = {"track": args.track, "laps": args.laps, "seed": args.seed,
+           "lap_times": [_round(t) for t in res["lap_times"]], "best_lap_s": _round(best),
+           "race_time_s": _round(res["race_time_s"]), "finished": res["finished"], "falls": res["falls"],
+           "mini_turbos": res["mini_turbos"], "expert_best_lap_s": expert["best_lap_s"],
+           "expert_lap_times": expert["lap_times"], "lower_bound_s": lb,
+           "faster_than_expert": None if best is None else round(lap_gap(best, expert["best_lap_s"]), 4),
+           "above_lower_bound": None if best is None else round(best / lb - 1.0, 4),
+           "plan_time_s": round(res["plan_time_s"], 1), "frames": res["frames"], "rollouts": res["rollouts"],
+           "out": str(args.out), "replay_matches": True, "cache": done["cache"], "cached": done["cached"]}
+    if not args.json:
+        print(f"{args.track}: planned laps {out['lap_times']} best {out['best_lap_s']} s "
+              f"({100 * (out['faster_than_expert'] or 0):.1f}% faster than the expert's {out['expert_best_lap_s']} s, "
+              f"{100 * (out['above_lower_bound'] or 0):.1f}% above the lower bound {lb} s), falls {out['falls']}, "
+              f"mini-turbos {out['mini_turbos']}; planned in {out['plan_time_s']} s; movie {args.out}")
+    return out
+
+
+def cmd_replay(args) -> dict:
+    from .movie import load_movie, replay
+
+    movie = load_movie(args.movie)
+    res = replay(movie, track=args.track, src=str(args.movie))
+    out = {"movie": str(args.movie), "track": res["track"], "seed": res["seed"], "laps": res["laps"],
+           "frames": res["frames"], "lap_times": [_round(t) for t in res["lap_times"]],
+           "best_lap_s": _round(res["best_lap_s"]), "race_time_s": _round(res["race_time_s"]),
+           "finished": res["finished"], "falls": res["falls"], "mini_turbos": res["mini_turbos"],
+           "recorded_lap_times": [_round(t) for t in movie.get("lap_times", [])], "matches": res["matches"]}
+    if not args.json:
+        print(f"{args.movie}: {res['track']} laps {out['lap_times']} best {out['best_lap_s']} s, falls {out['falls']}, "
+              f"mini-turbos {out['mini_turbos']}; " + ("matches the recorded lap times" if res["matches"]
+                                                      else f"DOES NOT match the recorded {out['recorded_lap_times']}"))
     return out
 
 
@@ -147,9 +227,36 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     p.set_defaults(fn=cmd_play)
     p = sub.add_parser("tracks", help="list built-in tracks with length, width and lap-time lower bound")
-    p.add_argument("--track", action="append", help="also describe this track .json (repeatable)")
+    p.add_argument("--track", action="append", help="also describe this track (a .json path or gen:SEED[:STYLE]; "
+                   "repeatable)")
+    p.add_argument("--plan", action="store_true",
+                   help="plan the tracks that have no cached planned lap yet (slow: a minute or more each)")
+    p.add_argument("--plan-laps", type=int, default=2, help="laps planned by --plan (default: %(default)s)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_tracks)
+    p = sub.add_parser("plan", help="search for the fastest race (sampling MPC with full state access) and save it "
+                       "as an input movie that replays to the same lap times",
+                       description="Plan a race with the planner (envs/kartsim/planner.py), verify it by replaying "
+                       "it in a plain env, save the input movie (JSON) and keep it in the plan cache if it is the "
+                       "track version's best. Prints lap times, falls, mini-turbos, the expert's best lap and the "
+                       "lower bound for comparison, and the planning time.")
+    p.add_argument("--track", default="luigi", help="built-in name, track .json path, or gen:SEED[:STYLE]")
+    p.add_argument("--laps", type=int, default=3, help="(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="env seed (start jitter), as make(track, seed=...)")
+    p.add_argument("--out", required=True, help="the movie file to write (.json)")
+    p.add_argument("--samples", type=int, default=48, help="candidates per search round (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=2, help="search rounds per replan (default: %(default)s)")
+    p.add_argument("--horizon", type=int, default=40, help="frames searched ahead (default: %(default)s)")
+    p.add_argument("--replan-every", type=int, default=2, help="frames executed per replan (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON line (no progress line)")
+    p.set_defaults(fn=cmd_plan)
+    p = sub.add_parser("replay", help="replay an input movie in a plain env: lap times, falls, mini-turbos",
+                       description="Replay a movie (from `plan`) action by action in make(track, seed=...) and "
+                       "report what it achieved; a movie made on another version of its track is refused.")
+    p.add_argument("movie", help="movie file (.json)")
+    p.add_argument("--track", help="replay on this track instead of the one the movie names (same version only)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_replay)
     p = sub.add_parser("expert", help="let the scripted expert race (headless) and print lap times")
     p.add_argument("--track", default="luigi")
     p.add_argument("--laps", type=int, default=3)
@@ -185,9 +292,11 @@ def main(argv=None) -> int:
     from .track import TrackError
 
     try:
+        if getattr(args, "laps", 1) < 1 or getattr(args, "plan_laps", 1) < 1:
+            raise ValueError("--laps must be >= 1")
         out = args.fn(args)
     except (TrackError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{ap.prog}: error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(out))

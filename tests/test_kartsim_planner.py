@@ -1,0 +1,183 @@
+"""The planner (envs/kartsim/planner.py), input movies and the plan cache (envs/kartsim/movie.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import envs.kartsim as ks
+from envs.kartsim import physics as P
+from envs.kartsim.expert import run_expert
+from envs.kartsim.movie import MovieError, load_movie, make_movie, replay, save_movie, track_hash
+from envs.kartsim.planner import Planner, PlannerConfig, plan_race, start_state
+
+# A small void track (a lap of ~10-14 s): hairpins where leaving the road means falling.
+SMALL = {"name": "small", "points": [[0, 0, 9], [50, 0, 9], [75, 12, 9], [70, 35, 9], [45, 40, 9], [20, 30, 9],
+                                     [-5, 38, 9], [-25, 20, 9]],
+         "surface": {"offroad": "void", "kerb": 0.5}, "theme": "space"}
+FAST = PlannerConfig(samples=24, rounds=2, horizon=36, replan_every=3)
+
+
+@pytest.fixture(scope="module")
+def small_track(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tracks") / "small.json"
+    path.write_text(json.dumps(SMALL))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def planned(small_track):
+    return plan_race(small_track, laps=2, seed=3, config=FAST)
+
+
+def _cli(*args, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "envs.kartsim", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def _bound_ok(best, track):
+    lb = ks.lower_bound_s(track)
+    assert best >= lb, (f"a planned lap of {best:.3f} s beat the lower bound {lb:.3f} s of {track}: "
+                        "the lower bound is wrong (it must hold for every lap the dynamics allow)")
+
+
+def test_planned_race_replays_exactly_and_beats_the_expert(small_track, planned, tmp_path):
+    assert planned["finished"] and planned["falls"] == 0 and len(planned["lap_times"]) == 2
+    movie = make_movie(planned, small_track)
+    path = save_movie(tmp_path / "m.json", movie)
+    loaded = load_movie(path)
+    assert loaded["actions"].shape == (planned["frames"], 5)
+    assert np.array_equal(loaded["actions"], planned["actions"])
+    again = replay(loaded, src=str(path))  # a plain make(track, seed=3, laps=2) env
+    assert again["lap_times"] == planned["lap_times"]  # exactly, not approximately
+    assert again["matches"] and again["falls"] == 0 and again["mini_turbos"] == planned["mini_turbos"]
+    expert = run_expert(small_track, laps=2, seed=3)
+    for lap, (mine, theirs) in enumerate(zip(planned["lap_times"], expert["lap_times"], strict=True)):
+        assert mine <= theirs + 1e-9, f"planned lap {lap + 1} ({mine:.3f} s) is slower than the expert's ({theirs})"
+    assert planned["best_lap_s"] < expert["best_lap_s"]
+    assert planned["mini_turbos"] >= 1  # it drifts and fires the boost
+    _bound_ok(planned["best_lap_s"], small_track)
+
+
+def test_planner_is_deterministic_and_labels_any_state(small_track):
+    # a state off the planner's own line: the expert drove with a steering offset for a while
+    env = ks.make(small_track, size=(8, 8), seed=1, laps=1)
+    env.reset()
+    for i in range(70):
+        a = env.unwrapped.expert_action()
+        a[0] = np.clip(a[0] + (0.6 if i > 50 else 0.0), -1, 1)
+        env.step(a)
+    sim = env.unwrapped.sim
+    before = (sim.fs.copy(), sim.ist.copy(), sim.lapt.copy())
+    labels = []
+    for _ in range(2):
+        pl = Planner(small_track, 1, FAST, seed=5)
+        labels.append([pl.label(sim.fs[0], sim.ist[0], sim.lapt[0]) for _ in range(3)])
+    assert np.array_equal(np.array(labels[0]), np.array(labels[1]))
+    a = labels[0][0]
+    assert a.shape == (5,) and a.dtype == np.float32
+    assert -1 <= a[0] <= 1 and a[2] in (0.0, 1.0) and a[3] in (0.0, 1.0) and a[4] in (0.0, 1.0)
+    for a, b in zip(before, (sim.fs, sim.ist, sim.lapt), strict=True):
+        assert np.array_equal(a, b)  # labelling does not touch the state it was given
+    # following the labels from there keeps the kart on the road and moving on
+    pl = Planner(small_track, 1, FAST, seed=5)
+    prog0 = sim.fs[0, P.PROG]
+    for _ in range(60):
+        env.step(pl.label(sim.fs[0], sim.ist[0], sim.lapt[0]))
+    assert sim.ist[0, P.FALLS] == 0 and sim.fs[0, P.PROG] > prog0 + 20
+
+
+def test_start_state_is_the_plain_envs():
+    env = ks.make("twisty", size=(8, 8), seed=9, laps=1)
+    env.reset()
+    sim = start_state("twisty", 1, 9)
+    assert np.array_equal(sim.fs, env.unwrapped.sim.fs) and np.array_equal(sim.ist, env.unwrapped.sim.ist)
+
+
+def test_cli_plan_replay_and_tracks_cache(small_track, tmp_path):
+    env = {"KARTSIM_PLAN_CACHE": str(tmp_path / "cache")}
+    res = _cli("tracks", "--track", small_track, "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    row = json.loads(res.stdout.strip().splitlines()[-1])["tracks"][-1]
+    assert row["name"] == small_track and row["planned_best_lap_s"] is None  # nothing cached yet
+    movie = tmp_path / "run.json"
+    res = _cli("plan", "--track", small_track, "--laps", "1", "--seed", "2", "--samples", "24", "--out", str(movie),
+               "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    for key in ("track", "lap_times", "best_lap_s", "falls", "mini_turbos", "expert_best_lap_s", "lower_bound_s",
+                "plan_time_s"):
+        assert key in out, key
+    assert out["falls"] == 0 and len(out["lap_times"]) == 1 and out["best_lap_s"] <= out["expert_best_lap_s"]
+    _bound_ok(out["best_lap_s"], small_track)
+    assert "lap 1/1" not in res.stderr  # --json: no progress line
+    res = _cli("replay", str(movie), "--json")
+    assert res.returncode == 0, res.stderr
+    rep = json.loads(res.stdout.strip().splitlines()[-1])
+    assert rep["lap_times"] == out["lap_times"] and rep["matches"] and rep["falls"] == 0
+    assert rep["mini_turbos"] == out["mini_turbos"]
+    res = _cli("tracks", "--track", small_track, "--json", env=env)
+    row = json.loads(res.stdout.strip().splitlines()[-1])["tracks"][-1]
+    assert row["planned_best_lap_s"] == out["best_lap_s"]
+    cached = list((tmp_path / "cache").glob("*.json"))
+    assert [p.name for p in cached] == [f"{track_hash(small_track)}.json"]
+    # the same track, edited: another version, so its plan is not the cached one and the movie is refused
+    edited = tmp_path / "small.json"
+    edited.write_text(json.dumps({**SMALL, "points": [[x, y, w - 0.5] for x, y, w in SMALL["points"]]}))
+    res = _cli("replay", str(movie), "--track", str(edited), "--json")
+    assert res.returncode == 2 and str(movie) in res.stderr and "track hash" in res.stderr
+    assert res.stderr.startswith("python -m envs.kartsim: error:")
+    res = _cli("tracks", "--track", str(edited), "--json", env=env)
+    assert json.loads(res.stdout.strip().splitlines()[-1])["tracks"][-1]["planned_best_lap_s"] is None
+
+
+def test_plan_on_a_generated_track_with_progress_line(tmp_path):
+    movie = tmp_path / "gen.json"
+    res = _cli("plan", "--track", "gen:5:void", "--laps", "1", "--samples", "16", "--rounds", "1",
+               "--replan-every", "3", "--out", str(movie), env={"KARTSIM_PLAN_CACHE": str(tmp_path / "c")})
+    assert res.returncode == 0, res.stderr
+    assert "plan gen:5:void: lap 1/1" in res.stderr
+    m = load_movie(movie)
+    assert m["track"] == "gen:5:void" and m["falls"] == 0 and len(m["lap_times"]) == 1
+    assert replay(m)["lap_times"] == m["lap_times"]
+    _bound_ok(m["best_lap_s"], "gen:5:void")
+
+
+@pytest.mark.parametrize("content,field", [
+    ("{nope", "not valid JSON"),
+    (json.dumps({"kind": "something"}), "not a kartsim movie"),
+    (json.dumps({"kind": "kartsim-movie", "version": 1, "track": "luigi", "track_hash": "x", "seed": 0,
+                 "laps": 1, "actions": [[0, 0, 1, 0, 2]]}), "actions[0]"),
+    (json.dumps({"kind": "kartsim-movie", "version": 1, "track": "luigi", "track_hash": "x", "seed": 0,
+                 "laps": 1, "actions": [[0, 0, 1]]}), "'actions'"),
+    (json.dumps({"kind": "kartsim-movie", "version": 1, "track": "luigi", "seed": 0, "laps": 1,
+                 "actions": []}), "'track_hash'"),
+])
+def test_bad_movies_are_refused_naming_file_and_field(tmp_path, content, field):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(MovieError) as exc:
+        load_movie(path)
+    assert str(path) in str(exc.value) and field in str(exc.value)
+    res = _cli("replay", str(path), "--json")
+    assert res.returncode == 2 and str(path) in res.stderr
+
+
+def test_plan_never_overwrites_what_is_not_a_movie(small_track, tmp_path):
+    precious = tmp_path / "notes.json"
+    precious.write_text('{"mine": 1}')
+    res = _cli("plan", "--track", small_track, "--laps", "1", "--out", str(precious), "--json")
+    assert res.returncode == 2 and str(precious) in res.stderr and "not a kartsim movie" in res.stderr
+    assert precious.read_text() == '{"mine": 1}'
+
+
+def test_planner_settings_are_checked():
+    with pytest.raises(ValueError, match="replan_every"):
+        PlannerConfig(horizon=4, replan_every=6)
+    res = _cli("plan", "--track", "luigi", "--laps", "0", "--out", "/nonexistent/x.json")
+    assert res.returncode == 2 and "--laps" in res.stderr

@@ -1,0 +1,69 @@
+"""Planner demos (train demos --teacher planner) and DAgger with the planner as oracle, at tiny sizes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+from envs.kartsim.planner import PlannerConfig  # noqa: E402
+from train import data as tdata  # noqa: E402
+from train.simdata import drive_expert  # noqa: E402
+
+SMALL = PlannerConfig(samples=16, rounds=1, horizon=36)
+
+
+def test_planner_demos_drive_the_planners_faster_line():
+    # 9 s from the grid, no noise: the planner's labels, executed, cover more track than the expert's
+    xs_p, ys_p, st_p = drive_expert("luigi", 270, seed=2, teacher="planner", planner_config=SMALL, progress=False)
+    xs_e, ys_e, st_e = drive_expert("luigi", 270, seed=2, teacher="expert", progress=False)
+    assert xs_p.shape == (270, 66, 200, 3) and ys_p.shape == (270, 5)
+    assert st_p["teacher"] == "planner" and st_p["falls"] == 0
+    assert st_p["distance"] > st_e["distance"], (st_p, st_e)
+    assert not np.array_equal(ys_p, ys_e)
+    assert ys_p[:, 4].max() == 1.0  # it hops and drifts
+
+
+def test_cli_demos_teacher_planner_with_noise(tmp_path):
+    out = tmp_path / "demos"
+    res = subprocess.run([sys.executable, "-m", "train", "demos", "--teacher", "planner", "--track", "rainbow",
+                          "--frames", "50", "--noise", "0.3", "--planner-samples", "12", "--planner-rounds", "1",
+                          "--out", str(out), "--json"], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert res.returncode == 0, res.stderr
+    stats = json.loads(res.stdout.strip().splitlines()[-1])
+    assert stats["teacher"] == "planner" and stats["noise"] == 0.3 and stats["frames"] == 50
+    man = tdata.load_manifest(str(out))
+    assert man["train"] == 40 and man["val"] == 10 and man["expert"]["teacher"] == "planner"
+    res = subprocess.run([sys.executable, "-m", "train", "demos", "--teacher", "oracle", "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "--teacher" in res.stderr
+
+
+def test_dagger_rounds_aggregate_planner_labels_and_report(tmp_path):
+    from train.dagger import dagger
+
+    out = tmp_path / "dagger"
+    rep = dagger(str(out), "luigi", rounds=1, demo_frames=80, frames_per_round=50, noise=0.3, epochs=1,
+                 batch_size=16, eval_laps=1, eval_max_seconds=5.0, seed=1, planner_config=SMALL, progress=False)
+    assert [r["round"] for r in rep["rounds"]] == [0, 1]
+    r0, r1 = rep["rounds"]
+    assert r0["labels_total"] == 80 and r0["collected"]["driver"].startswith("planner")
+    assert r1["collected"]["driver"] == "clone-r00" and r1["collected"]["frames_driven"] == 50
+    # the clone's visited states were labelled (all but those spent falling) and added to round 0's
+    assert r1["labels_total"] == 80 + r1["collected"]["labelled"]
+    assert r1["collected"]["labelled"] + r1["collected"]["skipped_falling"] == 50
+    man = tdata.load_manifest(r1["data"])
+    assert man["train"] + man["val"] == r1["labels_total"] and man["dagger_round"] == 1
+    for r in rep["rounds"]:
+        assert os.path.exists(r["model"])
+        assert isinstance(r["lap_times"], list) and isinstance(r["falls"], int) and r["laps"] == len(r["lap_times"])
+    on_disk = json.loads((out / "dagger.json").read_text())
+    assert on_disk["rounds"] == rep["rounds"]

@@ -1,0 +1,148 @@
+"""DAgger with the planner as the oracle (Ross et al. 2011; NeuralKart did this with its search AI).
+
+Round 0: the planner drives (with DART steering noise) and labels every frame;
+a clone is trained on those labels. Round r >= 1:
+
+1. the latest clone drives (``frames_per_round`` frames, from its own pixels);
+2. the planner labels the states the clone actually visits (``Planner.label``:
+   the action it would take from there; frames spent falling or held by
+   Lakitu carry no decision and are left out);
+3. the labels are aggregated with every earlier round's;
+4. a clone is trained afresh on the aggregate;
+5. it is evaluated closed-loop (``train.evaluate``: lap times, falls, ...).
+
+Everything lands in ``OUT/``: ``data-rNN/`` (prepared arrays of the aggregate
+after round NN), ``clone-rNN.keras`` and ``dagger.json`` (the per-round report,
+rewritten atomically after every round).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from common import action as act
+from common import frames
+from dataset.arrays import write_arrays
+from train.simdata import drive_expert, split_sessions
+
+
+def _write_report(path: Path, report: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(report, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def clone_visits(model_path: str, track: str, n_frames: int, *, seed: int, planner_config=None,
+                 planner_seed: int = 0, progress: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The clone drives ``n_frames`` frames; the planner labels each state it reaches.
+    Returns model-input frames, planner labels and stats (falls, skipped frames, distance)."""
+    from envs import kartsim
+    from envs.kartsim import physics as P
+    from envs.kartsim.planner import Planner
+    from train.policy import Policy
+
+    policy = Policy(model_path)
+    env = kartsim.make(track=track, size=frames.MODEL_SHAPE[:2], seed=seed, laps=10_000)
+    obs, _ = env.reset(seed=seed)
+    sim = env.unwrapped.sim
+    planner = Planner(env.unwrapped.track.source, sim.laps, planner_config, seed=planner_seed)
+    xs, ys = [], []
+    skipped = 0
+    bar = tqdm(total=n_frames, desc=f"dagger {track}", unit="frame", disable=not progress)
+    for _ in range(n_frames):
+        x = frames.to_model_input(obs)
+        label = act.as_action(planner.label(sim.fs[0], sim.ist[0], sim.lapt[0]))
+        if sim.fs[0, P.FALL] > 0 or sim.fs[0, P.HOLD] > 0:
+            skipped += 1  # falling or held by Lakitu: no decision to learn
+        else:
+            xs.append(x)
+            ys.append(label)
+        obs, _, term, trunc, info = env.step(policy(x[None])[0])
+        if term or trunc:
+            obs, _ = env.reset()
+            planner.reset()
+        bar.update(1)
+    bar.close()
+    stats = {"frames_driven": n_frames, "labelled": len(xs), "skipped_falling": skipped,
+             "falls": int(sim.ist[0, P.FALLS]), "distance": round(float(sim.fs[0, P.PROG]), 1)}
+    env.close()
+    empty = np.zeros((0, *frames.MODEL_SHAPE), np.uint8)
+    return (np.stack(xs) if xs else empty), np.array(ys, np.float32).reshape(-1, act.SIZE), stats
+
+
+def dagger(out_dir: str, track: str = "luigi", *, rounds: int = 3, demo_frames: int = 3000,
+           frames_per_round: int = 1500, noise: float = 0.3, epochs: int = 5, batch_size: int = 64,
+           val_fraction: float = 0.2, eval_laps: int = 1, eval_max_seconds: float | None = None,
+           seed: int = 0, planner_config=None, progress: bool = True) -> dict:
+    """Run DAgger for ``rounds`` rounds after round 0; return (and write) the per-round report."""
+    from train.evaluate import evaluate
+    from train.fit import train
+
+    if rounds < 0 or demo_frames < 2 or frames_per_round < 1 or epochs < 1 or eval_laps < 1:
+        raise ValueError("dagger needs rounds >= 0, demo_frames >= 2, frames_per_round >= 1, epochs >= 1, "
+                         "eval_laps >= 1")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report_path = out / "dagger.json"
+    report: dict = {"track": track, "teacher": "planner", "noise": noise, "seed": seed, "epochs": epochs,
+                    "demo_frames": demo_frames, "frames_per_round": frames_per_round, "eval_laps": eval_laps,
+                    "planner": None if planner_config is None else planner_config.to_dict(), "rounds": []}
+    parts: dict[str, list] = {"train": [], "val": []}
+    sessions: list[dict] = []
+    offsets = {"train": 0, "val": 0}
+    for r in range(rounds + 1):
+        t0 = time.perf_counter()
+        if r == 0:
+            xs, ys, stats = drive_expert(track, demo_frames, seed=seed, noise=noise, progress=progress,
+                                         teacher="planner", planner_config=planner_config)
+            stats = {"driver": "planner (DART noise)", **stats}
+        else:
+            xs, ys, stats = clone_visits(str(out / f"clone-r{r - 1:02d}.keras"), track, frames_per_round,
+                                         seed=seed + r, planner_config=planner_config, planner_seed=seed + r,
+                                         progress=progress)
+            stats = {"driver": f"clone-r{r - 1:02d}", **stats}
+        cut = int(round(len(xs) * (1 - val_fraction)))
+        for part, lo, hi in (("train", 0, cut), ("val", cut, len(xs))):
+            parts[part].append((xs[lo:hi], ys[lo:hi]))
+        for s in split_sessions(len(xs), cut, f"dagger-r{r:02d}-{track}"):
+            n = s["frames"]
+            s["rows"] = [offsets[s["split"]], offsets[s["split"]] + n]
+            offsets[s["split"]] += n
+            sessions.append(s)
+        data = out / f"data-r{r:02d}"
+        agg = {p: (np.concatenate([x for x, _ in parts[p]]), np.concatenate([y for _, y in parts[p]]))
+               for p in ("train", "val")}
+        if len(agg["train"][0]) == 0 or len(agg["val"][0]) == 0:
+            raise ValueError(f"dagger round {r}: no labelled frames to train on (every frame was spent falling)")
+        write_arrays(data, agg, sessions, rate_hz=30, dagger_round=r)
+        model = out / f"clone-r{r:02d}.keras"
+        fit = train(str(data), str(model), epochs=epochs, batch_size=batch_size, plots=False, progress=progress,
+                    seed=seed + r)
+        ev = evaluate(str(model), track=track, laps=eval_laps, render="model", max_seconds=eval_max_seconds,
+                      seed=seed, media=False)
+        report["rounds"].append({
+            "round": r, "collected": stats, "labels_total": int(len(agg["train"][0]) + len(agg["val"][0])),
+            "data": str(data), "model": str(model), "val_loss": fit.get("val_loss"),
+            "laps": ev["laps"], "lap_times": ev["lap_times"], "best_lap_s": ev["best_lap_s"],
+            "falls": ev["falls"], "finished": ev["finished"], "mini_turbos": ev["mini_turbos"],
+            "interventions": ev["interventions"], "autonomy": ev["autonomy"],
+            "seconds": round(time.perf_counter() - t0, 1)})
+        _write_report(report_path, report)
+        if progress:
+            last = report["rounds"][-1]
+            print(f"dagger {track} round {r}: {last['labels_total']} labels, laps {last['lap_times']} "
+                  f"best {last['best_lap_s']} s, falls {last['falls']}", flush=True)
+    report["report"] = str(report_path)
+    _write_report(report_path, report)
+    return report
