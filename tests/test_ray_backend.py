@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 
-ray = pytest.importorskip("ray", reason="Ray is the optional extra: make setup EXTRAS=ray")
+ray = pytest.importorskip("ray", reason="optional extra ray: make setup EXTRAS=ray (or make test EXTRAS=ray)")
 
 from train.finetune import ray_backend as rb  # noqa: E402
 from train.finetune.envs import RewardShaping, make_backend  # noqa: E402
