@@ -59,8 +59,10 @@ demo: setup
 	$(PY) -m demo
 
 # make record [SOURCE=screen|sim] [TRACK=luigi] [SECONDS=60] [OUT=data/sessions/NAME]
+#             [NOISE=0.3 SEED=N: sim, DART steering noise on the expert's kart (see train/README.md)]
 record: setup
-	$(PY) -m record --source $(SOURCE) --track $(TRACK) --seconds $(SECONDS) $(if $(OUT),--out $(OUT))
+	$(PY) -m record --source $(SOURCE) --track $(TRACK) --seconds $(SECONDS) $(if $(OUT),--out $(OUT)) \
+	  $(if $(NOISE),--noise $(NOISE)) $(if $(SEED),--seed $(SEED))
 
 # make dataset [SESSION="data/sessions/A data/sessions/B"] [DATA=data/prepared]: clean, then prepare
 # (default: every session folder under data/sessions, i.e. each one holding a meta.json)
@@ -74,7 +76,7 @@ train: setup
 	$(PY) -m train --data $(DATA) --out $(MODEL) $(if $(EPOCHS),--epochs $(EPOCHS))
 
 # SIM=1: kartsim through the server (window if DISPLAY), prints lap times; ROM=path: mupen64plus + plugin_c.
-drive: setup
+drive: setup $(if $(ROM),plugin)
 	$(PY) -m drive --model $(MODEL) $(if $(SIM),--sim --track $(TRACK)) $(if $(LAPS),--laps $(LAPS)) $(if $(ROM),--rom $(ROM))
 
 # make finetune: kartsim's rainbow, from a rainbow clone (built first when missing: 1,000 s of DART

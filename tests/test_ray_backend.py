@@ -1,7 +1,8 @@
 """The Ray backend on a local Ray started by the test (2 actors, the simulator).
 
 Ray is the optional extra (``make setup EXTRAS=ray``; CI installs it): without
-it these tests skip with that reason.
+it these tests skip with that reason, or fail when the extra was asked for
+(``make test EXTRAS=ray`` under CI: tests/conftest.py).
 """
 
 from __future__ import annotations
