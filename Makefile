@@ -1,5 +1,9 @@
-# KartPilot front door. `make demo` and `make test` work on a fresh clone.
+# KartPilot front door. `make demo` and `make test` work on a fresh clone: `make demo` needs only
+# python3 (with venv) and make; `make test` first installs the system packages (make system-deps:
+# apt-get as root or through sudo) and the GPL test ROM (make test-rom).
 SHELL := /bin/bash
+# Prerequisites run in the order written (system-deps before setup needs python3-venv, before plugin).
+.NOTPARALLEL:
 PYTHON3 ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -18,12 +22,18 @@ SIM ?=
 FRAMES ?= 2000000
 ENVS ?= 24
 
-.PHONY: setup test lint demo record dataset clean-data train drive finetune plugin bench
+# The GPL mupen64plus test ROM: $KARTPILOT_TEST_ROM, else ../shared/roms, else fetched here by make test-rom.
+TEST_ROM ?= $(or $(KARTPILOT_TEST_ROM),$(wildcard ../shared/roms/m64p_test_rom.v64),.cache/roms/m64p_test_rom.v64)
+
+.PHONY: setup test lint demo record dataset clean-data train drive finetune plugin bench system-deps test-rom
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml tools_deps.py
-	test -x $(PY) || $(PYTHON3) -m venv $(VENV)
+	@test -x $(VENV)/bin/pip || $(PYTHON3) -c 'import ensurepip, venv' 2>/dev/null || { echo "setup: error: $(PYTHON3) cannot make a \
+	virtualenv (no venv/ensurepip module): on Debian/Ubuntu run 'sudo apt-get install python3-venv' \
+	(make system-deps does it), then make again" >&2; exit 2; }
+	test -x $(VENV)/bin/pip || $(PYTHON3) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $$($(PYTHON3) tools_deps.py dev $(EXTRAS))
 	touch $@
@@ -31,8 +41,16 @@ $(STAMP): pyproject.toml tools_deps.py
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: setup lint plugin
-	$(PY) -m pytest -q
+# The system packages the tests need (one list: system_deps.sh --list). Cheap when all are there.
+system-deps:
+	@bash system_deps.sh
+
+test-rom:
+	@bash system_deps.sh --test-rom $(TEST_ROM)
+
+# Under CI (or KARTPILOT_REQUIRE_SYSTEM=1) a test skipped for a missing system part fails the run.
+test: system-deps test-rom setup lint plugin
+	KARTPILOT_TEST_ROM=$(abspath $(TEST_ROM)) KARTPILOT_EXTRAS="$(EXTRAS)" $(PY) -m pytest -q
 
 plugin:
 	@if [ -f plugin_c/Makefile ]; then $(MAKE) -C plugin_c; fi
@@ -41,22 +59,25 @@ demo: setup
 	$(PY) -m demo
 
 # make record [SOURCE=screen|sim] [TRACK=luigi] [SECONDS=60] [OUT=data/sessions/NAME]
+#             [NOISE=0.3 SEED=N: sim, DART steering noise on the expert's kart (see train/README.md)]
 record: setup
-	$(PY) -m record --source $(SOURCE) --track $(TRACK) --seconds $(SECONDS) $(if $(OUT),--out $(OUT))
+	$(PY) -m record --source $(SOURCE) --track $(TRACK) --seconds $(SECONDS) $(if $(OUT),--out $(OUT)) \
+	  $(if $(NOISE),--noise $(NOISE)) $(if $(SEED),--seed $(SEED))
 
 # make dataset [SESSION="data/sessions/A data/sessions/B"] [DATA=data/prepared]: clean, then prepare
-# (default: every session under data/sessions)
+# (default: every session folder under data/sessions, i.e. each one holding a meta.json)
+SESSIONS = $(or $(SESSION),$(patsubst %/meta.json,%,$(wildcard data/sessions/*/meta.json)))
 dataset: setup
-	@test -n "$(or $(SESSION),$(wildcard data/sessions/*))" || { echo "no sessions: make record first"; exit 2; }
-	$(PY) -m dataset clean $(or $(SESSION),$(wildcard data/sessions/*))
-	$(PY) -m dataset prepare $(or $(SESSION),$(wildcard data/sessions/*)) --out $(DATA) --force
+	@test -n "$(SESSIONS)" || { echo "make dataset: error: no sessions (no data/sessions/*/meta.json): make record first" >&2; exit 2; }
+	$(PY) -m dataset clean $(SESSIONS)
+	$(PY) -m dataset prepare $(SESSIONS) --out $(DATA) --force
 
 train: setup
 	$(PY) -m train --data $(DATA) --out $(MODEL) $(if $(EPOCHS),--epochs $(EPOCHS))
 
 # SIM=1: kartsim through the server (window if DISPLAY), prints lap times; ROM=path: mupen64plus + plugin_c
 # (STATE=file.st: start from that savestate); DRIVE_ARGS="...": more python -m drive options.
-drive: setup
+drive: setup $(if $(ROM),plugin)
 	$(PY) -m drive --model $(MODEL) $(if $(SIM),--sim --track $(TRACK)) $(if $(LAPS),--laps $(LAPS)) $(if $(ROM),--rom $(ROM)) \
 	  $(if $(and $(ROM),$(STATE)),--mupen-arg=--savestate --mupen-arg=$(abspath $(STATE))) $(DRIVE_ARGS)
 

@@ -1,7 +1,8 @@
 """The Ray backend on a local Ray started by the test (2 actors, the simulator).
 
 Ray is the optional extra (``make setup EXTRAS=ray``; CI installs it): without
-it these tests skip with that reason.
+it these tests skip with that reason, or fail when the extra was asked for
+(``make test EXTRAS=ray`` under CI: tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import numpy as np
 import pytest
 
-ray = pytest.importorskip("ray", reason="Ray is the optional extra: make setup EXTRAS=ray")
+ray = pytest.importorskip("ray", reason="optional extra ray: make setup EXTRAS=ray (or make test EXTRAS=ray)")
 
 from train.finetune import ray_backend as rb  # noqa: E402
 from train.finetune.envs import RewardShaping, make_backend  # noqa: E402
