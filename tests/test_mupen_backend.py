@@ -25,10 +25,10 @@ def emu_ready(test_rom):
 
 
 def test_backend_interface(emu_ready):
-    import envs.mupen.backend  # noqa: F401  (registers mk64 and mupen-test)
-    from train.finetune.envs import VecEnvBackend, make_backend
+    from envs.vecenv import VecEnvBackend
+    from train.finetune.envs import make_backend
 
-    env = make_backend("mupen-test", track="test", num_envs=2, frames_per_step=3, seed=0, shaping=None,
+    env = make_backend("mupen-test", track="test", num_envs=2, action_repeat=3, seed=0, shaping=None,
                        rom=str(emu_ready))
     try:
         assert isinstance(env, VecEnvBackend)
@@ -47,20 +47,18 @@ def test_backend_interface(emu_ready):
 
 
 def test_mk64_backend_refuses_the_wrong_rom(emu_ready, monkeypatch):
-    import envs.mupen.backend  # noqa: F401
     from envs.mupen.rom import RomError
     from train.finetune.envs import make_backend
 
     with pytest.raises(RomError, match="MARIOKART64"):
-        make_backend("mk64", track="luigi", num_envs=1, frames_per_step=4, seed=0, shaping=None,
+        make_backend("mk64", track="luigi", num_envs=1, action_repeat=4, seed=0, shaping=None,
                      rom=str(emu_ready))
     monkeypatch.delenv("KARTPILOT_ROM", raising=False)
     with pytest.raises(ValueError, match="ROM"):
-        make_backend("mk64", track="luigi", num_envs=1, frames_per_step=4, seed=0, shaping=None, rom="")
+        make_backend("mk64", track="luigi", num_envs=1, action_repeat=4, seed=0, shaping=None, rom="")
 
 
 def test_ppo_updates_on_emulators(emu_ready, tmp_path, monkeypatch):
-    import envs.mupen.backend  # noqa: F401
     from tests.test_finetune import tiny_pilotnet
     from train.finetune.ppo import PPOConfig
     from train.finetune.trainer import Config, Trainer

@@ -1,12 +1,13 @@
-"""The emulator behind the learner's ``VecEnvBackend`` interface (train/finetune/envs.py).
+"""The emulator behind the learner's ``VecEnvBackend`` interface (envs/vecenv.py).
 
 ``MupenBackend`` wraps :class:`envs.mupen.vector.VecMupen`: observations go
 through ``common.frames.to_model_batch`` (66x200 model input), one decision
-lasts ``frames_per_step`` controller polls (one per game frame), the reward
+lasts ``action_repeat`` controller polls (one per game frame), the reward
 is the change in course completion (one lap = 100, as in kartsim) weighted by
 ``RewardShaping.progress`` (the other shaping terms need signals we do not
-read from MK64 yet and are ignored here). Registered as ``--env mk64`` (and ``--env mupen-test``
-for the GPL test ROM) when this module is imported.
+read from MK64 yet and are ignored here). ``make_mk64`` is ``--env mk64`` and
+``make_test_rom`` is ``--env mupen-test`` (the GPL test ROM), by the backend table
+in train/finetune/envs.py.
 
 ROM and savestate come from the factory's ``rom=``/``state=`` or the
 ``KARTPILOT_ROM`` / ``KARTPILOT_STATE`` environment variables (the Makefile's
@@ -20,10 +21,11 @@ import os
 import numpy as np
 
 from common import frames as fr
+from envs.vecenv import StepResult, VecEnvBackend
 
 
-class MupenBackend:
-    def __init__(self, track: str = "mk64", num_envs: int = 24, frames_per_step: int = 4, seed: int | None = 0,
+class MupenBackend(VecEnvBackend):
+    def __init__(self, track: str = "mk64", num_envs: int = 24, action_repeat: int = 4, seed: int | None = 0,
                  shaping=None, rom: str | None = None, state: str | None = None, profile: str | None = None,
                  **env_kw):
         from envs.mupen.vector import VecMupen
@@ -32,9 +34,9 @@ class MupenBackend:
         state = state or os.environ.get("KARTPILOT_STATE") or None
         if not rom:
             raise ValueError("the emulator env needs your ROM: pass ROM=path/to/mk64.z64 (KARTPILOT_ROM)")
-        self.track, self.num_envs, self.frames_per_step, self._seed = track, num_envs, frames_per_step, seed
+        self.track, self.num_envs, self.action_repeat, self._seed = track, num_envs, action_repeat, seed
         self.shaping = shaping
-        self.vec = VecMupen(num_envs, rom=rom, state=state, profile=profile, frame_skip=frames_per_step,
+        self.vec = VecMupen(num_envs, rom=rom, state=state, profile=profile, frame_skip=action_repeat,
                             **env_kw)
         self._laps = np.zeros(num_envs)
 
@@ -46,9 +48,7 @@ class MupenBackend:
         self._laps = np.asarray(info.get("lap", np.zeros(self.num_envs)), np.float64)
         return self._obs(obs)
 
-    def step(self, actions: np.ndarray):
-        from train.finetune.envs import StepResult
-
+    def step(self, actions: np.ndarray) -> StepResult:
         obs, reward, term, trunc, info = self.vec.step(np.asarray(actions, np.float32))
         n = self.num_envs
         reward = np.asarray(reward, np.float64)
@@ -76,20 +76,11 @@ class MupenBackend:
         self.vec.close()
 
 
-def _mk64(**kw):
+def make_mk64(**kw) -> MupenBackend:
     return MupenBackend(profile="mk64", **kw)
 
 
-def _test_rom(**kw):
-    kw.setdefault("rom", os.environ.get("KARTPILOT_TEST_ROM"))
+def make_test_rom(**kw) -> MupenBackend:
+    if not kw.get("rom"):
+        kw["rom"] = os.environ.get("KARTPILOT_TEST_ROM")
     return MupenBackend(profile="test", **kw)
-
-
-def register() -> None:
-    from train.finetune.envs import register_backend
-
-    register_backend("mk64", _mk64)
-    register_backend("mupen-test", _test_rom)
-
-
-register()
