@@ -77,3 +77,30 @@ def test_ppo_updates_on_emulators(emu_ready, tmp_path, monkeypatch):
         assert np.isfinite(row.get("reward_per_s", 0.0))
     finally:
         trainer.close()
+
+
+def test_cli_finetunes_on_the_test_rom(emu_ready, tmp_path):
+    """``python -m train.finetune --env mupen-test`` end to end: 2 emulators train, a third evaluates."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.test_finetune import tiny_pilotnet
+    from train.model import save_model
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    model = save_model(tiny_pilotnet(seed=1), str(tmp_path / "tiny.keras"))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "train.finetune", "--env", "mupen-test", "--rom", str(emu_ready),
+           "--model", model, "--track", "test", "--envs", "2", "--action-repeat", "2", "--rollout", "8",
+           "--frames", "64", "--warmup-frames", "0", "--epochs", "1", "--minibatch", "16", "--eval-laps", "1",
+           "--eval-max-s", "1", "--out", str(out), "--no-tensorboard", "--quiet", "--json"]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["frames"] == 64 and summary["updates"] == 2  # 2 updates x 8 decisions x 2 envs x 2 frames
+    assert summary["envs"] == 2 and summary["action_repeat"] == 2 and summary["track"] == "test"
+    assert summary["expert_best_lap_s"] is None and summary["lower_bound_s"] is None  # no expert, no bound
+    assert summary["evals"] == 1  # the final evaluation ran on its own emulator
+    for name in ("ckpt/state.npz", "ckpt/actor.keras", "train.csv", "eval.csv", "summary.json"):
+        assert (out / name).exists(), name
