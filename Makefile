@@ -83,23 +83,22 @@ drive: setup $(if $(ROM),plugin)
 
 # make finetune: kartsim's rainbow, from a rainbow clone (built first when missing: 1,000 s of DART
 # expert demos + 15 epochs; MODEL=... on the command line uses yours). ENV=mk64 ROM=... STATE=...:
-# the real game on $(ENVS) emulators; RAY=auto|ADDRESS: environment workers as Ray actors
-# (make setup EXTRAS=ray). See envs/mupen/README.md.
+# the real game on $(ENVS) emulators (ENV=mupen-test ROM=<GPL test ROM>: the plumbing only);
+# RAY=auto|ADDRESS|local: the training envs as Ray actors (make setup EXTRAS=ray). See envs/mupen/README.md.
+# The run goes to FT_OUT; when FT_OUT already holds a checkpoint, make finetune resumes it (raise
+# FRAMES to train on); a fresh run never replaces another run's checkpoint or best model.
 RAINBOW_BC := data/models/rainbow-bc.keras
-FT_MODEL := $(if $(filter command line,$(origin MODEL)),$(MODEL),$(RAINBOW_BC))
+FT_MODEL := $(if $(filter command line,$(origin MODEL)),$(MODEL),$(if $(ENV),$(MODEL),$(RAINBOW_BC)))
+FT_OUT ?= data/finetune/$(or $(ENV),rainbow)
 
 $(RAINBOW_BC): | setup
 	$(PY) -m train demos --track rainbow --frames 30000 --noise 0.25 --seed 3 --out data/prepared-rainbow --json
 	$(PY) -m train --data data/prepared-rainbow --out $@ --epochs 15 --patience 4 --json
 
-finetune: setup plugin $(if $(or $(ENV),$(RAY)),,$(FT_MODEL))
-ifeq ($(or $(ENV),$(RAY)),)
-	$(PY) -m train.finetune --model $(FT_MODEL) --track rainbow --frames $(FRAMES) --envs $(ENVS) --out data/finetune/rainbow --json
-else
-	$(PY) -m train.finetune.ray_backend $(if $(RAY),--ray $(RAY)) $(if $(ROM),--rom $(ROM)) $(if $(STATE),--state $(STATE)) -- \
-	  --model $(MODEL) $(if $(ENV),--env $(ENV) --track $(ENV) --eval-tracks $(ENV),--track rainbow) \
-	  --frames $(FRAMES) --envs $(ENVS) --out data/finetune/$(or $(ENV),rainbow) --json
-endif
+finetune: setup plugin $(if $(ENV),,$(FT_MODEL))
+	$(PY) -m train.finetune --model $(FT_MODEL) $(if $(ENV),--env $(ENV) --track $(ENV),--track rainbow) \
+	  $(if $(ROM),--rom $(ROM)) $(if $(STATE),--state $(STATE)) $(if $(RAY),--ray $(RAY)) \
+	  --frames $(FRAMES) --envs $(ENVS) --out $(FT_OUT) $(if $(wildcard $(FT_OUT)/ckpt/state.npz),--resume) --json
 
 bench: setup plugin
 	$(PY) -m envs.kartsim bench --envs 24 --steps 300 --size 66x200 --json

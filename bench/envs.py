@@ -40,7 +40,7 @@ def _rate(backend, steps: int, num_envs: int) -> float:
 def bench_sim(envs: int, steps: int) -> float:
     from train.finetune.envs import make_backend
 
-    b = make_backend("kartsim", track="luigi", num_envs=envs, frames_per_step=1, seed=0)
+    b = make_backend("kartsim", track="luigi", num_envs=envs, action_repeat=1, seed=0)
     try:
         return _rate(b, steps, envs)
     finally:
@@ -75,7 +75,7 @@ def bench_ray(envs: int, steps: int, actors: int = 2) -> float:
 
     rb.init_ray("local", num_cpus=actors, object_store_mb=100)
     try:
-        b = rb.RayBackend(track="luigi", num_envs=envs, frames_per_step=1, seed=0, inner="kartsim",
+        b = rb.RayBackend(track="luigi", num_envs=envs, action_repeat=1, seed=0, inner="kartsim",
                           actors=actors, address="local")
         try:
             return _rate(b, steps, envs)

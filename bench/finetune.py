@@ -30,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def sim_only(envs: int, repeat: int, decisions: int) -> float:
     from train.finetune.envs import make_backend
 
-    b = make_backend("kartsim", track="rainbow", num_envs=envs, frames_per_step=repeat, seed=0)
+    b = make_backend("kartsim", track="rainbow", num_envs=envs, action_repeat=repeat, seed=0)
     try:
         b.reset(seed=0)
         act = np.zeros((envs, 5), np.float32)

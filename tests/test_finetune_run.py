@@ -96,7 +96,7 @@ def test_checkpoint_resume_takes_the_same_next_update(files, tmp_path):
     a.close()
     b.close()
     # a checkpoint whose environments do not fit (other --envs) is refused by name, not half-loaded
-    with pytest.raises(ValueError, match=r"state\.pkl.*--envs"):
+    with pytest.raises(ValueError, match=r"state\.npz.*--envs"):
         Trainer(config(files, tmp_path / "r", envs=2, rollout=8, warmup_frames=32 * 4, resume=True))
 
 
@@ -115,7 +115,7 @@ def test_cli_json_and_outputs(files, tmp_path):
     assert summary["frames"] == 1024
     assert summary["decisions_per_s"] == pytest.approx(summary["frames_per_s"] / 4)
     assert summary["expert_best_lap_s"] > summary["lower_bound_s"] > 0
-    for name in ("curve.png", "eval.csv", "train.csv", "summary.json", "ckpt/state.pkl", "ckpt/actor.keras"):
+    for name in ("curve.png", "eval.csv", "train.csv", "summary.json", "ckpt/state.npz", "ckpt/actor.keras"):
         assert (out / name).exists(), name
     assert "warmup" in (out / "train.csv").read_text()
     assert "mini_turbos" in (out / "eval.csv").read_text().splitlines()[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -14,10 +16,10 @@ def emu_ready(emulator_rom):
 
 
 def test_backend_interface(emu_ready):
-    import envs.mupen.backend  # noqa: F401  (registers mk64 and mupen-test)
-    from train.finetune.envs import VecEnvBackend, make_backend
+    from envs.vecenv import VecEnvBackend
+    from train.finetune.envs import make_backend
 
-    env = make_backend("mupen-test", track="test", num_envs=2, frames_per_step=3, seed=0, shaping=None,
+    env = make_backend("mupen-test", track="test", num_envs=2, action_repeat=3, seed=0, shaping=None,
                        rom=str(emu_ready))
     try:
         assert isinstance(env, VecEnvBackend)
@@ -36,20 +38,18 @@ def test_backend_interface(emu_ready):
 
 
 def test_mk64_backend_refuses_the_wrong_rom(emu_ready, monkeypatch):
-    import envs.mupen.backend  # noqa: F401
     from envs.mupen.rom import RomError
     from train.finetune.envs import make_backend
 
     with pytest.raises(RomError, match="MARIOKART64"):
-        make_backend("mk64", track="luigi", num_envs=1, frames_per_step=4, seed=0, shaping=None,
+        make_backend("mk64", track="luigi", num_envs=1, action_repeat=4, seed=0, shaping=None,
                      rom=str(emu_ready))
     monkeypatch.delenv("KARTPILOT_ROM", raising=False)
     with pytest.raises(ValueError, match="ROM"):
-        make_backend("mk64", track="luigi", num_envs=1, frames_per_step=4, seed=0, shaping=None, rom="")
+        make_backend("mk64", track="luigi", num_envs=1, action_repeat=4, seed=0, shaping=None, rom="")
 
 
 def test_ppo_updates_on_emulators(emu_ready, tmp_path, monkeypatch):
-    import envs.mupen.backend  # noqa: F401
     from testing.models import tiny_pilotnet
     from train.finetune.ppo import PPOConfig
     from train.finetune.trainer import Config, Trainer
@@ -68,3 +68,30 @@ def test_ppo_updates_on_emulators(emu_ready, tmp_path, monkeypatch):
         assert np.isfinite(row.get("reward_per_s", 0.0))
     finally:
         trainer.close()
+
+
+def test_cli_finetunes_on_the_test_rom(emu_ready, tmp_path):
+    """``python -m train.finetune --env mupen-test`` end to end: 2 emulators train, a third evaluates."""
+    import json
+    import subprocess
+    import sys
+
+    from testing.models import tiny_pilotnet
+    from train.model import save_model
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    model = save_model(tiny_pilotnet(seed=1), str(tmp_path / "tiny.keras"))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "train.finetune", "--env", "mupen-test", "--rom", str(emu_ready),
+           "--model", model, "--track", "test", "--envs", "2", "--action-repeat", "2", "--rollout", "8",
+           "--frames", "64", "--warmup-frames", "0", "--epochs", "1", "--minibatch", "16", "--eval-laps", "1",
+           "--eval-max-s", "1", "--out", str(out), "--no-tensorboard", "--quiet", "--json"]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["frames"] == 64 and summary["updates"] == 2  # 2 updates x 8 decisions x 2 envs x 2 frames
+    assert summary["envs"] == 2 and summary["action_repeat"] == 2 and summary["track"] == "test"
+    assert summary["expert_best_lap_s"] is None and summary["lower_bound_s"] is None  # no expert, no bound
+    assert summary["evals"] == 1  # the final evaluation ran on its own emulator
+    for name in ("ckpt/state.npz", "ckpt/actor.keras", "train.csv", "eval.csv", "summary.json"):
+        assert (out / name).exists(), name

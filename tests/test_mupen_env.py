@@ -66,7 +66,7 @@ def test_reset_reloads_the_savestate(emu_ready):
     from envs.mupen import MupenEnv
 
     # a 2 s plugin timeout: the bridge answers a poll held > 1 s itself (idle learner)
-    env = MupenEnv(emu_ready, frame_skip=2, timeout_ms=2000)
+    env = MupenEnv(emu_ready, action_repeat=2, timeout_ms=2000)
     try:
         env.reset()
         for _ in range(10):

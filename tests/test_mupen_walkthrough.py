@@ -78,7 +78,7 @@ def test_walkthrough_commands_run_on_the_test_rom(emulator_rom, tmp_path):
     assert out["ok"] and out["server"]["per_controller"][0] > 10 and out["ports"]["0"]["driver"] == "model"
 
     # 6. fine-tune on emulators (2 here, 24 in the walkthrough), as `make finetune ENV=...` runs it
-    out = _run([py, "-m", "train.finetune.ray_backend", "--rom", rom, "--state", state, "--",
+    out = _run([py, "-m", "train.finetune", "--rom", rom, "--state", state,
                 "--model", model, "--env", "mupen-test", "--track", "mupen-test", "--eval-tracks", "mupen-test",
                 "--frames", "32", "--envs", "2", "--rollout", "8", "--warmup-frames", "0", "--eval-max-s", "1",
                 "--eval-envs", "1", "--out", tmp_path / "ft", "--no-tensorboard", "--quiet", "--json"],

@@ -46,7 +46,7 @@ def test_split_slices():
 
 
 def test_ray_steps_exactly_like_one_process_and_replaces_a_dead_actor(local_ray):
-    kw = dict(track="luigi", num_envs=4, frames_per_step=4, seed=3, shaping=RewardShaping())
+    kw = dict(track="luigi", num_envs=4, action_repeat=4, seed=3, shaping=RewardShaping())
     single = make_backend("kartsim", **kw)
     remote = rb.RayBackend(inner="kartsim", actors=2, address="local", **kw)
     try:
@@ -85,7 +85,7 @@ def test_emulator_actors_use_the_resource_tag(local_ray):
     rom = find_test_rom()
     if rom is None or shutil.which("Xvfb") is None or find_mupen() is None or not DEFAULT_PLUGIN.is_file():
         pytest.skip("needs the GPL test ROM, Xvfb, mupen64plus and the built plugin (make plugin)")
-    remote = rb.RayBackend(track="test", num_envs=2, frames_per_step=2, seed=0, inner="mupen-test", actors=2,
+    remote = rb.RayBackend(track="test", num_envs=2, action_repeat=2, seed=0, inner="mupen-test", actors=2,
                            address="local", rom=str(rom))
     try:
         st = remote.stats()
@@ -136,21 +136,20 @@ def test_learning_curve_matches_single_machine_and_survives_a_killed_actor(local
     files = {"track": str(track), "model": save_model(tiny_pilotnet(seed=1), str(tmp_path / "tiny.keras"))}
     updates = 14
 
-    def run(env_name, out, kill_at=None):
-        trainer = Trainer(_config(files, tmp_path / out, env=env_name))
+    def run(out, kill_at=None, **kw):
+        trainer = Trainer(_config(files, tmp_path / out, **kw))
         try:
             for u in range(updates):
                 if kill_at is not None and u == kill_at:
                     trainer.env.kill_actor(0)
                 trainer.train_update()
-            stats = trainer.env.stats() if hasattr(trainer.env, "stats") else {}
+            stats = trainer.env.stats() if isinstance(trainer.env, rb.RayBackend) else {}
             return [h["reward_per_s"] for h in trainer.history], stats
         finally:
             trainer.close()
 
-    local, _ = run("kartsim", "single")
-    name = rb.configure("local", inner="kartsim", actors=2)
-    remote, stats = run(name, "ray", kill_at=updates // 2)
+    local, _ = run("single")
+    remote, stats = run("ray", kill_at=updates // 2, ray="local", ray_actors=2)
     print("single", np.round(local, 3), "\nray   ", np.round(remote, 3), stats)
     assert stats["ray_actors"] == 2 and stats["actor_replacements"] == 1 and stats["policy_lag"] == 0
     k = updates // 2

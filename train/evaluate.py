@@ -25,8 +25,55 @@ from common import frames
 
 OFFROAD_GRACE_S = 1.0
 PILOTNET_INTERVENTION_S = 6.0
-GIF_EVERY = 3  # 30 Hz -> 10 fps GIF
+GIF_EVERY = 3  # every 3rd game frame: kartsim's 30 fps -> a 10 fps GIF
 GIF_MAX_FRAMES = 400
+
+
+class Drive:
+    """One evaluation run's record, step by step: the driven line, speeds, interventions, GIF frames.
+
+    An intervention is a fall, or more than ``OFFROAD_GRACE_S`` off the road while
+    the model drives; with ``takeover`` the expert then drives until the kart is
+    back on the road. Time falling or under takeover is intervention time.
+    """
+
+    def __init__(self, dt: float, model_driving: bool, takeover: bool, media: bool):
+        self.dt, self.model_driving, self.takeover, self.media = dt, model_driving, takeover, media
+        self.path_xy: list[tuple[float, float]] = []
+        self.speeds: list[float] = []
+        self.marks: list[tuple[float, float, str]] = []
+        self.gif: list[np.ndarray] = []
+        self.offroad_s = self.intervention_s = self.infer_s = 0.0
+        self.interventions, self.falls_seen, self.steps = 0, 0, 0
+        self.taking_over = False
+
+    def see(self, x: np.ndarray) -> None:
+        """Keep every GIF_EVERY-th model input for the GIF and the strip."""
+        if self.media and self.steps % GIF_EVERY == 0 and len(self.gif) < GIF_MAX_FRAMES:
+            self.gif.append(x)
+
+    def expert_drives(self) -> bool:
+        return not self.model_driving or self.taking_over
+
+    def record(self, info: dict, pos: tuple[float, float]) -> None:
+        """Account one step: position, speed, a new fall, off-road time and takeovers."""
+        self.steps += 1
+        self.path_xy.append(pos)
+        self.speeds.append(info["speed"])
+        surface = info["surface"]
+        if info["falls"] > self.falls_seen:  # a new fall: one intervention
+            self.falls_seen = info["falls"]
+            self.interventions += 1
+            self.marks.append((*pos, "fall"))
+        self.offroad_s = self.offroad_s + self.dt if surface == "offroad" else 0.0
+        if surface != "offroad":
+            self.taking_over = False
+        elif self.offroad_s > OFFROAD_GRACE_S and not self.taking_over and self.model_driving:
+            self.interventions += 1
+            self.marks.append((*pos, "offroad"))
+            self.taking_over = self.takeover
+        if surface == "falling" or self.taking_over:
+            self.intervention_s += self.dt
 
 
 def evaluate(
@@ -45,7 +92,6 @@ def evaluate(
 ) -> dict:
     """Drive ``model`` (path, keras model, or None for the expert) for ``laps`` laps; return figures."""
     from envs import kartsim
-    from envs.kartsim import physics
 
     if render not in ("model", "full"):
         raise ValueError(f"render must be 'model' or 'full', got {render!r}")
@@ -58,86 +104,87 @@ def evaluate(
     driver = "expert" if policy is None else "model"
     size = frames.MODEL_SHAPE[:2] if render == "model" else (240, 320)
     env = kartsim.make(track=track, size=size, seed=seed, laps=laps, max_time_s=max_seconds)
+    try:
+        drive = Drive(1.0 / kartsim.FPS, policy is not None, takeover, media)
+        info, terminated = run_laps(env, policy, drive, seed, laps,
+                                    tqdm(total=laps, desc=f"{driver} on {track}", unit="lap", disable=not progress))
+        result = figures(drive, info, terminated, driver=driver, model=model, policy=policy, track=track,
+                         render=render, laps=laps, lower_bound_s=float(kartsim.lower_bound_s(track)))
+        if media:
+            result["media"] = write_media(drive, env.unwrapped.track, result, media_dir(out_dir, model, driver, track))
+    finally:
+        env.close()
+    return result
+
+
+def run_laps(env, policy, drive: Drive, seed: int, laps: int, bar) -> tuple[dict, bool]:
+    """Step until the race ends (or is cut off); returns the last info and whether it finished."""
     sim = env.unwrapped
     obs, info = env.reset(seed=seed)
-    dt = 1.0 / kartsim.FPS
+    with bar:
+        while True:
+            x = frames.to_model_input(obs)
+            drive.see(x)
+            if drive.expert_drives():
+                action = sim.expert_action()
+            else:
+                t0 = time.perf_counter()
+                action = policy(x[None])[0]
+                drive.infer_s += time.perf_counter() - t0
+            obs, _, terminated, truncated, info = env.step(action)
+            drive.record(info, sim.position())
+            if info["lap"] > bar.n:
+                bar.update(info["lap"] - bar.n)
+            if terminated or truncated:
+                return info, bool(terminated)
 
-    path_xy, speeds, marks, gif = [], [], [], []
-    offroad_s = intervention_s = 0.0
-    interventions, taking_over, falls_seen, steps = 0, False, 0, 0
-    infer_s = 0.0
-    bar = tqdm(total=laps, desc=f"{driver} on {track}", unit="lap", disable=not progress)
-    while True:
-        x = frames.to_model_input(obs)
-        if media and steps % GIF_EVERY == 0 and len(gif) < GIF_MAX_FRAMES:
-            gif.append(x)
-        if policy is None or taking_over:
-            action = sim.expert_action()
-        else:
-            t0 = time.perf_counter()
-            action = policy(x[None])[0]
-            infer_s += time.perf_counter() - t0
-        obs, _, terminated, truncated, info = env.step(action)
-        steps += 1
-        fs = sim.sim.fs[0]
-        path_xy.append((fs[physics.X], fs[physics.Y]))
-        speeds.append(info["speed"])
-        surface = info["surface"]
-        if info["falls"] > falls_seen:  # a new fall: one intervention
-            falls_seen = info["falls"]
-            interventions += 1
-            marks.append((fs[physics.X], fs[physics.Y], "fall"))
-        offroad_s = offroad_s + dt if surface == "offroad" else 0.0
-        if surface != "offroad":
-            taking_over = False
-        elif offroad_s > OFFROAD_GRACE_S and not taking_over and policy is not None:
-            interventions += 1
-            marks.append((fs[physics.X], fs[physics.Y], "offroad"))
-            taking_over = takeover
-        if surface == "falling" or taking_over:
-            intervention_s += dt
-        if info["lap"] > bar.n:
-            bar.update(info["lap"] - bar.n)
-        if terminated or truncated:
-            break
-    bar.close()
+
+def figures(drive: Drive, info: dict, terminated: bool, *, driver, model, policy, track, render, laps,
+            lower_bound_s: float) -> dict:
+    """The result dict: laps, lap times, falls, mini-turbos, interventions and autonomy, inference time."""
     race_s = float(info["t"])
     lap_times = [round(t, 3) for t in info["lap_times"]]
-    result = {
+    steps = drive.steps
+    return {
         "driver": driver,
         "model": None if model is None else (model if isinstance(model, str) else getattr(policy, "path", None)),
         "track": track,
         "render": render,
         "laps": int(info["lap"]),
         "laps_target": laps,
-        "finished": bool(terminated),
+        "finished": terminated,
         "lap_times": lap_times,
         "best_lap_s": min(lap_times) if lap_times else None,
         "race_time_s": round(race_s, 3),
         "falls": int(info["falls"]),
         "mini_turbos": int(info["mini_turbos"]),
-        "interventions": interventions,
-        "intervention_s": round(intervention_s, 3),
-        "autonomy": round(max(0.0, 1.0 - intervention_s / race_s), 4) if race_s else 0.0,
-        "autonomy_pilotnet": round(max(0.0, 1.0 - interventions * PILOTNET_INTERVENTION_S / race_s), 4)
+        "interventions": drive.interventions,
+        "intervention_s": round(drive.intervention_s, 3),
+        "autonomy": round(max(0.0, 1.0 - drive.intervention_s / race_s), 4) if race_s else 0.0,
+        "autonomy_pilotnet": round(max(0.0, 1.0 - drive.interventions * PILOTNET_INTERVENTION_S / race_s), 4)
         if race_s else 0.0,
-        "lower_bound_s": round(float(kartsim.lower_bound_s(track)), 3),
+        "lower_bound_s": round(lower_bound_s, 3),
         "steps": steps,
-        "inference_ms": round(1000 * infer_s / steps, 3) if policy is not None and steps else None,
+        "inference_ms": round(1000 * drive.infer_s / steps, 3) if policy is not None and steps else None,
     }
-    if media:
-        if out_dir is None:
-            base = os.path.splitext(model)[0] if isinstance(model, str) else os.path.join("data", "eval", driver)
-            out_dir = f"{base}.eval-{os.path.splitext(os.path.basename(str(track)))[0]}"
-        os.makedirs(out_dir, exist_ok=True)
-        result["media"] = {
-            "gif": _write_gif(gif, os.path.join(out_dir, "run.gif")),
-            "strip": _write_strip(gif, os.path.join(out_dir, "strip.png")),
-            "trace": _write_trace(sim.track, np.array(path_xy), np.array(speeds), marks,
-                                  os.path.join(out_dir, "trace.png"), result),
-        }
-    env.close()
-    return result
+
+
+def media_dir(out_dir: str | None, model, driver: str, track: str) -> str:
+    if out_dir is not None:
+        return out_dir
+    base = os.path.splitext(model)[0] if isinstance(model, str) else os.path.join("data", "eval", driver)
+    return f"{base}.eval-{os.path.splitext(os.path.basename(str(track)))[0]}"
+
+
+def write_media(drive: Drive, track, result: dict, out_dir: str) -> dict:
+    """The GIF, the frame strip and the top-down trace PNG; their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    return {
+        "gif": _write_gif(drive.gif, os.path.join(out_dir, "run.gif")),
+        "strip": _write_strip(drive.gif, os.path.join(out_dir, "strip.png")),
+        "trace": _write_trace(track, np.array(drive.path_xy), np.array(drive.speeds), drive.marks,
+                              os.path.join(out_dir, "trace.png"), result),
+    }
 
 
 def _write_gif(imgs: list[np.ndarray], path: str) -> str | None:
@@ -145,8 +192,10 @@ def _write_gif(imgs: list[np.ndarray], path: str) -> str | None:
         return None
     from PIL import Image
 
+    from envs.kartsim.kart import FPS
+
     pics = [Image.fromarray(i).resize((i.shape[1] * 2, i.shape[0] * 2), Image.Resampling.NEAREST) for i in imgs]
-    pics[0].save(path, save_all=True, append_images=pics[1:], duration=int(1000 * GIF_EVERY / 30), loop=0)
+    pics[0].save(path, save_all=True, append_images=pics[1:], duration=int(1000 * GIF_EVERY / FPS), loop=0)
     return path
 
 

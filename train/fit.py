@@ -3,7 +3,12 @@
 Files of one run, next to ``--out MODEL.keras`` (the best-validation model):
 
     MODEL.run/last.keras      every epoch's end state, with optimizer (what --resume loads)
-    MODEL.run/log.csv         per-epoch loss / val_loss / val_mae (CSVLogger)
+    MODEL.run/log.csv         per-epoch loss / val_loss / val_mae (CSVLogger's layout)
+
+Every model file is replaced atomically (``common.atomic``): a crash or a full
+disk leaves the previous complete file, never a torn one; ``EpochCheckpoint``
+orders an epoch's writes so ``--resume`` never runs an epoch twice, and
+``--resume`` restores EarlyStopping's count from the log.
     MODEL.run/tb/             TensorBoard logs
     MODEL.run/result.json     the figures ``python -m train --json`` prints
     MODEL.run/*.png           learning curves, predicted vs recorded steering
@@ -22,6 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from common import action as act
+from common import atomic
 from train import data as tdata
 from train.model import build_pilotnet, euclidean_loss, load_model, save_model
 
@@ -74,15 +80,72 @@ class Throughput(keras.callbacks.Callback):
         return self.samples * len(timed) / sum(timed) if timed else 0.0
 
 
-class SaveLast(keras.callbacks.Callback):
-    """Save the end-of-epoch model (with optimizer state) for --resume."""
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Each epoch's end, in an order a crash at any point leaves consistent:
 
-    def __init__(self, path: str):
+    1. the best-validation model, when this epoch improved on it (atomic replace);
+    2. ``last.keras`` (model + optimizer) written complete to a temp file beside it;
+    3. the epoch's row appended to ``log.csv`` and fsynced;
+    4. the temp file renamed over ``last.keras``.
+
+    ``--resume`` counts the epochs done from the CSV rows and loads ``last.keras``:
+    a crash before 3 repeats nothing and loses nothing (the old ``last.keras``
+    and the old rows agree); a crash between 3 and 4 loses that epoch's weight
+    update but never runs an epoch twice. Every model file is always either the
+    previous complete one or the new complete one (``common.atomic``).
+    """
+
+    def __init__(self, last: str, best: str, csv_path: str, best_val: float | None = None):
         super().__init__()
-        self.path = path
+        self.last, self.best, self.csv_path = last, best, csv_path
+        self.best_val = float("inf") if best_val is None else best_val
 
     def on_epoch_end(self, epoch, logs=None):
-        self.model.save(self.path)
+        logs = dict(logs or {})
+        val = logs.get("val_loss")
+        if val is not None and val < self.best_val:
+            self.best_val = float(val)
+            save_model(self.model, self.best)
+        with atomic.replacing(self.last) as tmp:
+            self.model.save(tmp)
+            append_log_row(self.csv_path, epoch, logs)
+
+
+def append_log_row(csv_path: str, epoch: int, logs: dict) -> None:
+    """One epoch's row in CSVLogger's layout (``epoch`` + sorted metric names), flushed and fsynced."""
+    fields = ["epoch", *sorted(logs)]
+    new = not os.path.exists(csv_path) or os.path.getsize(csv_path) == 0
+    if not new:
+        with open(csv_path, newline="") as f:
+            fields = next(csv.reader(f), fields)
+    with open(csv_path, "a", newline="") as f:
+        w = csv.DictWriter(f, fields, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerow({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping on ``val_loss`` that, on ``--resume``, starts from the logged epochs' state
+    (best value, its epoch, epochs waited since) instead of from scratch."""
+
+    def __init__(self, patience: int, val_losses: list[float] = ()):
+        super().__init__(monitor="val_loss", patience=patience, restore_best_weights=False)
+        self.val_losses = [float(v) for v in val_losses]
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.val_losses:
+            self.best_epoch = int(np.argmin(self.val_losses))
+            self.best = self.val_losses[self.best_epoch]
+            self.wait = len(self.val_losses) - 1 - self.best_epoch
+
+    @property
+    def exhausted(self) -> bool:
+        """The logged epochs already ran out of patience (the run before stopped early)."""
+        return bool(self.val_losses) and len(self.val_losses) - 1 - int(np.argmin(self.val_losses)) >= self.patience
 
 
 def compile_model(model: keras.Model, lr: float) -> keras.Model:
@@ -91,11 +154,12 @@ def compile_model(model: keras.Model, lr: float) -> keras.Model:
     return model
 
 
-def _done_epochs(csv_path: str) -> int:
+def read_log(csv_path: str) -> list[dict]:
+    """The logged epochs (``log.csv`` rows); [] when there is none yet."""
     if not os.path.exists(csv_path):
-        return 0
-    with open(csv_path) as f:
-        return sum(1 for _ in csv.DictReader(f))
+        return []
+    with open(csv_path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def per_field_mae(model: keras.Model, source: tdata.Source, batch_size: int = 256) -> dict[str, float]:
@@ -136,61 +200,79 @@ def train(
     train_src, val_src, manifest = tdata.load_sources(data, corrections, corrections_weight)
     train_ds, steps = tdata.make_dataset(train_src, batch_size, brightness=brightness, flip=flip)
     val_ds, _ = tdata.make_dataset(val_src, batch_size, training=False)
+    run = open_run(out, resume, lr, dropout)
+    thr = Throughput(len(train_src.epoch_index()))
+    early = ResumableEarlyStopping(patience, [float(r["val_loss"]) for r in run.rows if r.get("val_loss")])
+    callbacks = run_callbacks(run, early, thr, steps if progress else None, epochs)
+    initial_val_loss = None
+    if run.initial_epoch == 0:  # the untrained model's val loss: the baseline training must beat
+        initial_val_loss = round(float(run.model.evaluate(val_ds, verbose=0, return_dict=True)["loss"]), 5)
+    t0 = time.perf_counter()
+    if run.initial_epoch < epochs and not early.exhausted:
+        run.model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=run.initial_epoch,
+                      steps_per_epoch=steps, callbacks=callbacks, verbose=0, shuffle=False)
+    wall = time.perf_counter() - t0
+    return report(run, data, val_src, manifest, initial_val_loss=initial_val_loss, wall=wall, thr=thr,
+                  train_samples=len(train_src), batch_size=batch_size, corrections=corrections, plots=plots)
 
+
+class Run:
+    """One fit's files and starting point (see the module doc)."""
+
+    def __init__(self, out: str, model: keras.Model, rows: list[dict]):
+        self.out, self.model, self.rows = os.fspath(out), model, rows
+        self.dir = run_dir(out)
+        self.last = os.path.join(self.dir, "last.keras")
+        self.csv_path = os.path.join(self.dir, "log.csv")
+        self.initial_epoch = len(rows)
+
+
+def open_run(out: str, resume: bool, lr: float, dropout: float) -> Run:
+    """Resume from ``last.keras`` and ``log.csv`` (the epochs done = the rows logged), or start fresh."""
     rdir = run_dir(out)
     os.makedirs(rdir, exist_ok=True)
     last, csv_path = os.path.join(rdir, "last.keras"), os.path.join(rdir, "log.csv")
-    initial_epoch = 0
     if resume and os.path.exists(last):
         model = load_model(last, compile=True)
         if model.optimizer is None:
             compile_model(model, lr)
-        initial_epoch = _done_epochs(csv_path)
-    else:
-        if resume:
-            print(f"--resume: no {last} yet, starting fresh", file=sys.stderr)
-        elif os.path.exists(csv_path):
-            os.remove(csv_path)  # a fresh run starts a fresh log
-        model = compile_model(build_pilotnet(dropout), lr)
+        return Run(out, model, read_log(csv_path))
+    if resume:
+        print(f"--resume: no {last} yet, starting fresh", file=sys.stderr)
+    elif os.path.exists(csv_path):
+        os.remove(csv_path)  # a fresh run starts a fresh log (this run's own file)
+    return Run(out, compile_model(build_pilotnet(dropout), lr), [])
 
-    samples_per_epoch = len(train_src.epoch_index())
-    thr = Throughput(samples_per_epoch)
-    best = keras.callbacks.ModelCheckpoint(os.fspath(out), monitor="val_loss", save_best_only=True)
-    if resume and os.path.exists(out) and os.path.exists(csv_path):
-        # keep the best-so-far threshold, so a worse resumed epoch does not overwrite it
-        with open(csv_path) as f:
-            vals = [float(r["val_loss"]) for r in csv.DictReader(f) if r.get("val_loss")]
-        if vals:
-            best.best = min(vals)
+
+def run_callbacks(run: Run, early: ResumableEarlyStopping, thr: Throughput, steps: int | None,
+                  epochs: int) -> list:
+    """Checkpoints (best + last + CSV row, in crash-safe order), early stopping, TensorBoard, progress."""
+    # keep the best-so-far threshold on resume, so a worse resumed epoch does not replace the best model
+    best_val = min(early.val_losses) if early.val_losses and os.path.exists(run.out) else None
     callbacks = [
-        best,
-        SaveLast(last),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=False),
-        keras.callbacks.CSVLogger(csv_path, append=resume),
-        keras.callbacks.TensorBoard(os.path.join(rdir, "tb"), update_freq="epoch", profile_batch=0),
+        EpochCheckpoint(run.last, run.out, run.csv_path, best_val),
+        early,
+        keras.callbacks.TensorBoard(os.path.join(run.dir, "tb"), update_freq="epoch", profile_batch=0),
         thr,
     ]
-    if progress:
+    if steps is not None:
         callbacks.append(TqdmProgress(steps, epochs))
-    initial_val_loss = None
-    if initial_epoch == 0:  # the untrained model's val loss: the baseline training must beat
-        initial_val_loss = round(float(model.evaluate(val_ds, verbose=0, return_dict=True)["loss"]), 5)
-    t0 = time.perf_counter()
-    if initial_epoch < epochs:
-        model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
-                  steps_per_epoch=steps, callbacks=callbacks, verbose=0, shuffle=False)
-    wall = time.perf_counter() - t0
+    return callbacks
 
+
+def report(run: Run, data: str, val_src, manifest, *, initial_val_loss, wall: float, thr: Throughput,
+           train_samples: int, batch_size: int, corrections, plots: bool) -> dict:
+    """The figures of the finished fit (best epoch by val_loss), plots, and ``result.json``."""
+    out = run.out
     if not os.path.exists(out):  # no epoch ran (e.g. resume of a finished run): keep a model anyway
-        save_model(model, out)
-    with open(csv_path) as f:
-        rows = list(csv.DictReader(f))
+        save_model(run.model, out)
+    rows = read_log(run.csv_path)
     if not rows:
-        raise RuntimeError(f"training produced no epochs (see {csv_path})")
+        raise RuntimeError(f"training produced no epochs (see {run.csv_path})")
     best_row = min(rows, key=lambda r: float(r["val_loss"]))
     best_model = load_model(out)
     result = {
-        "model": os.fspath(out),
+        "model": out,
         "data": os.fspath(data),
         "train_loss": round(float(best_row["loss"]), 5),
         "val_loss": round(float(best_row["val_loss"]), 5),
@@ -199,18 +281,17 @@ def train(
         "epochs": len(rows),
         "best_epoch": int(best_row["epoch"]) + 1,
         "samples_per_s": round(thr.rate(), 1),
-        "train_samples": len(train_src),
+        "train_samples": train_samples,
         "val_samples": len(val_src),
         "batch_size": batch_size,
         "wall_s": round(wall, 1),
         "history": {k: [round(float(r[k]), 5) for r in rows] for k in ("loss", "val_loss")},
-        "run_dir": rdir,
+        "run_dir": run.dir,
         "corrections": corrections,
     }
     if plots:
         from train import plots as tplots
 
-        result["plots"] = tplots.write_training_plots(rows, best_model, data, manifest, rdir)
-    with open(os.path.join(rdir, "result.json"), "w") as f:
-        json.dump(result, f, indent=2)
+        result["plots"] = tplots.write_training_plots(rows, best_model, data, manifest, run.dir)
+    atomic.write_text(os.path.join(run.dir, "result.json"), json.dumps(result, indent=2))
     return result

@@ -31,7 +31,7 @@ import numpy as np
 from keras import layers, ops
 
 from common import action as act
-from common import frames
+from common import atomic, frames
 
 PACKAGE = "kartpilot"
 EPS = 1e-6
@@ -108,13 +108,16 @@ def build_pilotnet(dropout: float = 0.0) -> keras.Model:
 
 
 def save_model(model: keras.Model, path: str | os.PathLike) -> str:
-    """Save as ``.keras`` (the FrameInput layer inside records transform + action layout)."""
+    """Save as ``.keras`` (the FrameInput layer inside records transform + action layout).
+
+    Atomic (``common.atomic.replacing``): a crash or a full disk mid-save leaves
+    the previous file at ``path`` intact, never a torn one."""
     path = os.fspath(path)
     if not path.endswith(".keras"):
         raise ValueError(f"model path must end with .keras: {path}")
     _frame_layer(model, path)  # refuse to save a model that would not load
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    model.save(path)
+    with atomic.replacing(path) as tmp:
+        model.save(tmp)
     return path
 
 

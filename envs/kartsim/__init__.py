@@ -7,7 +7,7 @@ Contract (docs/ARCHITECTURE.md):
   ids ``KartSim-Luigi-v0``, ``KartSim-Rainbow-v0``, ``KartSim-Twisty-v0``.
   ``size=(66, 200)`` renders the model's crop directly (common.frames).
   Extra keywords: ``reward`` (RewardConfig or dict), ``max_time_s``.
-* ``env.unwrapped.expert_action()``; ``VecKartSim(num_envs, track, size, seed, ...)``
+* ``env.unwrapped.expert_action()``, ``env.unwrapped.position()``; ``VecKartSim(num_envs, track, size, seed, ...)``
   with ``expert_actions()``; ``lower_bound_s(track)``.
 """
 

@@ -8,6 +8,7 @@ import numpy as np
 from common.action import HIGH, LOW
 
 from .expert import Expert
+from .physics import X, Y
 from .sim import KartBatch
 
 
@@ -49,6 +50,11 @@ class KartSimEnv(gym.Env):
         if self.render_mode == "rgb_array":
             return self.sim.obs[0].copy()
         return None
+
+    def position(self) -> tuple[float, float]:
+        """The kart's (x, y) on the track plane, in track units (``track.xy`` coordinates)."""
+        fs = self.sim.fs[0]
+        return float(fs[X]), float(fs[Y])
 
     def expert_action(self) -> np.ndarray:
         """The scripted expert's action (5,) for the current state."""

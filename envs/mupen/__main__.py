@@ -62,13 +62,13 @@ def cmd_telemetry(args) -> dict:
         args.seconds = 30.0
     return telemetry.run(args.rom, state=args.state, profile=_profile(args.profile), driver=driver,
                          seconds=args.seconds, steps=args.steps, every=args.every, rate=args.rate,
-                         frame_skip=args.frame_skip, out=sys.stderr if args.json else sys.stdout)
+                         action_repeat=args.action_repeat, out=sys.stderr if args.json else sys.stdout)
 
 
 def cmd_run(args) -> dict:
     from envs.mupen.vector import VecMupen
 
-    vec = VecMupen(args.envs, rom=args.rom, state=args.state, profile=args.profile, frame_skip=args.frame_skip)
+    vec = VecMupen(args.envs, rom=args.rom, state=args.state, profile=args.profile, action_repeat=args.action_repeat)
     rng = np.random.default_rng(0)
     try:
         t0 = time.perf_counter()
@@ -85,8 +85,8 @@ def cmd_run(args) -> dict:
     finally:
         vec.close()
     steps = args.steps * args.envs
-    return {"envs": args.envs, "steps": steps, "frames": steps * args.frame_skip, "boot_s": round(boot_s, 2),
-            "steps_per_s": round(steps / dt, 1), "frames_per_s": round(steps * args.frame_skip / dt, 1),
+    return {"envs": args.envs, "steps": steps, "frames": steps * args.action_repeat, "boot_s": round(boot_s, 2),
+            "steps_per_s": round(steps / dt, 1), "frames_per_s": round(steps * args.action_repeat / dt, 1),
             "return_mean": float(total.mean()), "restarts": vec.restarts}
 
 
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     p.add_argument("--every", type=int, default=15, help="steps between two printed lines (default %(default)s)")
     p.add_argument("--rate", type=float, help="at most this many polls per second (default: 60 with the keyboard, "
                    "else as fast as the emulator runs)")
-    p.add_argument("--frame-skip", type=int, default=1, help="polls (game frames) per step (default %(default)s)")
+    p.add_argument("--action-repeat", type=int, default=1, help="polls (game frames) per step (default %(default)s)")
     common(p)
     p.set_defaults(fn=cmd_telemetry)
 
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     p.add_argument("--state", help="savestate reset loads (default: none)")
     p.add_argument("--envs", type=int, default=2)
     p.add_argument("--steps", type=int, default=300, help="steps per env")
-    p.add_argument("--frame-skip", type=int, default=1, help="polls (game frames) per step")
+    p.add_argument("--action-repeat", type=int, default=1, help="polls (game frames) per step")
     p.add_argument("--neutral", action="store_true", help="neutral steering instead of random")
     common(p)
     p.set_defaults(fn=cmd_run)

@@ -1,16 +1,16 @@
-"""The emulator behind the learner's ``VecEnvBackend`` interface (train/finetune/envs.py).
+"""The emulator behind the learner's ``VecEnvBackend`` interface (envs/vecenv.py).
 
 ``MupenBackend`` wraps :class:`envs.mupen.vector.VecMupen`: observations go
 through ``common.frames.to_model_batch`` (66x200 model input), one decision
-lasts ``frames_per_step`` controller polls (one per game frame). The reward is
+lasts ``action_repeat`` controller polls (one per game frame). The reward is
 ``RewardShaping``'s weighted sum, computed frame by frame by the game profile's
 tracker from the game's memory (envs/mupen/profiles.py): on MK64 every term
 (progress, fall from the Lakitu rescue flags, speed, mini-turbo boost,
 off-road, drift_abort). A game profile that cannot compute a term with a
 non-zero weight is refused with a message; the GPL test ROM is not a game (its
 reward is 0 whatever the weights), which is said once in a warning.
-Registered as ``--env mk64`` (and ``--env mupen-test`` for the GPL test ROM)
-when this module is imported.
+``make_mk64`` is ``--env mk64`` and ``make_test_rom`` is ``--env mupen-test`` (the GPL
+test ROM), by the backend table in train/finetune/envs.py.
 
 ROM and savestate come from the factory's ``rom=``/``state=`` or the
 ``KARTPILOT_ROM`` / ``KARTPILOT_STATE`` environment variables (the Makefile's
@@ -26,6 +26,7 @@ from dataclasses import asdict, is_dataclass
 import numpy as np
 
 from common import frames as fr
+from envs.vecenv import StepResult, VecEnvBackend
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,8 @@ def _weights(shaping) -> dict[str, float]:
     return {k: float(v) for k, v in dict(d).items()}
 
 
-class MupenBackend:
-    def __init__(self, track: str = "mk64", num_envs: int = 24, frames_per_step: int = 4, seed: int | None = 0,
+class MupenBackend(VecEnvBackend):
+    def __init__(self, track: str = "mk64", num_envs: int = 24, action_repeat: int = 4, seed: int | None = 0,
                  shaping=None, rom: str | None = None, state: str | None = None, profile: str | None = None,
                  **env_kw):
         from envs.mupen.profiles import get_profile
@@ -49,7 +50,7 @@ class MupenBackend:
         state = state or os.environ.get("KARTPILOT_STATE") or None
         if not rom:
             raise ValueError("the emulator env needs your ROM: pass ROM=path/to/mk64.z64 (KARTPILOT_ROM)")
-        self.track, self.num_envs, self.frames_per_step, self._seed = track, num_envs, frames_per_step, seed
+        self.track, self.num_envs, self.action_repeat, self._seed = track, num_envs, action_repeat, seed
         self.shaping = shaping
         weights = _weights(shaping)
         prof = get_profile(profile) if profile else None
@@ -59,7 +60,7 @@ class MupenBackend:
                 log.warning("the %s profile (%s) scores nothing: reward term(s) %s are 0 here whatever "
                             "their weights", prof.name, prof.description, unscored)
         tracker_kw = {**env_kw.pop("tracker_kw", {}), "reward": weights}
-        self.vec = VecMupen(num_envs, rom=rom, state=state, profile=profile, frame_skip=frames_per_step,
+        self.vec = VecMupen(num_envs, rom=rom, state=state, profile=profile, action_repeat=action_repeat,
                             tracker_kw=tracker_kw, **env_kw)
         self._laps = np.zeros(num_envs)
 
@@ -71,9 +72,7 @@ class MupenBackend:
         self._laps = np.asarray(info.get("lap", np.zeros(self.num_envs)), np.float64)
         return self._obs(obs)
 
-    def step(self, actions: np.ndarray):
-        from train.finetune.envs import StepResult
-
+    def step(self, actions: np.ndarray) -> StepResult:
         obs, reward, term, trunc, info = self.vec.step(np.asarray(actions, np.float32))
         n = self.num_envs
         reward = np.asarray(reward, np.float64)  # already weighted, frame by frame, by the tracker
@@ -100,20 +99,11 @@ class MupenBackend:
         self.vec.close()
 
 
-def _mk64(**kw):
+def make_mk64(**kw) -> MupenBackend:
     return MupenBackend(profile="mk64", **kw)
 
 
-def _test_rom(**kw):
-    kw.setdefault("rom", os.environ.get("KARTPILOT_TEST_ROM"))
+def make_test_rom(**kw) -> MupenBackend:
+    if not kw.get("rom"):
+        kw["rom"] = os.environ.get("KARTPILOT_TEST_ROM")
     return MupenBackend(profile="test", **kw)
-
-
-def register() -> None:
-    from train.finetune.envs import register_backend
-
-    register_backend("mk64", _mk64)
-    register_backend("mupen-test", _test_rom)
-
-
-register()

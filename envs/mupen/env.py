@@ -2,7 +2,7 @@
 
 Lockstep through the drive protocol: between steps the env holds the
 plugin's latest poll unanswered, so the emulator waits. ``step(action)``
-answers it with the action, answers ``frame_skip - 1`` more polls with the
+answers it with the action, answers ``action_repeat - 1`` more polls with the
 same action, then holds the next poll: its frame is the observation. The
 telemetry of every poll of the step (one per game frame) goes to the game
 profile's tracker, so the reward is summed frame by frame and no short event
@@ -45,13 +45,13 @@ class MupenEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
 
     def __init__(self, rom: str | Path, *, profile: str | GameProfile | None = None,
-                 state: str | Path | None = None, frame_skip: int = 1, max_steps: int | None = None,
+                 state: str | Path | None = None, action_repeat: int = 1, max_steps: int | None = None,
                  resolution: str = "320x240", frame_size: tuple[int, int] | None = None,
                  plugin: str | Path | None = None, boot_timeout_s: float = 60.0,
                  poll_timeout_s: float = 15.0, settle_polls: int = 3, timeout_ms: int = 10000,
                  max_restarts: int = 20, tracker_kw: dict | None = None, render_mode: str | None = None):
-        if frame_skip < 1:
-            raise ValueError(f"frame_skip must be >= 1, got {frame_skip}")
+        if action_repeat < 1:
+            raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
         self.rom = Path(rom).resolve()
         if isinstance(profile, GameProfile):
             self.profile = profile
@@ -62,7 +62,7 @@ class MupenEnv(gym.Env):
         if self.state is not None and not self.state.is_file():
             raise FileNotFoundError(f"savestate {self.state} not found (make one: python -m envs.mupen savestate)")
         self.plugin = find_plugin(plugin)
-        self.frame_skip, self.max_steps, self.settle_polls = frame_skip, max_steps, settle_polls
+        self.action_repeat, self.max_steps, self.settle_polls = action_repeat, max_steps, settle_polls
         self.resolution, self.frame_size, self.timeout_ms = resolution, frame_size, timeout_ms
         self.boot_timeout_s, self.poll_timeout_s, self.max_restarts = boot_timeout_s, poll_timeout_s, max_restarts
         self.tracker_kw = tracker_kw or {}
@@ -217,9 +217,9 @@ class MupenEnv(gym.Env):
         reward, terminated, game_info, terms = 0.0, False, {}, {}
         try:
             self._answer_held(keys, None, "step")
-            for k in range(self.frame_skip):
+            for k in range(self.action_repeat):
                 poll = self._next(self.poll_timeout_s, "step")
-                if k < self.frame_skip - 1:
+                if k < self.action_repeat - 1:
                     poll.answer(keys)
                 else:
                     self._held = poll

@@ -88,7 +88,7 @@ def fixed_driver(kind: str) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def run(rom, state=None, profile=None, driver: str = "throttle", seconds: float | None = None,
-        steps: int | None = None, every: int = 15, rate: float | None = None, frame_skip: int = 1,
+        steps: int | None = None, every: int = 15, rate: float | None = None, action_repeat: int = 1,
         out=sys.stdout) -> dict:
     """Drive ``rom`` from ``state`` and print a status line every ``every`` steps; returns a summary."""
     from envs.mupen.env import MupenEnv
@@ -103,7 +103,7 @@ def run(rom, state=None, profile=None, driver: str = "throttle", seconds: float 
     act = window or fixed_driver(driver)
     if window is not None and rate is None:
         rate = 60.0  # about the game's own pace, so a human can drive
-    env = MupenEnv(rom, profile=profile, state=state, frame_skip=frame_skip)
+    env = MupenEnv(rom, profile=profile, state=state, action_repeat=action_repeat)
     lines, n, info = 0, 0, {}
     started = time.monotonic()
     try:
@@ -120,12 +120,12 @@ def run(rom, state=None, profile=None, driver: str = "throttle", seconds: float 
             obs, _, terminated, truncated, info = env.step(act(obs))
             n += 1
             if n % every == 0 or terminated:
-                print(format_line(info, n * frame_skip), file=out, flush=True)
+                print(format_line(info, n * action_repeat), file=out, flush=True)
                 lines += 1
             if terminated:
                 break
             if rate:
-                time.sleep(max(0.0, frame_skip / rate - (time.monotonic() - t0)))
+                time.sleep(max(0.0, action_repeat / rate - (time.monotonic() - t0)))
     except KeyboardInterrupt:
         pass
     finally:
@@ -133,5 +133,5 @@ def run(rom, state=None, profile=None, driver: str = "throttle", seconds: float 
         if window is not None:
             window.close()
     game = {k: v for k, v in info.items() if k not in BASE_KEYS}
-    return {"profile": env.profile.name, "driver": driver, "steps": n, "polls": n * frame_skip, "lines": lines,
+    return {"profile": env.profile.name, "driver": driver, "steps": n, "polls": n * action_repeat, "lines": lines,
             "restarts": env.restarts, "last": game}

@@ -1,7 +1,11 @@
 """python -m train.finetune: PPO fine-tuning of a cloned PilotNet over N environments.
 
-Example:
+Examples:
     python -m train.finetune --model data/models/pilotnet.keras --track rainbow --frames 2000000 --json
+    python -m train.finetune --env mk64 --rom mk64.z64 --state tt.st0 --envs 8 --out data/finetune/mk64
+    python -m train.finetune --env mupen-test --rom m64p_test_rom.v64 --envs 2 --ray local
+
+Every setting is a field of ``train.finetune.settings.Config``; the options are generated from it.
 """
 
 from __future__ import annotations
@@ -13,98 +17,56 @@ import signal
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+PROG = "python -m train.finetune"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI: one option per ``settings.Config`` field (help from the field), plus output switches."""
+    from envs.kartsim.kart import FPS
+    from train.finetune.settings import add_arguments
+
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description=f"Fine-tune a cloned PilotNet with PPO over N parallel environments (frames are game "
+        f"frames, {FPS} per game second). Writes eval.csv, train.csv, TensorBoard logs, checkpoints "
+        "(ckpt/state.npz), best.keras and curve.png under --out. --env picks the simulator or the real "
+        "emulator; --ray runs the training envs as Ray actors on this machine or a cluster.",
+        epilog="examples:\n"
+        "  python -m train.finetune --model data/models/pilotnet.keras --track rainbow --json\n"
+        "  python -m train.finetune --env mk64 --rom mk64.z64 --state tt.st0 --envs 8\n"
+        "  python -m train.finetune --env mupen-test --rom m64p_test_rom.v64 --envs 2\n"
+        "  python -m train.finetune --ray auto --envs 48 --ray-actors 4",
+        formatter_class=_Formatter,
+    )
+    add_arguments(p)
+    g = p.add_argument_group("output")
+    g.add_argument("--dashboard", type=int, default=None, metavar="PORT",
+                   help="serve the live dashboard on 127.0.0.1:PORT (0 = any free port)")
+    g.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    def _get_help_string(self, action):  # a switch's "default: False" or "default: None" says nothing
+        if action.nargs == 0 or action.default is None or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from train.finetune import ppo
-    from train.finetune.envs import RewardShaping
-    from train.finetune.trainer import Config
-
-    d, dp, ds = Config(), ppo.PPOConfig(), RewardShaping()
-    p = argparse.ArgumentParser(
-        prog="python -m train.finetune",
-        description="Fine-tune a cloned PilotNet with PPO over N parallel environments (frames are game "
-        "frames, 30 per game second). Writes eval.csv, train.csv, TensorBoard logs, checkpoints, "
-        "best.keras and curve.png under --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    g = p.add_argument_group("run")
-    g.add_argument("--model", default=d.model, help="cloned PilotNet .keras (from python -m train)")
-    g.add_argument("--track", default=d.track, help="training track (kartsim name or track JSON)")
-    g.add_argument("--eval-tracks", default=None,
-                   help="comma-separated evaluation tracks (default: the training track and twisty, held out)")
-    g.add_argument("--env", default=d.env, help="environment backend (kartsim; others register in envs.py)")
-    g.add_argument("--frames", type=int, default=d.frames, help="training budget in game frames, all envs")
-    g.add_argument("--envs", type=int, default=d.envs, help="parallel environments")
-    g.add_argument("--action-repeat", type=int, default=d.action_repeat, help="game frames per decision")
-    g.add_argument("--out", default=d.out, help="run directory")
-    g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument("--resume", action="store_true", help="continue from OUT/ckpt/state.pkl")
-    g.add_argument("--dashboard", type=int, default=None, metavar="PORT",
-                   help="serve the live dashboard on 127.0.0.1:PORT (0 = any free port)")
-    g.add_argument("--no-tensorboard", action="store_true")
-    g.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
-    g = p.add_argument_group("policy")
-    g.add_argument("--frame-stack", type=int, default=d.frame_stack,
-                   help="features of the last k frames (temporal option; 1 = the cloned model as is)")
-    g.add_argument("--init-log-std", type=float, default=d.init_log_std, help="steering log-std at start")
-    g = p.add_argument_group("PPO")
-    g.add_argument("--rollout", type=int, default=d.rollout, help="decisions per env per update")
-    g.add_argument("--epochs", type=int, default=dp.epochs)
-    g.add_argument("--minibatch", type=int, default=dp.minibatch)
-    g.add_argument("--lr", type=float, default=dp.lr, help="actor learning rate (annealed linearly to 0)")
-    g.add_argument("--critic-lr", type=float, default=dp.critic_lr)
-    g.add_argument("--gamma", type=float, default=dp.gamma)
-    g.add_argument("--lam", type=float, default=dp.lam, help="GAE lambda")
-    g.add_argument("--clip", type=float, default=dp.clip)
-    g.add_argument("--vf-coef", type=float, default=dp.vf_coef)
-    g.add_argument("--ent-coef", type=float, default=dp.ent_coef)
-    g.add_argument("--max-grad-norm", type=float, default=dp.max_grad_norm)
-    g.add_argument("--warmup-frames", type=int, default=d.warmup_frames,
-                   help="frames of frozen-cloned rollouts that train only the critic")
-    g.add_argument("--kl-coef", type=float, default=d.kl_coef, help="KL(pi || cloned) weight after warm-up")
-    g.add_argument("--kl-final", type=float, default=d.kl_final, help="KL weight at the end of the decay")
-    g.add_argument("--kl-decay-frames", type=int, default=d.kl_decay_frames)
-    g.add_argument("--no-reward-scaling", action="store_true", help="use raw rewards as value targets")
-    g = p.add_argument_group("reward shaping (see train/finetune/envs.py RewardShaping)")
-    g.add_argument("--r-progress", type=float, default=ds.progress, help="progress weight (1 lap = 100 x weight)")
-    g.add_argument("--r-speed", type=float, default=ds.speed, help="per frame x speed / top speed")
-    g.add_argument("--r-boost", type=float, default=ds.boost, help="per frame while a mini-turbo boost runs")
-    g.add_argument("--r-fall", type=float, default=ds.fall, help="once per fall off the track (negative)")
-    g.add_argument("--r-offroad", type=float, default=ds.offroad, help="per frame off-road (negative)")
-    g.add_argument("--r-drift-abort", type=float, default=ds.drift_abort,
-                   help="per drift released before its mini-turbo charged, x the charge missing (negative)")
-    g = p.add_argument_group("evaluation")
-    g.add_argument("--eval-every", type=int, default=d.eval_every, help="updates between evaluations")
-    g.add_argument("--eval-laps", type=int, default=d.eval_laps, help="deterministic laps per evaluation")
-    g.add_argument("--eval-max-s", type=float, default=d.eval_max_s,
-                   help="game-second cap per evaluation (default: 10 + 2.5 x lower bound x laps)")
-    g.add_argument("--eval-envs", type=int, default=d.eval_envs, help="evaluation envs per track (start jitter)")
-    return p.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def config_from(args):
-    """argparse namespace -> trainer Config (imports lazily so --help stays fast)."""
-    from train.finetune import ppo
-    from train.finetune.envs import RewardShaping
-    from train.finetune.trainer import Config
+    """argparse namespace -> trainer Config (generated from the same fields)."""
+    from train.finetune.settings import config_from_args
 
-    tracks = tuple(args.eval_tracks.split(",")) if args.eval_tracks else tuple(dict.fromkeys((args.track, "twisty")))
-    return Config(
-        model=args.model, track=args.track, eval_tracks=tracks, env=args.env, frames=args.frames,
-        envs=args.envs, action_repeat=args.action_repeat, rollout=args.rollout,
-        warmup_frames=args.warmup_frames, frame_stack=args.frame_stack, init_log_std=args.init_log_std,
-        kl_coef=args.kl_coef, kl_final=args.kl_final, kl_decay_frames=args.kl_decay_frames,
-        scale_rewards=not args.no_reward_scaling, eval_every=args.eval_every, eval_laps=args.eval_laps,
-        eval_max_s=args.eval_max_s, eval_envs=args.eval_envs, out=args.out, seed=args.seed, resume=args.resume,
-        tensorboard=not args.no_tensorboard,
-        ppo=ppo.PPOConfig(gamma=args.gamma, lam=args.lam, clip=args.clip, epochs=args.epochs,
-                          minibatch=args.minibatch, vf_coef=args.vf_coef, ent_coef=args.ent_coef,
-                          max_grad_norm=args.max_grad_norm, lr=args.lr, critic_lr=args.critic_lr),
-        shaping=RewardShaping(progress=args.r_progress, speed=args.r_speed, boost=args.r_boost,
-                              fall=args.r_fall, offroad=args.r_offroad, drift_abort=args.r_drift_abort),
-    )
+    cfg = config_from_args(args)
+    for key in ("rom", "state"):  # paths travel to Ray actors and emulator processes: make them absolute
+        if getattr(cfg, key):
+            setattr(cfg, key, os.path.abspath(getattr(cfg, key)))
+    return cfg
 
 
 def format_table(summary: dict) -> str:
@@ -138,8 +100,10 @@ def main(argv=None) -> int:
         print(f"dashboard: {dash.url}", file=sys.stderr)
     try:
         trainer = Trainer(cfg, on_step=dash.on_step if dash else None, on_eval=dash.on_eval if dash else None)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as exc:
+        if dash:
+            dash.stop()
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     def stop(signum, frame):  # Ctrl-C / kill: finish this update, checkpoint, then summarise
         trainer.stop_requested = True

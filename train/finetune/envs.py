@@ -1,116 +1,56 @@
-"""The environment side of fine-tuning: one small interface, and kartsim behind it.
+"""The environment side of fine-tuning: the backend table, the reward shaping, and kartsim.
 
-The learner talks only to a ``VecEnvBackend``. The built-in simulator
-(``KartSimBackend``) implements it here; the real-emulator env and the Ray
-backend implement the same few members and register a factory with
-``register_backend`` -- the learner does not change.
-
-Semantics (gymnasium 1.x vector-env conventions, at decision level):
-
-* ``step(actions)`` applies each env's action for ``frames_per_step`` game
-  frames (the action repeat) and returns a ``StepResult``.
-* Next-step autoreset: after an env reports ``terminated`` or ``truncated``,
-  its next ``step`` starts a new episode; the learner treats that one step as
-  not taken by the policy (it is masked out of the loss). The observation
-  returned with the ending flag is the episode's last frame, so a truncated
-  episode can be bootstrapped from it.
-* Observations are ``(N, 66, 200, 3)`` uint8 model inputs (``common.frames``).
-* ``reward`` is already shaped (``RewardShaping``); ``info`` carries arrays of
-  ``progress``, ``lap``, ``speed``, ``falls`` per env (and ``mini_turbos`` where
-  the backend can count them), and ``new_laps``: the ``(env, seconds)`` of laps
-  completed during the step.
-
-Optional members the learner uses when present: ``expert_actions()`` (scripted
-expert, for the expert baseline) and ``get_state()`` / ``set_state()`` (exact
-resume: a checkpoint then restores the environments too).
+The learner talks only to a ``envs.vecenv.VecEnvBackend`` (the interface, with
+its semantics, lives in ``envs/vecenv.py`` so that backends under ``envs/``
+never import ``train/``). ``BACKENDS`` maps each ``--env`` name to the
+``module:factory`` that builds it; the module is imported only when that
+backend is asked for. ``make_backend`` also takes a ``module:factory`` string
+directly, for a backend outside this table. Every factory takes
+``track=, num_envs=, action_repeat=, seed=, shaping=`` and its own keywords
+(the emulator's ``rom=``, ``state=``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Protocol, runtime_checkable
+import importlib
 
 import numpy as np
 
 from common import frames as fr
+from envs.vecenv import StepResult, VecEnvBackend
+from train.finetune.settings import RewardShaping
 
+__all__ = ["BACKENDS", "EMULATOR_BACKENDS", "KartSimBackend", "RewardShaping", "StepResult", "VecEnvBackend",
+           "backend_names", "make_backend"]
 
-@dataclass
-class StepResult:
-    obs: np.ndarray  # (N, 66, 200, 3) uint8
-    reward: np.ndarray  # (N,) float32, shaped
-    terminated: np.ndarray  # (N,) bool
-    truncated: np.ndarray  # (N,) bool
-    info: dict = field(default_factory=dict)
-
-
-@runtime_checkable
-class VecEnvBackend(Protocol):
-    num_envs: int
-    frames_per_step: int  # game frames one step advances each env (action repeat)
-    track: str
-
-    def reset(self, seed: int | None = None) -> np.ndarray: ...
-
-    def step(self, actions: np.ndarray) -> StepResult: ...
-
-    def close(self) -> None: ...
-
-
-@dataclass
-class RewardShaping:
-    """The reward terms (kartsim's ``RewardConfig``; other backends read the same fields).
-
-    Per game frame: ``progress`` x 100 x (lap fraction gained) -- one lap is worth
-    100 -- plus the shaping the Mario Kart RL literature uses: ``speed`` x v / top
-    speed (do not idle), ``boost`` while a drift mini-turbo runs (use drift-boosts),
-    ``offroad`` per frame on grass (negative), ``fall`` once per fall off the
-    track (negative; Rainbow Road has no guardrails, and a fall also loses the
-    ground back to the last checkpoint and Lakitu's time), and ``drift_abort``
-    once per drift given up before its mini-turbo charged, times the share of
-    the charge missing (negative).
-
-    ``boost`` and ``drift_abort`` are on by default. Progress alone barely tells a
-    mini-turbo from none (a boost gains ~0.1 s), and the cloned policy lets go of
-    R where its teacher did, a few frames before the charge would complete:
-    holding on means sampling R against a ~1% probability on ~10 frames in a row,
-    which per-frame exploration never does. ``drift_abort`` makes each of those
-    early releases cost at once (-3 x the charge missing: holding one frame
-    longer is worth one to two frames of progress), so the policy learns to hold on
-    without having to stumble on a whole boost first; ``boost`` (0.1 per boosted
-    frame, ~2.4 per boost) pays for the boost itself. A drift held to its boost
-    costs nothing. The real-game backend reads only ``progress``.
-    """
-
-    progress: float = 1.0
-    fall: float = -10.0
-    speed: float = 0.0
-    boost: float = 0.1  # pays for the mini-turbo itself
-    offroad: float = 0.0
-    drift_abort: float = -3.0  # the clone lets go of R before the charge completes; this says so at once
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-BackendFactory = Callable[..., VecEnvBackend]
-_BACKENDS: dict[str, BackendFactory] = {}
-
-
-def register_backend(name: str, factory: BackendFactory) -> None:
-    """Make ``--env NAME`` build ``factory(track=, num_envs=, frames_per_step=, seed=, shaping=, **kw)``."""
-    _BACKENDS[name] = factory
+BACKENDS: dict[str, str] = {
+    "kartsim": "train.finetune.envs:KartSimBackend",
+    "mk64": "envs.mupen.backend:make_mk64",
+    "mupen-test": "envs.mupen.backend:make_test_rom",
+}
+EMULATOR_BACKENDS = frozenset({"mk64", "mupen-test"})  # run mupen64plus: on Ray they need the emulator resource
 
 
 def backend_names() -> list[str]:
-    return sorted(_BACKENDS)
+    return sorted(BACKENDS)
+
+
+def backend_factory(name: str):
+    """The factory for ``--env NAME`` (a ``BACKENDS`` name or ``module:factory``), imported now."""
+    target = BACKENDS.get(name, name)
+    if ":" not in target:
+        raise ValueError(f"unknown env backend {name!r}; known: {', '.join(backend_names())} "
+                         "(or module:factory)")
+    mod, attr = target.split(":", 1)
+    try:
+        return getattr(importlib.import_module(mod), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"env backend {name!r}: cannot load {target} ({exc})") from exc
 
 
 def make_backend(name: str, **kw) -> VecEnvBackend:
-    if name not in _BACKENDS:
-        raise ValueError(f"unknown env backend {name!r}; known: {', '.join(backend_names())}")
-    return _BACKENDS[name](**kw)
+    """Build ``--env NAME`` with the factory keywords (see the module doc)."""
+    return backend_factory(name)(**kw)
 
 
 def _info_array(info: dict, key: str, n: int, default=0.0) -> np.ndarray:
@@ -121,7 +61,7 @@ def _info_array(info: dict, key: str, n: int, default=0.0) -> np.ndarray:
     return np.asarray(val, np.float64).reshape(n)
 
 
-class KartSimBackend:
+class KartSimBackend(VecEnvBackend):
     """``envs.kartsim.VecKartSim`` at 66x200 behind ``VecEnvBackend``, with action repeat.
 
     The repeat runs in this class (one vector step per game frame), so an env
@@ -130,15 +70,16 @@ class KartSimBackend:
     belong to its next episode (which the learner masks, as for any reset step).
     """
 
-    def __init__(self, track: str = "rainbow", num_envs: int = 24, frames_per_step: int = 4,
+    has_expert = True
+
+    def __init__(self, track: str = "rainbow", num_envs: int = 24, action_repeat: int = 4,
                  seed: int | None = 0, shaping: RewardShaping | None = None, laps: int = 3, **kw):
         from envs import kartsim
 
-        if frames_per_step < 1:
-            raise ValueError(f"frames_per_step (action repeat) must be >= 1, got {frames_per_step}")
-        self.track, self.num_envs, self.frames_per_step = track, num_envs, frames_per_step
+        if action_repeat < 1:
+            raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
+        self.track, self.num_envs, self.action_repeat = track, num_envs, action_repeat
         self.shaping = shaping or RewardShaping()
-        self.fps = kartsim.FPS
         reward = kartsim.RewardConfig.from_dict(self.shaping.as_dict())
         self.vec = kartsim.VecKartSim(num_envs, track, size=fr.MODEL_SHAPE[:2], seed=seed, laps=laps,
                                       reward=reward, **kw)
@@ -169,10 +110,10 @@ class KartSimBackend:
         final_obs = None
         lap_end, falls_end, mts_end = np.zeros(n), np.zeros(n), np.zeros(n)  # an ended episode's counts
         new_laps: list[tuple[int, float]] = []
-        for k in range(self.frames_per_step):
+        for k in range(self.action_repeat):
             resetting = self._pending.copy()
             # only the frame after the last repeat is seen by the policy: draw just that one
-            obs, reward, te, tr, info = self.vec.step(actions, render=k == self.frames_per_step - 1)
+            obs, reward, te, tr, info = self.vec.step(actions, render=k == self.action_repeat - 1)
             te, tr = np.asarray(te, bool), np.asarray(tr, bool)
             laps = _info_array(info, "lap", n)
             falls = _info_array(info, "falls", n)
@@ -223,6 +164,3 @@ class KartSimBackend:
 
     def close(self) -> None:
         self.vec.close()
-
-
-register_backend("kartsim", KartSimBackend)

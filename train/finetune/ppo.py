@@ -13,13 +13,14 @@ critic warm-up (``actor=False``) only the value term is minimised.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 from train.finetune import agent as ag
+from train.finetune.settings import PPOConfig
+
+__all__ = ["Learner", "PPOConfig", "clipped_surrogate", "gae"]
 
 
 def gae(rewards, values, dones, last_value, gamma: float, lam: float, valid=None):
@@ -55,20 +56,6 @@ def clipped_surrogate(logp, old_logp, adv, clip: float, mask=None):
     surr = tf.minimum(ratio * adv, tf.clip_by_value(ratio, 1.0 - clip, 1.0 + clip) * adv)
     clipfrac = tf.reduce_sum(tf.cast(tf.abs(ratio - 1.0) > clip, tf.float32) * mask) / n
     return -tf.reduce_sum(surr * mask) / n, clipfrac
-
-
-@dataclass
-class PPOConfig:
-    gamma: float = 0.9975  # per decision: ~13 game seconds ahead at action repeat 1
-    lam: float = 0.975  # ~1.3 s of credit: a drift's 0.8 s charge and its boost fit in
-    clip: float = 0.2
-    epochs: int = 4
-    minibatch: int = 256
-    vf_coef: float = 0.5
-    ent_coef: float = 0.0
-    max_grad_norm: float = 0.5
-    lr: float = 3e-4
-    critic_lr: float = 5e-4
 
 
 class Learner:

@@ -1,6 +1,6 @@
 """Ray backend: the environments as Ray actors, the learner on the driver.
 
-``RayBackend`` implements the learner's ``VecEnvBackend`` (train/finetune/envs.py)
+``RayBackend`` implements the learner's ``VecEnvBackend`` (envs/vecenv.py)
 by splitting ``num_envs`` into contiguous slices, one per actor; each actor
 builds the *inner* backend (``kartsim``, ``mk64``, ...) for its slice. A step
 scatters the action slices, gathers the results and concatenates them, so
@@ -15,9 +15,11 @@ they land only on machines started with ``ray start --resources='{"mupen": N}'``
 plugin and the ROM. An actor that dies is replaced by a fresh one on the
 same slice; that slice's episodes are truncated and the run goes on.
 
-Use: ``configure(address, inner=..., actors=...)`` registers the backend and
-returns its name for ``Config.env`` / ``--env`` (``python -m train.finetune
---ray ADDRESS`` does this). Ray is the optional extra ``make setup EXTRAS=ray``.
+Use: ``python -m train.finetune --env NAME --ray auto|ADDRESS|local`` (``Config.ray``):
+the trainer builds its training envs as a ``RayBackend`` over ``--env``'s backend
+and its small evaluation envs in the driver process, so evaluation never waits
+for cluster slots the training actors hold. Ray is the optional extra
+``make setup EXTRAS=ray``.
 """
 
 from __future__ import annotations
@@ -32,12 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from train.finetune.envs import StepResult, make_backend, register_backend
+from envs.vecenv import StepResult, VecEnvBackend
+from train.finetune.envs import EMULATOR_BACKENDS, make_backend
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
-EMULATOR_BACKENDS = {"mk64", "mupen-test"}  # need the emulator resource; registered by envs.mupen.backend
-_IMPORTS = {"mk64": "envs.mupen.backend", "mupen-test": "envs.mupen.backend"}
 
 
 def _require_ray():
@@ -49,20 +50,10 @@ def _require_ray():
     return ray
 
 
-def _inner_backend(inner, **kw):
-    """Build the inner backend in the actor's process: a registered name
-    (``kartsim``, ``mk64``...), ``"package.module:Factory"``, or a factory
-    callable (shipped to the actor by value)."""
-    if callable(inner):
-        return inner(**kw)
-    if ":" in inner:
-        import importlib
-
-        mod, attr = inner.split(":", 1)
-        return getattr(importlib.import_module(mod), attr)(**kw)
-    if inner in _IMPORTS:
-        __import__(_IMPORTS[inner])
-    return make_backend(inner, **kw)
+def _inner_backend(inner, **kw) -> VecEnvBackend:
+    """Build the inner backend in the actor's process: a ``--env`` name or ``"module:factory"``
+    (``train.finetune.envs.make_backend``), or a factory callable (shipped to the actor by value)."""
+    return inner(**kw) if callable(inner) else make_backend(inner, **kw)
 
 
 class EnvSlice:
@@ -75,7 +66,9 @@ class EnvSlice:
     def where(self) -> dict:
         import socket
 
-        return {"host": socket.gethostname(), "pid": self.pid}
+        import ray
+
+        return {"host": socket.gethostname(), "pid": self.pid, "node": ray.get_runtime_context().get_node_id()}
 
     def reset(self, seed):
         return self.backend.reset(seed=seed)
@@ -87,7 +80,7 @@ class EnvSlice:
         return res
 
     def has_expert(self) -> bool:
-        return hasattr(self.backend, "expert_actions")
+        return self.backend.has_expert
 
     def expert_actions(self):
         return self.backend.expert_actions()
@@ -132,15 +125,15 @@ def split(num_envs: int, actors: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
-class RayBackend:
-    def __init__(self, track: str = "rainbow", num_envs: int = 24, frames_per_step: int = 4,
+class RayBackend(VecEnvBackend):
+    def __init__(self, track: str = "rainbow", num_envs: int = 24, action_repeat: int = 4,
                  seed: int | None = 0, shaping=None, *, inner: str = "kartsim", address: str | None = "auto",
                  actors: int = 2, resource: str | None = None, cpus_per_actor: float = 1.0,
                  max_replacements: int = 20, place_timeout_s: float = 120.0, **inner_kw):
         ray = _require_ray()
         self._ray = ray
         self._owns_ray = init_ray(address)
-        self.track, self.num_envs, self.frames_per_step = track, num_envs, frames_per_step
+        self.track, self.num_envs, self.action_repeat = track, num_envs, action_repeat
         self.inner, self._seed, self.max_replacements = inner, seed, max_replacements
         self.inner_name = inner if isinstance(inner, str) else getattr(inner, "__name__", repr(inner))
         if resource is None and inner in EMULATOR_BACKENDS:
@@ -148,7 +141,7 @@ class RayBackend:
         self.resource = resource
         self.cpus_per_actor = cpus_per_actor
         self.slices = split(num_envs, min(actors, num_envs))
-        self._kw = dict(track=track, frames_per_step=frames_per_step, shaping=shaping, **inner_kw)
+        self._kw = dict(track=track, action_repeat=action_repeat, shaping=shaping, **inner_kw)
         self.replacements = 0
         self._actors = [self._spawn(k) for k in range(len(self.slices))]
         refs = [a.where.remote() for a in self._actors]
@@ -161,7 +154,7 @@ class RayBackend:
                                f"{ray.available_resources()} free (start nodes with e.g. "
                                f"ray start --resources='{{\"{resource or 'mupen'}\": 8}}')")
         self.placement = ray.get(refs)
-        self._has_expert = ray.get(self._actors[0].has_expert.remote())
+        self.has_expert = ray.get(self._actors[0].has_expert.remote())
         print(f"ray: {len(self._actors)} env actors x {self.slice_sizes} envs ({self.inner_name}) on "
               f"{sorted({p['host'] for p in self.placement})}; policy lag 0 updates (actions computed on "
               f"the driver every step)", file=sys.stderr)
@@ -200,7 +193,8 @@ class RayBackend:
     def stats(self) -> dict:
         return {"ray_actors": len(self._actors), "slice_per_actor": self.slice_sizes, "policy_lag": 0,
                 "actor_replacements": self.replacements, "inner": self.inner_name, "resource": self.resource,
-                "nodes": sorted({p["host"] for p in getattr(self, "placement", [])})}
+                "nodes": sorted({p["host"] for p in getattr(self, "placement", [])}),
+                "node_ids": sorted({p["node"] for p in getattr(self, "placement", [])})}
 
     # ---- VecEnvBackend ----
     def reset(self, seed: int | None = None) -> np.ndarray:
@@ -242,14 +236,10 @@ class RayBackend:
                           np.concatenate([r.terminated for r in results]),
                           np.concatenate([r.truncated for r in results]), info)
 
-    @property
-    def expert_actions(self):
-        """The inner backend's scripted expert, when it has one (hasattr() is False otherwise)."""
-        if not self._has_expert:
-            raise AttributeError(f"the {self.inner_name} backend has no scripted expert")
-        return self._expert_actions
-
-    def _expert_actions(self) -> np.ndarray:
+    def expert_actions(self) -> np.ndarray:
+        """The inner backend's scripted expert (where ``has_expert``)."""
+        if not self.has_expert:
+            raise NotImplementedError(f"the {self.inner_name} backend has no scripted expert")
         return np.concatenate(self._ray.get([a.expert_actions.remote() for a in self._actors]))
 
     def close(self) -> None:
@@ -267,71 +257,3 @@ class RayBackend:
 def _kill(ray, actor) -> None:
     with contextlib.suppress(Exception):  # already gone
         ray.kill(actor, no_restart=True)
-
-
-def configure(address: str | None = "auto", inner: str = "kartsim", actors: int = 2,
-              resource: str | None = None, cpus_per_actor: float = 1.0, eval_on_driver: bool = True,
-              **inner_kw) -> str:
-    """Register ``ray`` as a learner backend bound to these options; returns
-    the name to put in ``Config.env``.
-
-    The first backend built from it (the trainer's training envs) is the Ray
-    one. With ``eval_on_driver`` the later ones (the trainer's small evaluation
-    envs) run the inner backend in the driver process, so evaluation never
-    waits for cluster slots the training actors hold."""
-    built = []
-
-    def factory(**kw):
-        if built and eval_on_driver:
-            return _inner_backend(inner, **{**inner_kw, **kw})
-        built.append(True)
-        return RayBackend(inner=inner, address=address, actors=actors, resource=resource,
-                          cpus_per_actor=cpus_per_actor, **{**inner_kw, **kw})
-
-    register_backend("ray", factory)
-    return "ray"
-
-
-def main(argv=None) -> int:
-    """``python -m train.finetune.ray_backend [--ray ADDRESS] [--rom R --state S] -- <train.finetune args>``:
-    the fine-tuning CLI with its env workers on Ray and/or the emulator backends registered."""
-    import argparse
-
-    p = argparse.ArgumentParser(
-        prog="python -m train.finetune.ray_backend",
-        description="Run python -m train.finetune with the env workers as Ray actors (--ray) and the "
-        "emulator backends (--env mk64 / mupen-test) available. Other arguments go to train.finetune.")
-    p.add_argument("--ray", metavar="ADDRESS", help="auto, HOST:PORT, ray://HOST:10001, or local")
-    p.add_argument("--ray-actors", type=int, default=2, help="env actors; each holds a slice of --envs")
-    p.add_argument("--ray-resource", default=None,
-                   help="custom resource each actor needs (default: mupen for emulator envs, none for kartsim)")
-    p.add_argument("--ray-cpus-per-actor", type=float, default=1.0)
-    p.add_argument("--rom", help="your Mario Kart 64 ROM (sets KARTPILOT_ROM)")
-    p.add_argument("--state", help="the reset savestate (sets KARTPILOT_STATE)")
-    args, rest = p.parse_known_args(argv)
-    rest = [a for a in rest if a != "--"]
-    from train.finetune import ray_backend as rb  # the importable module (not __main__): actors import it
-    if args.rom:
-        os.environ["KARTPILOT_ROM"] = os.path.abspath(args.rom)
-    if args.state:
-        os.environ["KARTPILOT_STATE"] = os.path.abspath(args.state)
-    inner = "kartsim"
-    for i, a in enumerate(rest):
-        if a == "--env" and i + 1 < len(rest):
-            inner = rest[i + 1]
-        elif a.startswith("--env="):
-            inner = a.split("=", 1)[1]
-    if inner in rb._IMPORTS:
-        __import__(rb._IMPORTS[inner])
-    if args.ray:
-        name = rb.configure(args.ray, inner=inner, actors=args.ray_actors, resource=args.ray_resource,
-                         cpus_per_actor=args.ray_cpus_per_actor)
-        rest = [a for i, a in enumerate(rest) if a != "--env" and not a.startswith("--env=")
-                and not (i > 0 and rest[i - 1] == "--env")] + ["--env", name]
-    from train.finetune.__main__ import main as finetune_main
-
-    return finetune_main(rest)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

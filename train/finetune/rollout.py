@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 
+from envs.vecenv import VecEnvBackend
 from train.finetune import agent as ag
-from train.finetune.envs import VecEnvBackend
 
 
 class FeatureStack:
@@ -121,7 +121,7 @@ class Collector:
         buf["last_value"] = last_value
         buf["timing"] = {"act_s": t_act, "env_s": t_env}
         # raw (unscaled) reward per game second: progress is 100 per lap, so 100 / lap time when clean
-        game_s = max(n_valid, 1) * env.frames_per_step / 30.0
+        game_s = max(n_valid, 1) * env.action_repeat / env.fps
         buf["reward_per_s"] = raw_sum / game_s
         return buf
 
@@ -176,7 +176,7 @@ def evaluate(env: VecEnvBackend, laps: int, max_frames: int, net: ag.ActorCritic
             z, _, _ = net.heads(stack.push(net.features(obs)))
             actions = net.act(z, None)[0]
         res = env.step(actions)
-        frames += env.frames_per_step
+        frames += env.action_repeat
         live = ~finished
         ret += np.where(live, res.reward, 0.0)
         lap_times += [sec for i, sec in res.info.get("new_laps", []) if live[i]]

@@ -1,61 +1,59 @@
 """The fine-tuning run: warm-up, PPO updates, evaluation, logs, checkpoints, resume.
 
-Schedule (all in game frames, 30 per game second, counted over every env):
+Schedule (all in game frames, ``envs.kartsim.FPS`` per game second, counted over every env):
 ``warmup_frames`` of frozen-cloned rollouts train only the critic; then PPO,
 with the learning rate annealed linearly to 0 at ``frames`` and the KL weight
 toward the cloned policy decaying linearly from ``kl_coef`` to ``kl_final`` over
 ``kl_decay_frames``. Every ``eval_every`` updates: deterministic laps on the
 training track and the held-out track -> ``eval.csv`` + TensorBoard; the best
-0-fall lap on the training track keeps ``best.keras``. ``ckpt/state.pkl`` holds
-everything a resume needs (weights, optimizer slots, RNGs, counters, history,
-and the env state when the backend can give it), so a resumed run takes the
-same next update as an uninterrupted one.
+0-fall lap on the training track keeps ``best.keras`` (``evaluation.py``).
+``ckpt/state.npz`` holds everything a resume needs (weights, optimizer slots,
+RNGs, counters, history, and the env state when the backend can give it) as
+npz + JSON, never a pickle (``checkpoint.py``), so a resumed run takes the
+same next update as an uninterrupted one. A fresh run refuses an ``--out``
+that holds another run's checkpoint or best model.
+
+The steps of a run, each a method: ``build_env`` (the backend, on Ray with
+``--ray``), ``train_update`` (collect -> ``batch_from`` -> learn -> ``record``),
+``evaluator.run``, ``save``/``load``, ``summary``.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import pickle
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import numpy as np
 
+from common import atomic
+from envs.vecenv import VecEnvBackend
+from train.finetune import checkpoint as ck
 from train.finetune import ppo
 from train.finetune.agent import ActorCritic
-from train.finetune.envs import RewardShaping, VecEnvBackend, make_backend
-from train.finetune.rollout import Collector, evaluate
+from train.finetune.envs import make_backend
+from train.finetune.evaluation import Evaluator
+from train.finetune.logs import RunLog
+from train.finetune.rollout import Collector
+from train.finetune.settings import Config
+
+__all__ = ["Config", "Trainer", "build_env", "write_summary"]
 
 
-@dataclass
-class Config:
-    model: str = "data/models/pilotnet.keras"
-    track: str = "rainbow"
-    eval_tracks: tuple[str, ...] = ("rainbow", "twisty")
-    env: str = "kartsim"
-    frames: int = 2_000_000
-    envs: int = 24
-    action_repeat: int = 1  # per frame, as the clone was taught; at 4 the rainbow clone falls off (see README)
-    rollout: int = 64  # decisions per env per update
-    warmup_frames: int = 60_000
-    frame_stack: int = 1
-    init_log_std: float = -1.6
-    kl_coef: float = 0.2
-    kl_final: float = 0.01
-    kl_decay_frames: int = 800_000
-    scale_rewards: bool = True
-    eval_every: int = 40
-    eval_laps: int = 2
-    eval_max_s: float | None = None  # None: 2.5x the track's lower bound per lap
-    eval_envs: int = 1  # the policy and kartsim are deterministic; more envs vary the start jitter
-    out: str = "data/finetune/run"
-    seed: int = 0
-    resume: bool = False
-    tensorboard: bool = True
-    ppo: ppo.PPOConfig = field(default_factory=ppo.PPOConfig)
-    shaping: RewardShaping = field(default_factory=RewardShaping)
+def build_env(cfg: Config, track: str, n: int, repeat: int, seed: int, *, ray: bool = False) -> VecEnvBackend:
+    """``cfg.env`` for ``n`` envs; as Ray actors when ``ray`` and ``cfg.ray`` (the training envs)."""
+    options = cfg.env_options()
+    if options and cfg.env == "kartsim":
+        raise ValueError(f"--{'/--'.join(options)} are for the emulator envs (--env mk64 / mupen-test), "
+                         "not kartsim")
+    kw = dict(track=track, num_envs=n, action_repeat=repeat, seed=seed, shaping=cfg.shaping, **options)
+    if ray and cfg.ray:
+        from train.finetune.ray_backend import RayBackend
+
+        return RayBackend(inner=cfg.env, address=cfg.ray, actors=cfg.ray_actors, resource=cfg.ray_resource,
+                          cpus_per_actor=cfg.ray_cpus_per_actor, **kw)
+    return make_backend(cfg.env, **kw)
 
 
 class Trainer:
@@ -63,30 +61,28 @@ class Trainer:
         from train.model import load_model
 
         self.cfg = cfg
-        os.makedirs(cfg.out, exist_ok=True)
+        ck.check_out(cfg.out, cfg.resume)  # never replace another run's checkpoint or best model
         self.cloned = cloned if cloned is not None else load_model(cfg.model)
+        os.makedirs(cfg.out, exist_ok=True)
         self.net = ActorCritic(self.cloned, frame_stack=cfg.frame_stack, init_log_std=cfg.init_log_std,
                                seed=cfg.seed)
         self.learner = ppo.Learner(self.net, cfg.ppo, seed=cfg.seed)
-        self.env = self._backend(cfg.track, cfg.envs, cfg.action_repeat, cfg.seed)
+        self.env = build_env(cfg, cfg.track, cfg.envs, cfg.action_repeat, cfg.seed, ray=True)
         self.collector = Collector(self.net, self.env, cfg.ppo.gamma, cfg.seed, cfg.scale_rewards, on_step)
-        self.on_eval = on_eval
+        self.log = RunLog(cfg.out, cfg.tensorboard)
+        self.evaluator = Evaluator(cfg, self.net, lambda *a: build_env(cfg, *a), self.log, on_eval)
         self.frames = 0  # training game frames
         self.updates = 0
         self.wall_s = 0.0  # training wall time (acting + stepping + learning), evaluation excluded
         self.history: list[dict] = []  # one row per update
-        self.evals: list[dict] = []  # one row per (evaluation, track)
-        self.baselines: dict = {}
-        self.best_lap = float("inf")
-        self._eval_envs: dict[str, VecEnvBackend] = {}
-        self._tb = None
         self.stop_requested = False  # set from a signal handler: finish the update, save, summarise
         if cfg.resume:
             self.load()
 
-    def _backend(self, track, n, repeat, seed) -> VecEnvBackend:
-        return make_backend(self.cfg.env, track=track, num_envs=n, frames_per_step=repeat, seed=seed,
-                            shaping=self.cfg.shaping)
+    # evaluation results live in the evaluator (plots and the dashboard read them here)
+    evals = property(lambda self: self.evaluator.evals)
+    baselines = property(lambda self: self.evaluator.baselines)
+    best_lap = property(lambda self: self.evaluator.best_lap)
 
     # ---- schedules ----
     @property
@@ -116,15 +112,18 @@ class Trainer:
 
     def train_update(self) -> dict:
         """Collect one rollout and learn from it; returns the update's log row."""
-        c = self.cfg
         t0 = time.perf_counter()
         actor = not self.warming_up
-        buf = self.collector.collect(c.rollout)
+        buf = self.collector.collect(self.cfg.rollout)
         t1 = time.perf_counter()
-        batch = self.batch_from(buf)
-        stats = self.learner.update(batch, lr_frac=self.lr_frac(), kl_coef=self.kl_weight(), actor=actor)
-        t2 = time.perf_counter()
-        step_frames = c.rollout * self.env.num_envs * self.env.frames_per_step
+        stats = self.learner.update(self.batch_from(buf), lr_frac=self.lr_frac(), kl_coef=self.kl_weight(),
+                                    actor=actor)
+        return self.record(buf, stats, actor, t0, t1, time.perf_counter())
+
+    def record(self, buf: dict, stats: dict, actor: bool, t0: float, t1: float, t2: float) -> dict:
+        """Count the update's frames and time, and log its row (history, TensorBoard)."""
+        c = self.cfg
+        step_frames = c.rollout * self.env.num_envs * self.env.action_repeat
         self.frames += step_frames
         self.updates += 1
         self.wall_s += t2 - t0
@@ -132,7 +131,7 @@ class Trainer:
         row = {
             "update": self.updates, "frames": self.frames, "phase": "ppo" if actor else "warmup",
             "frames_per_s": step_frames / (t2 - t0),
-            "decisions_per_s": step_frames / self.env.frames_per_step / (t2 - t0),
+            "decisions_per_s": step_frames / self.env.action_repeat / (t2 - t0),
             "collect_s": t1 - t0, "learn_s": t2 - t1, **buf["timing"],
             "episodes": len(self.collector.episodes),
             "return_mean": float(np.mean([e["return"] for e in recent])) if recent else None,
@@ -140,131 +139,45 @@ class Trainer:
             "std": self.net.std(), "kl_weight": self.kl_weight(), "lr": c.ppo.lr * self.lr_frac(), **stats,
         }
         self.history.append(row)
-        self._log_scalars("train", row)
+        self.log.scalars("train", row, self.frames)
         return row
 
     # ---- evaluation ----
-    def _eval_env(self, track: str, repeat: int) -> VecEnvBackend:
-        key = f"{track}@{repeat}"
-        if key not in self._eval_envs:
-            self._eval_envs[key] = self._backend(track, self.cfg.eval_envs, repeat, self.cfg.seed + 777)
-        return self._eval_envs[key]
-
-    def _lower_bound(self, track: str) -> float | None:
-        """kartsim's lap-time bound; other backends (the real game) have none."""
-        if self.cfg.env != "kartsim":
-            return None
-        from envs import kartsim
-
-        return float(kartsim.lower_bound_s(track))
-
-    def _max_frames(self, track: str) -> int:
-        """Evaluation cap: --eval-max-s, or by default 2.5x the lower bound per lap (+10 s to start);
-        without a bound (the real game) 3 minutes per lap."""
-        if self.cfg.eval_max_s:
-            return int(self.cfg.eval_max_s * 30)
-        bound = self._lower_bound(track)
-        per_lap = 180.0 if bound is None else 2.5 * bound
-        return int((10.0 + self.cfg.eval_laps * per_lap) * 30)
-
     def run_baselines(self) -> dict:
-        """Expert (per-frame, as scripted) and cloned (this actor before any update) on every eval track."""
-        c = self.cfg
-        if self.baselines:
-            return self.baselines
-        for track in c.eval_tracks:
-            env = self._eval_env(track, 1)
-            expert = evaluate(env, c.eval_laps, self._max_frames(track)) if hasattr(env, "expert_actions") else {}
-            cloned = evaluate(self._eval_env(track, c.action_repeat), c.eval_laps, self._max_frames(track), self.net)
-            self.baselines[track] = {"expert": expert, "cloned": cloned,
-                                     "lower_bound_s": self._lower_bound(track)}
-        return self.baselines
+        return self.evaluator.run_baselines()
 
     def run_eval(self) -> list[dict]:
-        c = self.cfg
-        rows = []
-        for track in c.eval_tracks:
-            res = evaluate(self._eval_env(track, c.action_repeat), c.eval_laps, self._max_frames(track), self.net)
-            row = {"update": self.updates, "frames": self.frames, "track": track,
-                   "best_lap_s": res["best_lap_s"], "mean_lap_s": res["mean_lap_s"],
-                   "laps": res["laps"], "falls": res["falls"], "mini_turbos": res["mini_turbos"],
-                   "return": res["return"]}
-            rows.append(row)
-            self._log_scalars(f"eval_{track}", row)
-            if track == c.track and res["best_lap_s"] and res["falls"] == 0 and res["best_lap_s"] < self.best_lap:
-                self.best_lap = res["best_lap_s"]
-                self._export(os.path.join(c.out, "best.keras"))
-        self.evals += rows
-        self._write_csv("eval.csv", self.evals)
-        if self.on_eval:
-            self.on_eval(rows, self)
-        return rows
-
-    # ---- logs ----
-    def _log_scalars(self, prefix: str, row: dict) -> None:
-        if not self.cfg.tensorboard:
-            return
-        import tensorflow as tf
-
-        if self._tb is None:
-            self._tb = tf.summary.create_file_writer(os.path.join(self.cfg.out, "tb"))
-        with self._tb.as_default(step=self.frames):
-            for k, v in row.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("update", "frames"):
-                    tf.summary.scalar(f"{prefix}/{k}", v)
-        self._tb.flush()
-
-    def _write_csv(self, name: str, rows: list[dict]) -> None:
-        if not rows:
-            return
-        keys = list(dict.fromkeys(k for r in rows for k in r))
-        with open(os.path.join(self.cfg.out, name), "w", newline="") as fh:
-            w = csv.DictWriter(fh, keys)
-            w.writeheader()
-            w.writerows(rows)
-
-    def _export(self, path: str) -> None:
-        if self.net.frame_stack == 1:
-            self.net.export_pilotnet(path)
-        else:  # stacked actors do not fit drive's single-frame PilotNet: keep their weights
-            with open(path.replace(".keras", ".weights.pkl"), "wb") as fh:
-                pickle.dump(self.net.get_weights(), fh)
+        return self.evaluator.run(self.updates, self.frames, self)
 
     # ---- checkpoint / resume ----
     def state_path(self) -> str:
-        return os.path.join(self.cfg.out, "ckpt", "state.pkl")
+        return ck.state_path(self.cfg.out)
 
     def save(self) -> None:
-        os.makedirs(os.path.dirname(self.state_path()), exist_ok=True)
-        env_state = self.env.get_state() if hasattr(self.env, "get_state") else None
+        """``ckpt/state.npz`` (atomic), ``ckpt/actor.keras`` and ``train.csv``."""
         state = {"config": asdict(self.cfg), "learner": self.learner.get_state(),
-                 "collector": self.collector.get_state(), "env": env_state, "frames": self.frames,
+                 "collector": self.collector.get_state(), "env": self.env.get_state(), "frames": self.frames,
                  "updates": self.updates, "wall_s": self.wall_s, "history": self.history,
-                 "evals": self.evals, "baselines": self.baselines, "best_lap": self.best_lap}
-        tmp = self.state_path() + ".tmp"
-        with open(tmp, "wb") as fh:
-            pickle.dump(state, fh)
-        os.replace(tmp, self.state_path())  # a crash mid-write never leaves a torn checkpoint
-        self._export(os.path.join(self.cfg.out, "ckpt", "actor.keras"))
-        self._write_csv("train.csv", self.history)
+                 "evaluation": self.evaluator.get_state()}
+        ck.save_state(self.state_path(), state)
+        ck.export_actor(self.net, os.path.join(self.cfg.out, "ckpt", "actor.keras"))
+        self.log.table("train.csv", self.history)
 
     def load(self) -> None:
         path = self.state_path()
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"--resume: no checkpoint at {path}")
-        with open(path, "rb") as fh:
-            state = pickle.load(fh)  # our own file, written by save()
-        self.learner.set_state(state["learner"])
-        if state["env"] is not None and hasattr(self.env, "set_state"):
-            try:
+        state = ck.load_state(path)  # npz + JSON: nothing in it can run code
+        try:
+            self.learner.set_state(state["learner"])
+            if state["env"] is not None:
                 self.env.set_state(state["env"])
-            except (KeyError, ValueError) as exc:  # another --envs/--track, or an older kartsim's state
-                raise ValueError(f"--resume: the environment state in {path} does not fit this run's "
-                                 f"environments ({exc!r}); was it written with other --envs, --track or "
-                                 "an older kartsim?") from exc
-        self.collector.set_state(state["collector"])
-        for key in ("frames", "updates", "wall_s", "history", "evals", "baselines", "best_lap"):
-            setattr(self, key, state[key])
+            self.collector.set_state(state["collector"])
+            self.evaluator.set_state(state["evaluation"])
+            self.frames, self.updates, self.wall_s = state["frames"], state["updates"], state["wall_s"]
+            self.history = state["history"]
+        except (KeyError, ValueError, TypeError, NotImplementedError) as exc:
+            # another --envs/--track/--env, or an older kartsim's state
+            raise ValueError(f"--resume: the state in {path} does not fit this run ({exc!r}); was it written "
+                             "with other --envs, --env, --track or an older kartsim?") from exc
 
     # ---- the whole run ----
     def run(self, progress: bool = True, save_every: int = 10) -> dict:
@@ -301,7 +214,7 @@ class Trainer:
         return {
             "frames": self.frames,
             "frames_per_s": self.frames / self.wall_s if self.wall_s else None,
-            "decisions_per_s": self.frames / self.env.frames_per_step / self.wall_s if self.wall_s else None,
+            "decisions_per_s": self.frames / self.env.action_repeat / self.wall_s if self.wall_s else None,
             "bc_best_lap_s": bc,
             "rl_best_lap_s": min(rl) if rl else None,
             "expert_best_lap_s": (base.get("expert") or {}).get("best_lap_s"),
@@ -316,19 +229,18 @@ class Trainer:
                             "cloned": (base.get("cloned") or {}).get("mini_turbos"),
                             "fine_tuned": best_eval.get("mini_turbos"), "laps": c.eval_laps},
             "wall_s": self.wall_s,
-            "updates": self.updates, "envs": self.env.num_envs, "action_repeat": self.env.frames_per_step,
+            "updates": self.updates, "envs": self.env.num_envs, "action_repeat": self.env.action_repeat,
             "track": c.track, "held_out": {e["track"]: e["best_lap_s"] for e in held[-len(c.eval_tracks):]},
             "held_out_cloned": {t: (b.get("cloned") or {}).get("best_lap_s") for t, b in self.baselines.items()
                                 if t != c.track},
             "evals": len(train_evals), "out": c.out,
+            **({"env_stats": self.env.stats()} if self.env.stats() else {}),
         }
 
     def close(self) -> None:
         self.env.close()
-        for env in self._eval_envs.values():
-            env.close()
+        self.evaluator.close()
 
 
 def write_summary(path: str, summary: dict) -> None:
-    with open(path, "w") as fh:
-        json.dump(summary, fh, indent=2)
+    atomic.write_text(path, json.dumps(summary, indent=2))

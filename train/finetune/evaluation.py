@@ -1,0 +1,101 @@
+"""Evaluation during fine-tuning: the baselines, the periodic deterministic laps, and ``best.keras``.
+
+Every ``eval_every`` updates the actor drives ``eval_laps`` deterministic laps
+on each evaluation track (its own small envs, built in this process); the best
+0-fall lap on the training track keeps ``best.keras``. The baselines, once per
+run: the scripted expert (where the backend has one, per frame as scripted)
+and the cloned policy (the actor before any update).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from envs.vecenv import VecEnvBackend
+from train.finetune.checkpoint import export_actor
+from train.finetune.logs import RunLog
+from train.finetune.rollout import evaluate
+from train.finetune.settings import Config
+
+EVAL_SEED_OFFSET = 777  # evaluation envs are seeded apart from the training envs
+NO_BOUND_LAP_S = 180.0  # evaluation cap per lap without a lower bound (the real game)
+
+
+class Evaluator:
+    def __init__(self, cfg: Config, net, make_env: Callable[..., VecEnvBackend], log: RunLog, on_eval=None):
+        self.cfg, self.net, self.make_env, self.log, self.on_eval = cfg, net, make_env, log, on_eval
+        self.evals: list[dict] = []  # one row per (evaluation, track)
+        self.baselines: dict = {}
+        self.best_lap = float("inf")
+        self._envs: dict[tuple[str, int], VecEnvBackend] = {}
+
+    def env(self, track: str, repeat: int) -> VecEnvBackend:
+        if (track, repeat) not in self._envs:
+            self._envs[(track, repeat)] = self.make_env(track, self.cfg.eval_envs, repeat,
+                                                        self.cfg.seed + EVAL_SEED_OFFSET)
+        return self._envs[(track, repeat)]
+
+    def lower_bound(self, track: str) -> float | None:
+        """kartsim's lap-time bound; other backends (the real game) have none."""
+        if self.cfg.env != "kartsim":
+            return None
+        from envs import kartsim
+
+        return float(kartsim.lower_bound_s(track))
+
+    def max_frames(self, track: str, fps: float) -> int:
+        """Evaluation cap: --eval-max-s, or by default 2.5x the lower bound per lap (+10 s to start);
+        without a bound (the real game) 3 minutes per lap."""
+        if self.cfg.eval_max_s:
+            return int(self.cfg.eval_max_s * fps)
+        bound = self.lower_bound(track)
+        per_lap = NO_BOUND_LAP_S if bound is None else 2.5 * bound
+        return int((10.0 + self.cfg.eval_laps * per_lap) * fps)
+
+    def _laps(self, track: str, repeat: int, net=None) -> dict:
+        env = self.env(track, repeat)
+        return evaluate(env, self.cfg.eval_laps, self.max_frames(track, env.fps), net)
+
+    def run_baselines(self) -> dict:
+        """Expert (per frame, as scripted) and cloned (this actor before any update) on every eval track."""
+        if self.baselines:
+            return self.baselines
+        for track in self.cfg.eval_tracks:
+            expert = self._laps(track, 1) if self.env(track, 1).has_expert else {}
+            cloned = self._laps(track, self.cfg.action_repeat, self.net)
+            self.baselines[track] = {"expert": expert, "cloned": cloned, "lower_bound_s": self.lower_bound(track)}
+        return self.baselines
+
+    def run(self, updates: int, frames: int, trainer=None) -> list[dict]:
+        """One evaluation of the actor on every eval track; keeps ``best.keras``; logs ``eval.csv``."""
+        c = self.cfg
+        rows = []
+        for track in c.eval_tracks:
+            res = self._laps(track, c.action_repeat, self.net)
+            row = {"update": updates, "frames": frames, "track": track,
+                   "best_lap_s": res["best_lap_s"], "mean_lap_s": res["mean_lap_s"],
+                   "laps": res["laps"], "falls": res["falls"], "mini_turbos": res["mini_turbos"],
+                   "return": res["return"]}
+            rows.append(row)
+            self.log.scalars(f"eval_{track}", row, frames)
+            if track == c.track and res["best_lap_s"] and res["falls"] == 0 and res["best_lap_s"] < self.best_lap:
+                self.best_lap = res["best_lap_s"]
+                export_actor(self.net, os.path.join(c.out, "best.keras"))
+        self.evals += rows
+        self.log.table("eval.csv", self.evals)
+        if self.on_eval:
+            self.on_eval(rows, trainer)
+        return rows
+
+    # ---- checkpoint part ----
+    def get_state(self) -> dict:
+        return {"evals": self.evals, "baselines": self.baselines, "best_lap": self.best_lap}
+
+    def set_state(self, state: dict) -> None:
+        self.evals, self.baselines, self.best_lap = state["evals"], state["baselines"], state["best_lap"]
+
+    def close(self) -> None:
+        for env in self._envs.values():
+            env.close()
+        self._envs = {}

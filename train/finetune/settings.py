@@ -1,0 +1,206 @@
+"""Every fine-tuning setting, once: the dataclasses the trainer takes, whose fields generate the CLI.
+
+A field's default, type and help text (``option(...)`` metadata) are the only
+place a setting is written: ``add_arguments`` turns the fields into
+``python -m train.finetune`` options (``--action-repeat`` for
+``action_repeat``; nested settings get their own group, the reward terms with
+an ``r-`` prefix) and ``config_from_args`` turns the parsed options back into
+a ``Config``. This module imports nothing heavy, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+
+
+def option(default=dataclasses.MISSING, help: str = "", *, flag: str | None = None, group: str | None = None,
+           default_factory=dataclasses.MISSING, **meta):
+    """A dataclass field carrying its CLI help (and, for on-by-default switches, the ``--no-...`` flag)."""
+    md = {"help": help, **({"flag": flag} if flag else {}), **({"group": group} if group else {}), **meta}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=md)
+    return field(default=default, metadata=md)
+
+
+@dataclass
+class PPOConfig:
+    gamma: float = option(0.9975, "discount per decision (~13 game seconds ahead at action repeat 1)")
+    lam: float = option(0.975, "GAE lambda (~1.3 s of credit: a drift's 0.8 s charge and its boost fit in)")
+    clip: float = option(0.2, "PPO clip range")
+    epochs: int = option(4, "passes over each rollout")
+    minibatch: int = option(256, "minibatch size (decisions)")
+    vf_coef: float = option(0.5, "value loss weight")
+    ent_coef: float = option(0.0, "entropy bonus weight")
+    max_grad_norm: float = option(0.5, "global gradient-norm clip")
+    lr: float = option(3e-4, "actor learning rate (annealed linearly to 0)")
+    critic_lr: float = option(5e-4, "critic learning rate (annealed linearly to 0)")
+
+
+@dataclass
+class RewardShaping:
+    """The reward terms (kartsim's ``RewardConfig``; other backends read the same fields).
+
+    Per game frame: ``progress`` x 100 x (lap fraction gained) -- one lap is worth
+    100 -- plus the shaping the Mario Kart RL literature uses: ``speed`` x v / top
+    speed (do not idle), ``boost`` while a drift mini-turbo runs (use drift-boosts),
+    ``offroad`` per frame on grass (negative), ``fall`` once per fall off the
+    track (negative; Rainbow Road has no guardrails, and a fall also loses the
+    ground back to the last checkpoint and Lakitu's time), and ``drift_abort``
+    once per drift given up before its mini-turbo charged, times the share of
+    the charge missing (negative).
+
+    ``boost`` and ``drift_abort`` are on by default. Progress alone barely tells a
+    mini-turbo from none (a boost gains ~0.1 s), and the cloned policy lets go of
+    R where its teacher did, a few frames before the charge would complete:
+    holding on means sampling R against a ~1% probability on ~10 frames in a row,
+    which per-frame exploration never does. ``drift_abort`` makes each of those
+    early releases cost at once (-3 x the charge missing: holding one frame
+    longer is worth one to two frames of progress), so the policy learns to hold on
+    without having to stumble on a whole boost first; ``boost`` (0.1 per boosted
+    frame, ~2.4 per boost) pays for the boost itself. A drift held to its boost
+    costs nothing. The real-game backend reads only ``progress``.
+    """
+
+    progress: float = option(1.0, "progress weight (1 lap = 100 x weight)")
+    fall: float = option(-10.0, "once per fall off the track (negative)")
+    speed: float = option(0.0, "per frame x speed / top speed")
+    boost: float = option(0.1, "per frame while a mini-turbo boost runs")
+    offroad: float = option(0.0, "per frame off-road (negative)")
+    drift_abort: float = option(-3.0, "per drift released before its mini-turbo charged, x the charge missing "
+                                "(negative)")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+RUN, POLICY, PPO, EVAL, EMU, RAY = "run", "policy", "PPO", "evaluation", "emulator envs (--env mk64 / mupen-test)", \
+    "Ray (env workers as actors, on this machine or a cluster)"
+
+
+@dataclass
+class Config:
+    model: str = option("data/models/pilotnet.keras", "cloned PilotNet .keras (from python -m train)", group=RUN)
+    track: str = option("rainbow", "training track (kartsim name or track JSON; a label for the emulator envs)",
+                        group=RUN)
+    eval_tracks: tuple[str, ...] | None = option(
+        None, "comma-separated evaluation tracks, \"\" for none (default: the training track, and on "
+        "kartsim also the held-out track, envs.kartsim.HELD_OUT)", group=RUN)
+    env: str = option("kartsim", "environment backend: kartsim, mk64 (your ROM, --rom/--state), mupen-test "
+                      "(the GPL test ROM), or module:factory", group=RUN)
+    frames: int = option(2_000_000, "training budget in game frames, all envs", group=RUN)
+    envs: int = option(24, "parallel environments", group=RUN)
+    # per frame, as the clone was taught; at 4 the rainbow clone falls off (see README)
+    action_repeat: int = option(1, "game frames per decision", group=RUN)
+    out: str = option("data/finetune/run", "run directory (a fresh run refuses one holding another run's "
+                      "checkpoint or best.keras: pass --resume, or a new --out)", group=RUN)
+    seed: int = option(0, "seed of the policy, the learner and the envs", group=RUN)
+    resume: bool = option(False, "continue the run in --out from OUT/ckpt/state.npz", group=RUN)
+    tensorboard: bool = option(True, "write no TensorBoard logs", flag="--no-tensorboard", group=RUN)
+    frame_stack: int = option(1, "features of the last k frames (temporal option; 1 = the cloned model as is)",
+                              group=POLICY)
+    init_log_std: float = option(-1.6, "steering log-std at start", group=POLICY)
+    rollout: int = option(64, "decisions per env per update", group=PPO)
+    warmup_frames: int = option(60_000, "frames of frozen-cloned rollouts that train only the critic", group=PPO)
+    kl_coef: float = option(0.2, "KL(pi || cloned) weight after warm-up", group=PPO)
+    kl_final: float = option(0.01, "KL weight at the end of the decay", group=PPO)
+    kl_decay_frames: int = option(800_000, "frames over which the KL weight decays", group=PPO)
+    scale_rewards: bool = option(True, "use raw rewards as value targets", flag="--no-reward-scaling", group=PPO)
+    ppo: PPOConfig = option(default_factory=PPOConfig, group=PPO, nested="")
+    shaping: RewardShaping = option(default_factory=RewardShaping,
+                                    group="reward shaping (see train/finetune/settings.py RewardShaping)",
+                                    nested="r-")
+    eval_every: int = option(40, "updates between evaluations", group=EVAL)
+    eval_laps: int = option(2, "deterministic laps per evaluation", group=EVAL)
+    eval_max_s: float | None = option(None, "game-second cap per evaluation (default: 10 + 2.5 x lower bound "
+                                      "x laps; 3 minutes a lap without a bound)", group=EVAL)
+    # the policy and kartsim are deterministic; more envs vary the start jitter
+    eval_envs: int = option(1, "evaluation envs per track (start jitter)", group=EVAL)
+    rom: str | None = option(None, "your Mario Kart 64 ROM (default: $KARTPILOT_ROM; mupen-test: the GPL "
+                             "test ROM, $KARTPILOT_TEST_ROM)", group=EMU)
+    state: str | None = option(None, "the savestate each episode starts from (default: $KARTPILOT_STATE)",
+                               group=EMU)
+    ray: str | None = option(None, "run the training envs as Ray actors: auto (the running cluster), "
+                             "HOST:PORT, ray://HOST:10001, or local (start one here)", group=RAY)
+    ray_actors: int = option(2, "env actors; each holds a slice of --envs", group=RAY)
+    ray_resource: str | None = option(None, "custom resource each actor needs, one unit per env (default: "
+                                      "mupen for the emulator envs, none for kartsim)", group=RAY)
+    ray_cpus_per_actor: float = option(1.0, "CPUs each env actor reserves", group=RAY)
+
+    def __post_init__(self):
+        if self.eval_tracks is None:
+            extra = ()
+            if self.env == "kartsim":
+                from envs.kartsim import HELD_OUT
+
+                extra = (HELD_OUT,)
+            self.eval_tracks = tuple(dict.fromkeys((self.track, *extra)))
+        else:
+            self.eval_tracks = tuple(self.eval_tracks)
+
+    def env_options(self) -> dict:
+        """The backend-specific factory keywords that were set (the emulator's ROM and savestate)."""
+        return {k: v for k, v in (("rom", self.rom), ("state", self.state)) if v}
+
+
+# ---- the CLI, generated from the fields ----
+
+def _flag(f: dataclasses.Field, prefix: str) -> str:
+    return f.metadata.get("flag") or "--" + (prefix + f.name).replace("_", "-")
+
+
+def _dest(f: dataclasses.Field, prefix: str) -> str:
+    return (prefix + f.name).replace("-", "_")
+
+
+def _plain_type(hint):
+    """``X | None`` -> X; anything else as is."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0] if len(args) == 1 else str
+    return hint
+
+
+def _comma_list(text: str) -> tuple[str, ...]:
+    """``a,b`` -> ("a", "b"); an empty string is the empty list."""
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls=Config, prefix: str = "", group=None,
+                  groups: dict | None = None) -> None:
+    """One option per field of ``cls`` (recursing into nested settings), help from the field metadata."""
+    groups = {} if groups is None else groups
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        name = f.metadata.get("group")
+        g = group if name is None else groups.setdefault(name, parser.add_argument_group(name))
+        hint = _plain_type(hints[f.name])
+        if "nested" in f.metadata:
+            add_arguments(parser, hint, prefix + f.metadata["nested"], g, groups)
+            continue
+        default = f.default  # the field's own default (None where the trainer resolves it later)
+        kw = {"dest": _dest(f, prefix), "help": f.metadata.get("help", "")}
+        if hint is bool:
+            if default and "flag" not in f.metadata:
+                raise TypeError(f"{cls.__name__}.{f.name}: an on-by-default switch needs flag='--no-...'")
+            kw.update(action="store_false" if default else "store_true", default=default)
+        elif typing.get_origin(hint) is tuple:
+            kw.update(type=_comma_list, default=default, metavar="A,B,...")
+        else:
+            kw.update(type=hint, default=default)
+        (g or parser).add_argument(_flag(f, prefix), **kw)
+
+
+def config_from_args(args: argparse.Namespace, cls=Config, prefix: str = ""):
+    """The parsed options back into ``cls`` (nested settings included)."""
+    hints = typing.get_type_hints(cls)
+    kw = {}
+    for f in dataclasses.fields(cls):
+        if "nested" in f.metadata:
+            kw[f.name] = config_from_args(args, _plain_type(hints[f.name]), prefix + f.metadata["nested"])
+        else:
+            kw[f.name] = getattr(args, _dest(f, prefix))
+    return cls(**kw)
