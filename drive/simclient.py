@@ -52,13 +52,18 @@ class Window:
 
 
 def telemetry_header(info: dict) -> str:
-    """kartsim's info -> ``name=value;...`` like the plugin's RDRAM profile."""
+    """kartsim's info -> ``name=value;...`` like the plugin's RDRAM profile: numbers only (the
+    protocol's rule), so ``surface`` goes as its code, 0 road, 1 offroad, 2 falling."""
+    from envs.kartsim.physics import SURFACES
+
     keys = ("progress", "lap", "speed", "surface", "falls", "t")
     parts = []
     for k in keys:
         v = info.get(k)
         if v is None:
             continue
+        if k == "surface":
+            v = SURFACES.index(v)
         parts.append(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}")
     return ";".join(parts)
 
