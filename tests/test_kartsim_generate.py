@@ -170,3 +170,27 @@ def test_multi_track_demos_share_frames_and_stay_off_the_evaluation_seeds(tmp_pa
                           "--out", str(tmp_path / "e")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "evaluation tracks" in res.stderr
     assert not (tmp_path / "e").exists()
+
+
+def test_fine_tuning_can_run_over_a_distribution_of_generated_tracks():
+    from envs.kartsim.generate import parse_range
+    from train.finetune.envs import KartSimBackend
+    from train.finetune.settings import Config
+
+    assert parse_range("gen:10-20:void") == (range(10, 20), "void") and parse_range("gen:10") is None
+    with pytest.raises(GenError, match="FIRST-END"):
+        parse_range("gen:20-10")
+    env = KartSimBackend("gen:0-50", num_envs=3, action_repeat=2, seed=0)
+    obs = env.reset()
+    assert obs.shape == (3, 66, 200, 3)
+    names = [t.name for t in env.vec.tracks]
+    assert all(n.startswith("gen:") and 0 <= int(n[4:]) < 50 for n in names)
+    total = np.zeros(3)
+    for _ in range(20):
+        res = env.step(env.expert_actions())
+        total += res.reward
+    assert res.obs.shape == (3, 66, 200, 3) and np.all(total > 0)  # all three drive forwards
+    env.close()
+    cfg = Config(track="gen:0-50")
+    assert cfg.eval_tracks == ("twisty", "rainbow") and cfg.select_track == "twisty"
+    assert Config(track="rainbow").select_track == "rainbow"

@@ -56,6 +56,21 @@ def parse_name(name: str) -> tuple[int, str]:
     return int(parts[0]), style
 
 
+def parse_range(name) -> tuple[range, str] | None:
+    """``gen:A-B`` or ``gen:A-B:STYLE`` (a distribution: seeds A..B-1) -> (seeds, style); else None."""
+    if not isinstance(name, str) or not name.startswith(PREFIX):
+        return None
+    parts = name[len(PREFIX):].split(":")
+    lo, dash, hi = parts[0].partition("-")
+    if not dash:
+        return None
+    style = parts[1] if len(parts) == 2 else "mixed"
+    if len(parts) > 2 or not (lo.isdigit() and hi.isdigit()) or int(hi) <= int(lo) or style not in STYLES:
+        raise GenError(f"track distribution {name!r}: expected gen:FIRST-END[:STYLE] with FIRST < END "
+                       f"and STYLE one of {STYLES}")
+    return range(int(lo), int(hi)), style
+
+
 def is_generated(name) -> bool:
     return isinstance(name, str) and name.startswith(PREFIX)
 

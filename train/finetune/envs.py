@@ -63,6 +63,8 @@ def _info_array(info: dict, key: str, n: int, default=0.0) -> np.ndarray:
 
 class KartSimBackend(VecEnvBackend):
     """``envs.kartsim.VecKartSim`` at 66x200 behind ``VecEnvBackend``, with action repeat.
+    ``track`` may be a distribution, ``gen:FIRST-END[:STYLE]``: every env then drives its own
+    generated track and draws a new one from those seeds at each reset.
 
     The repeat runs in this class (one vector step per game frame), so an env
     can end during a repeated step: its reward stops there, its final frame is
@@ -75,14 +77,18 @@ class KartSimBackend(VecEnvBackend):
     def __init__(self, track: str = "rainbow", num_envs: int = 24, action_repeat: int = 4,
                  seed: int | None = 0, shaping: RewardShaping | None = None, laps: int = 3, **kw):
         from envs import kartsim
+        from envs.kartsim.generate import generated_tracks, parse_range
 
         if action_repeat < 1:
             raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
         self.track, self.num_envs, self.action_repeat = track, num_envs, action_repeat
         self.shaping = shaping or RewardShaping()
         reward = kartsim.RewardConfig.from_dict(self.shaping.as_dict())
-        self.vec = kartsim.VecKartSim(num_envs, track, size=fr.MODEL_SHAPE[:2], seed=seed, laps=laps,
-                                      reward=reward, **kw)
+        spread = parse_range(track)  # gen:A-B: each env on its own generated track, a new one per episode
+        if spread is not None:
+            kw.setdefault("track_sampler", generated_tracks(*spread))
+        self.vec = kartsim.VecKartSim(num_envs, track if spread is None else None, size=fr.MODEL_SHAPE[:2],
+                                      seed=seed, laps=laps, reward=reward, **kw)
         self._seed = seed
         self._laps = np.zeros(num_envs)
         self._falls = np.zeros(num_envs)

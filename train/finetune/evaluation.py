@@ -79,7 +79,7 @@ class Evaluator:
                    "return": res["return"]}
             rows.append(row)
             self.log.scalars(f"eval_{track}", row, frames)
-            if track == c.track and res["best_lap_s"] and res["falls"] == 0 and res["best_lap_s"] < self.best_lap:
+            if track == c.select_track and res["best_lap_s"] and res["falls"] == 0 and res["best_lap_s"] < self.best_lap:
                 self.best_lap = res["best_lap_s"]
                 export_actor(self.net, os.path.join(c.out, "best.keras"))
         self.evals += rows

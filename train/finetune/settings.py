@@ -131,15 +131,29 @@ class Config:
     ray_cpus_per_actor: float = option(1.0, "CPUs each env actor reserves", group=RAY)
 
     def __post_init__(self):
+        spread = None
+        if self.env == "kartsim":
+            from envs.kartsim.generate import parse_range
+
+            spread = parse_range(self.track)
         if self.eval_tracks is None:
             extra = ()
             if self.env == "kartsim":
                 from envs.kartsim import HELD_OUT
 
                 extra = (HELD_OUT,)
-            self.eval_tracks = tuple(dict.fromkeys((self.track, *extra)))
+            # a track distribution (gen:A-B) is not one track to lap: evaluate on the held-out
+            # track (it chooses best.keras) and on rainbow
+            first = ("rainbow",) if spread is not None else (self.track,)
+            self.eval_tracks = tuple(dict.fromkeys((*extra, *first) if spread is not None else (*first, *extra)))
         else:
             self.eval_tracks = tuple(self.eval_tracks)
+
+    @property
+    def select_track(self) -> str:
+        """The evaluation track whose laps choose best.keras: the training track, or (training on a
+        distribution of tracks) the first evaluation track."""
+        return self.track if self.track in self.eval_tracks else self.eval_tracks[0]
 
     def env_options(self) -> dict:
         """The backend-specific factory keywords that were set (the emulator's ROM and savestate)."""
