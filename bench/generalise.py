@@ -119,11 +119,7 @@ def worst_sheet(rows: list[dict], path: Path) -> str:
         ax.axis("off")
     for ax, r in zip(axes.flat, pick, strict=False):
         t = kartsim.load(r["track"])
-        centre = np.vstack([t.xy, t.xy[:1]])
-        half = np.concatenate([t.width, t.width[:1]])[:, None] / 2
-        nrm = np.vstack([t.nrm, t.nrm[:1]])
-        for side in (-1, 1):
-            edge = centre + side * half * nrm
+        for edge in t.edges():
             ax.plot(edge[:, 0], edge[:, 1], color="0.4", lw=0.8)
         line = Expert(t).line.xy
         ax.plot(line[:, 0], line[:, 1], color="tab:blue", lw=0.8, ls="--", label="expert's line")

@@ -219,12 +219,9 @@ def _write_trace(track, xy: np.ndarray, speed: np.ndarray, marks, path: str, res
     from matplotlib.collections import LineCollection
 
     fig, ax = plt.subplots(figsize=(7, 7))
-    centre = np.vstack([track.xy, track.xy[:1]])
-    half = np.concatenate([track.width, track.width[:1]])[:, None] / 2
-    nrm = np.vstack([track.nrm, track.nrm[:1]])
-    for side in (-1, 1):
-        edge = centre + side * half * nrm
+    for edge in track.edges():
         ax.plot(edge[:, 0], edge[:, 1], color="0.35", lw=1)
+    centre = np.vstack([track.xy, track.xy[:1]])
     ax.plot(centre[:, 0], centre[:, 1], color="0.75", lw=0.6, ls="--")
     segs = np.stack([xy[:-1], xy[1:]], axis=1)
     jumps = np.linalg.norm(segs[:, 1] - segs[:, 0], axis=1) > 5.0  # respawns: no line across

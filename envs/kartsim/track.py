@@ -186,6 +186,13 @@ class Track:
     def mean_width(self) -> float:
         return float(self.width.mean())
 
+    def edges(self) -> tuple[np.ndarray, np.ndarray]:
+        """The road's two edges, right then left of the driving direction, as closed (M+1, 2) lines."""
+        centre = np.vstack([self.xy, self.xy[:1]])
+        half = np.concatenate([self.width, self.width[:1]])[:, None] / 2
+        nrm = np.vstack([self.nrm, self.nrm[:1]])
+        return centre - half * nrm, centre + half * nrm
+
     def surface_at(self, x: float, y: float) -> int:
         """Surface class at a point: 0 road, 1 kerb, 3 off-road, 4 void."""
         ix = math.floor((x - self.origin[0]) / CELL)
