@@ -87,6 +87,11 @@ drive: setup $(if $(ROM),plugin)
 # RAY=auto|ADDRESS|local: the training envs as Ray actors (make setup EXTRAS=ray). See envs/mupen/README.md.
 # The run goes to FT_OUT; when FT_OUT already holds a checkpoint, make finetune resumes it (raise
 # FRAMES to train on); a fresh run never replaces another run's checkpoint or best model.
+# Why the clone does not go record -> dataset: `train demos` drives the same DART-noised expert that
+# `record --source sim --noise` records and writes the same prepared arrays through the one writer
+# (dataset/arrays.py), only without the PNG round trip of 30,000 frames (encoding them and reading
+# them back for one throwaway clone); the record -> dataset -> train path itself is tested end to
+# end in tests/test_dataset_one_session.py.
 RAINBOW_BC := data/models/rainbow-bc.keras
 FT_MODEL := $(if $(filter command line,$(origin MODEL)),$(MODEL),$(if $(ENV),$(MODEL),$(RAINBOW_BC)))
 FT_OUT ?= data/finetune/$(or $(ENV),rainbow)
