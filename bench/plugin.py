@@ -92,6 +92,9 @@ def main(argv=None) -> int:
         ap.error("test ROM not found: pass --rom or set KARTPILOT_TEST_ROM")
     if mupen64plus_binary() is None:
         ap.error("mupen64plus is not installed (apt-get install mupen64plus-ui-console mupen64plus-video-rice)")
+    from common.machine import machine_info, machine_line
+
+    print(machine_line(), flush=True)
     build_plugin()  # once: rebuilding under a running emulator would swap its .so
     kinds = ["dummy", "plugin"] + ([] if args.no_frame else ["frame", "small"])
     results: dict[str, list[dict]] = {k: [] for k in kinds}
@@ -121,6 +124,7 @@ def main(argv=None) -> int:
         return statistics.median(r["stats"]["latency_ms"]["p99"] for r in results[kind])
 
     out = {
+        "bench": "plugin", "machine": machine_info(),
         "fps_dummy": round(fps("dummy"), 1),
         "fps_plugin": round(fps("plugin"), 1),
         "overhead": round(1 - fps("plugin") / fps("dummy"), 4),
