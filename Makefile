@@ -105,11 +105,15 @@ finetune: setup plugin $(if $(ENV),,$(FT_MODEL))
 	  $(if $(ROM),--rom $(ROM)) $(if $(STATE),--state $(STATE)) $(if $(RAY),--ray $(RAY)) \
 	  --frames $(FRAMES) --envs $(ENVS) --out $(FT_OUT) $(if $(wildcard $(FT_OUT)/ckpt/state.npz),--resume) --json
 
+# make bench: every benchmark (output kept in $(BENCH_OUT)/NAME.log), then the table of ratios and goals
+BENCH_OUT ?= data/bench
 bench: setup plugin
-	$(PY) -m envs.kartsim bench --envs 24 --steps 300 --size 66x200 --json
-	$(PY) -m bench.record --rate 60 --seconds 20 --json
-	$(PY) -m bench.train --json
-	$(PY) -m bench.drive --json
-	$(PY) -m bench.plugin --json
-	$(PY) -m bench.envs --json
-	$(PY) -m bench.finetune --json
+	mkdir -p $(BENCH_OUT)
+	set -o pipefail; $(PY) -m envs.kartsim bench --envs 24 --steps 300 --size 66x200 --json | tee $(BENCH_OUT)/kartsim.log
+	set -o pipefail; $(PY) -m bench.record --rate 60 --seconds 20 --json | tee $(BENCH_OUT)/record.log
+	set -o pipefail; $(PY) -m bench.train --json | tee $(BENCH_OUT)/train.log
+	set -o pipefail; $(PY) -m bench.drive --json | tee $(BENCH_OUT)/drive.log
+	set -o pipefail; $(PY) -m bench.plugin --json | tee $(BENCH_OUT)/plugin.log
+	set -o pipefail; $(PY) -m bench.envs --json | tee $(BENCH_OUT)/envs.log
+	set -o pipefail; $(PY) -m bench.finetune --json | tee $(BENCH_OUT)/finetune.log
+	$(PY) -m bench.table $(addprefix $(BENCH_OUT)/,kartsim.log record.log train.log drive.log plugin.log envs.log finetune.log)

@@ -5,7 +5,12 @@
        get_p50_ms, get_p99_ms     GET: the server captures 640x480 with mss (private Xvfb)
        naive_p50_ms, naive_p99_ms TensorKart's way: Werkzeug dev server, a new connection
                                   per poll, model.predict per request (same frame, same model)
-       speedup                    naive_p99_ms / post_p99_ms   (targets: post p99 <= 5 ms, >= 10x)
+       model_p50_ms, model_p99_ms one 66x200 frame through the same compiled model (drive's
+                                  Policy, same thread settings), in this process, in blocks
+                                  interleaved with the POST blocks (same machine load)
+       transform_p50_ms, ..._p99  the 640x480 -> 66x200 transform the server applies first
+       post_of_model              post_p99_ms / model_p99_ms   (target <= 1.5)
+       speedup                    naive_p99_ms / post_p99_ms   (target >= 15x)
        load_*                     4 controllers polling concurrently (default 20,000 requests):
                                   errors, requests/s, server RSS at start and end
 
@@ -99,6 +104,38 @@ def bench_keepalive(port: int, method: str, n: int, warmup: int, frame: np.ndarr
             if i >= warmup:
                 lat.append(dt)
     return lat
+
+
+def bench_post_and_model(port: int, policy, n: int, warmup: int, frame: np.ndarray,
+                         block: int = 100) -> tuple[list[float], list[float], list[float]]:
+    """POST latency, the model's own latency for one frame, and the frame transform's
+    (``to_model_input`` of the posted frame), in alternating blocks of ``block``."""
+    from common.frames import to_model_input
+    from drive.client import DriveClient
+
+    x = to_model_input(frame)  # the model alone: the frame already transformed
+    post, model, transform = [], [], []
+    with DriveClient("127.0.0.1", port) as cli:
+        for i in range(warmup):
+            cli.post(0, frame, index=i)
+            policy(x)
+        i = warmup
+        while len(post) < n:
+            for _ in range(min(block, n - len(post))):
+                t0 = time.perf_counter()
+                status, body = cli.post(0, frame, index=i)
+                post.append(time.perf_counter() - t0)
+                i += 1
+                if status != 200:
+                    raise RuntimeError(f"POST /0 answered {status}: {body[:200]!r}")
+            for _ in range(min(block, n - len(model))):
+                t0 = time.perf_counter()
+                policy(x)
+                t1 = time.perf_counter()
+                to_model_input(frame)
+                model.append(t1 - t0)
+                transform.append(time.perf_counter() - t1)
+    return post, model, transform
 
 
 def bench_naive(port: int, n: int, warmup: int, frame: np.ndarray) -> list[float]:
@@ -217,6 +254,11 @@ def main(argv=None) -> int:
         naive_server(args.naive_server)
         return 0
 
+    from common.machine import machine_info, machine_line
+    from drive.runner import configure_tf
+
+    print(machine_line(), flush=True)
+    configure_tf()  # the server's thread settings, here too (before this process runs any TF op)
     tmp = tempfile.TemporaryDirectory(prefix="bench-drive-")
     model = args.model
     if model is None:
@@ -224,7 +266,14 @@ def main(argv=None) -> int:
 
         model = save_model(build_pilotnet(), os.path.join(tmp.name, "pilotnet.keras"))
     frame = np.random.default_rng(0).integers(0, 256, (*FRAME_HW, 3), dtype=np.uint8)
-    result: dict = {"frame": f"{FRAME_HW[1]}x{FRAME_HW[0]}", "cpus": os.cpu_count(), "model": model}
+    result: dict = {"bench": "drive", "machine": machine_info(), "frame": f"{FRAME_HW[1]}x{FRAME_HW[0]}",
+                    "cpus": os.cpu_count(), "model": model}
+    from drive.runner import DriveError, load_policy
+
+    try:
+        policy = load_policy(model)  # the compiled model the server runs, loaded the same way
+    except DriveError as exc:
+        p.error(str(exc))
 
     display_ctx = None
     env = {}
@@ -237,10 +286,15 @@ def main(argv=None) -> int:
         server = ServerProcess([sys.executable, "-m", "drive", "--model", model, "--port", "0", "--gamepad", "none",
                                 "--sessions", os.path.join(tmp.name, "sessions"), "--json"], env)
         try:
-            lat = bench_keepalive(server.port, "POST", args.requests, args.warmup, frame)
+            lat, model_lat, tr_lat = bench_post_and_model(server.port, policy, args.requests, args.warmup, frame)
             result["post_p50_ms"], result["post_p99_ms"] = percentiles(lat)
-            print(f"POST 640x480 keep-alive: p50 {result['post_p50_ms']} ms  p99 {result['post_p99_ms']} ms",
-                  flush=True)
+            result["model_p50_ms"], result["model_p99_ms"] = percentiles(model_lat)
+            result["transform_p50_ms"], result["transform_p99_ms"] = percentiles(tr_lat)
+            result["post_of_model"] = round(result["post_p99_ms"] / result["model_p99_ms"], 3)
+            print(f"POST 640x480 keep-alive: p50 {result['post_p50_ms']} ms  p99 {result['post_p99_ms']} ms; "
+                  f"the model alone (one 66x200 frame): p50 {result['model_p50_ms']} ms  p99 "
+                  f"{result['model_p99_ms']} ms; POST p99 / model p99 = {result['post_of_model']} (the 640x480 -> "
+                  f"66x200 transform alone: p50 {result['transform_p50_ms']} ms)", flush=True)
             if args.get_requests:
                 lat = bench_keepalive(server.port, "GET", args.get_requests, args.warmup // 2, frame)
                 result["get_p50_ms"], result["get_p99_ms"] = percentiles(lat)

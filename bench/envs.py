@@ -1,11 +1,14 @@
 """Environment throughput: the simulator, the real emulator, and the simulator over Ray.
 
     python -m bench.envs [--envs 24] [--steps 200] [--emu-steps 600] --json
-    -> sim_steps_per_s, emu_steps_per_s, ray_sim_steps_per_s
+    -> sim_steps_per_s, emu_steps_per_s, emu_alone_steps_per_s, emu_of_alone, ray_sim_steps_per_s
 
 sim: the learner's kartsim backend (66x200 frames, one game frame per step)
 in this process. emu: 2 mupen64plus instances with the GPL test ROM through
-our plugin (frames posted, telemetry read, lockstep), one poll per step. ray:
+our plugin (frames posted, telemetry read, lockstep), one poll per step. emu
+alone: the same 2 instances, plugin and settings answered by a constant server
+(tests/plugin_server.FastAnswerServer), polls per second: what mupen64plus can do
+here, and ``emu_of_alone`` = emu over that (target >= 0.8). ray:
 the same kartsim envs split over 2 Ray actors on a local Ray started here
 (2 CPUs, small object store). All figures count env steps (one game frame per
 env) per wall second over every env. A part whose tool is missing (ROM, mupen64plus,
@@ -68,6 +71,47 @@ def bench_emu(steps: int, instances: int = 2) -> float:
         vec.close()
 
 
+def bench_emu_alone(seconds: float, instances: int = 2, boot_polls: int = 60) -> float:
+    """Polls/s of ``instances`` mupen64plus with bench_emu's settings, answered by a constant server."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from envs.mupen.env import MupenEnv
+    from envs.mupen.process import Emulator, Xvfb
+    from testing.emulator import find_test_rom
+    from testing.plugin_server import FastAnswerServer
+
+    rom = find_test_rom()
+    if rom is None:
+        raise FileNotFoundError("GPL test ROM not found (KARTPILOT_TEST_ROM or ../shared/roms/)")
+    env = MupenEnv(str(rom), profile="test")  # not started: its settings, as MupenEnv._launch passes them
+    server = FastAnswerServer(answer={"X_AXIS": 0, "Y_AXIS": 0}).start()
+    work = Path(tempfile.mkdtemp(prefix="kp-bench-emu-alone-"))
+    procs: list = []
+    try:
+        for i in range(instances):
+            xvfb = Xvfb()
+            procs.append(xvfb)
+            procs.append(Emulator(env.rom, xvfb.display, server.port, work / f"run{i}", plugin=env.plugin,
+                                  profile=env.profile.plugin_profile(), savestate=str(work / f"run{i}.st"),
+                                  load_state=False, resolution=env.resolution, frame_size=env.frame_size,
+                                  timeout_ms=env.timeout_ms))
+        deadline = time.monotonic() + 120
+        while server.requests < boot_polls * instances:  # both booted and polling
+            if time.monotonic() > deadline or not all(e.alive() for e in procs if isinstance(e, Emulator)):
+                raise RuntimeError(f"mupen64plus did not start polling ({server.requests} polls)")
+            time.sleep(0.05)
+        n0, t0 = server.requests, time.perf_counter()
+        time.sleep(seconds)
+        return (server.requests - n0) / (time.perf_counter() - t0)
+    finally:
+        for proc in reversed(procs):
+            proc.close()
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def bench_ray(envs: int, steps: int, actors: int = 2) -> float:
     import ray
 
@@ -90,17 +134,24 @@ def main(argv=None) -> int:
     p.add_argument("--envs", type=int, default=24, help="simulator envs (sim and ray)")
     p.add_argument("--steps", type=int, default=200, help="vector steps for sim and ray")
     p.add_argument("--emu-steps", type=int, default=600, help="vector steps for the 2 emulators")
+    p.add_argument("--alone-seconds", type=float, default=10.0, help="seconds mupen64plus alone is counted")
     p.add_argument("--skip", nargs="*", default=[], choices=["sim", "emu", "ray"], help="parts to leave out")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = p.parse_args(argv)
 
-    out: dict = {"envs": args.envs, "emu_instances": 2, "ray_actors": 2}
+    from common.machine import machine_info, machine_line
+
+    print(machine_line(), flush=True)
+    out: dict = {"bench": "envs", "machine": machine_info(), "envs": args.envs, "emu_instances": 2,
+                 "ray_actors": 2}
     parts = {"sim": lambda: bench_sim(args.envs, args.steps), "emu": lambda: bench_emu(args.emu_steps),
+             "emu_alone": lambda: bench_emu_alone(args.alone_seconds),
              "ray": lambda: bench_ray(args.envs, args.steps)}
-    keys = {"sim": "sim_steps_per_s", "emu": "emu_steps_per_s", "ray": "ray_sim_steps_per_s"}
+    keys = {"sim": "sim_steps_per_s", "emu": "emu_steps_per_s", "emu_alone": "emu_alone_steps_per_s",
+            "ray": "ray_sim_steps_per_s"}
     for name, fn in parts.items():
         key = keys[name]
-        if name in args.skip:
+        if name.split("_")[0] in args.skip:
             out[key] = None
             continue
         print(f"bench.envs: {name} ...", file=sys.stderr, flush=True)
@@ -110,6 +161,8 @@ def main(argv=None) -> int:
             out[key] = None
             out[f"{name}_skipped"] = str(exc)
         print(f"bench.envs: {key} = {out[key]}", file=sys.stderr, flush=True)
+    if out["emu_steps_per_s"] and out["emu_alone_steps_per_s"]:
+        out["emu_of_alone"] = round(out["emu_steps_per_s"] / out["emu_alone_steps_per_s"], 3)
     out["cpus"] = os.cpu_count()
     if args.json:
         print(json.dumps(out))

@@ -97,6 +97,9 @@ def main(argv=None) -> int:
         find_plugin()
     except RuntimeError as exc:
         ap.error(str(exc))
+    from common.machine import machine_info, machine_line
+
+    print(machine_line(), flush=True)
     kinds = ["dummy", "plugin"] + ([] if args.no_frame else ["frame", "small"])
     results: dict[str, list[dict]] = {k: [] for k in kinds}
     first, last = args.warmup, args.warmup + args.frames
@@ -125,6 +128,7 @@ def main(argv=None) -> int:
         return statistics.median(r["stats"]["latency_ms"]["p99"] for r in results[kind])
 
     out = {
+        "bench": "plugin", "machine": machine_info(),
         "fps_dummy": round(fps("dummy"), 1),
         "fps_plugin": round(fps("plugin"), 1),
         "overhead": round(1 - fps("plugin") / fps("dummy"), 4),

@@ -40,6 +40,9 @@ def main(argv=None) -> int:
                          "scheduling, not the recorder, otherwise dominates the grab time")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    from common.machine import machine_info, machine_line
+
+    print(machine_line(), flush=True)  # probed before the recording: the probe's child is not measured
     w, h = (int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory(prefix="kp-bench-record-") as tmp, \
             virtual_display(f"{max(800, w + 40)}x{max(600, h + 40)}x24", boost=args.boost_x) as display, \
@@ -62,6 +65,7 @@ def main(argv=None) -> int:
         source.close()
         frames_on_disk = len(list((Path(tmp) / "session" / "frames").glob("*.png")))
     out = {
+        "bench": "record", "machine": machine_info(),
         "rate_hz": summary["rate_hz"],
         "target_rate_hz": args.rate,
         "jitter_p50_ms": summary["jitter_p50_ms"],

@@ -46,6 +46,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = p.parse_args(argv)
 
+    from common.machine import machine_info, machine_line
+
+    print(machine_line(), flush=True)
     import tensorflow as tf
 
     from train import data as tdata
@@ -82,6 +85,7 @@ def main(argv=None) -> int:
                 rate = args.steps * args.batch_size / (time.perf_counter() - t0)
                 best[name] = max(best[name], rate)
     result = {
+        "bench": "train", "machine": machine_info(),
         "pipeline_samples_per_s": round(best["pipeline"], 1),
         "memory_samples_per_s": round(best["memory"], 1),
         "ratio": round(best["pipeline"] / best["memory"], 3),

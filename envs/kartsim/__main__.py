@@ -132,8 +132,11 @@ def cmd_replay(args) -> dict:
 def cmd_bench(args) -> dict:
     import numba
 
+    from common.machine import machine_info, machine_line
+
     from .vector import VecKartSim
 
+    print(machine_line(), flush=True)
     vec = VecKartSim(args.envs, args.track, args.size, seed=0, copy=False)
     vec.reset()
     rng = np.random.default_rng(0)
@@ -150,7 +153,7 @@ def cmd_bench(args) -> dict:
         rates.append(args.envs * args.steps / (time.perf_counter() - t0))
         cpu_rates.append(args.envs * args.steps / max(time.process_time() - c0, 1e-9))
     # steps_per_cpu_s: per second of CPU used (all threads), less sensitive to other load
-    out = {"envs": args.envs, "size": f"{args.size[0]}x{args.size[1]}", "track": args.track, "steps": args.steps,
+    out = {"bench": "kartsim", "machine": machine_info(), "envs": args.envs, "size": f"{args.size[0]}x{args.size[1]}", "track": args.track, "steps": args.steps,
            "steps_per_s": round(max(rates), 1), "steps_per_s_runs": [round(r, 1) for r in rates],
            "steps_per_cpu_s": round(max(cpu_rates), 1), "threads": numba.get_num_threads()}
     if not args.json:

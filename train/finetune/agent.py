@@ -18,6 +18,12 @@ The cloned model is split at its ``flatten`` layer:
 * a frozen copy of the start head is the **reference** for the KL term;
 * the **critic** is a small MLP on the same (stacked) features.
 
+Acting (``sample_frames``) is one graph call: trunk, actor head and the sampling
+(stateless samplers seeded from the caller's numpy RNG, so the RNG state decides
+the actions); ``act`` is the same distribution in numpy, kept as the reference
+and for the deterministic policy. The critic and the reference head do not
+decide actions: the collector runs them once per rollout (``ref_and_value``).
+
 The deterministic policy (steering mean, buttons ``p > 0.5``) equals the cloned
 ``train.policy.Policy`` at the start, and ``export_pilotnet`` writes the tuned
 actor back as a plain PilotNet ``.keras`` that drive and evaluate load.
@@ -161,8 +167,19 @@ class ActorCritic:
         self._features = tf.function(lambda f: self.trunk(f, training=False), input_signature=[spec])
         fspec = tf.TensorSpec((None, self.feature_dim * frame_stack), tf.float32)
         self._heads = tf.function(self._heads_impl, input_signature=[fspec])
-        # acting with single frames: trunk and heads in one graph call (saves a dispatch, ~10% of acting)
         self._act_graph = tf.function(lambda f: self._act_impl(f), input_signature=[spec])
+        # Acting (see sample_frames): trunk, actor head and the sampling in one graph call. The
+        # critic and the reference head do not decide the action: they run once per rollout over
+        # all its features (ref_and_value), not once per step.
+        # (called through their concrete functions: half the Python dispatch cost per step)
+        seeds = tf.TensorSpec((2, 2), tf.int64)
+        self._sample_frames_fn = tf.function(self._sample_frames_impl, input_signature=[spec, seeds])
+        self._sample_feats_fn = tf.function(lambda f, s: self._sample_impl(self.head(f, training=False), s),
+                                            input_signature=[fspec, seeds])
+        self._concrete: dict = {}
+        self._ref_value = tf.function(lambda f: (self.ref_head(f, training=False),
+                                                 self.critic(f, training=False)[:, 0]),
+                                      input_signature=[fspec])
 
     @property
     def actor_weights(self):
@@ -181,6 +198,58 @@ class ActorCritic:
     def _act_impl(self, frames):
         feats = self.trunk(frames, training=False)
         return (feats, *self._heads_impl(feats))
+
+    def _sample_impl(self, z, seeds):
+        """The stochastic policy inside the graph: the same distribution as ``act`` (see module doc)."""
+        mean, logits, y = dist_params(z)
+        log_std = self.log_std[0]
+        x = mean + tf.exp(log_std) * tf.random.stateless_normal(tf.shape(mean), seeds[0])
+        u = tf.random.stateless_uniform(tf.shape(logits), seeds[1])
+        buttons = tf.cast(u < tf.sigmoid(logits), tf.float32)
+        return x, y, buttons, log_prob(mean, log_std, logits, x, buttons)
+
+    def _graph(self, name: str):
+        """The concrete function of a fixed-signature graph, traced on first use."""
+        if name not in self._concrete:
+            self._concrete[name] = getattr(self, name + "_fn").get_concrete_function()
+        return self._concrete[name]
+
+    def _sample_frames_impl(self, frames, seeds):
+        feats = self.trunk(frames, training=False)
+        return (feats, *self._sample_impl(self.head(feats, training=False), seeds))
+
+    @staticmethod
+    def _seeds(rng: np.random.Generator) -> tf.Tensor:
+        """Per-call seeds of the stateless samplers, drawn from ``rng`` (checkpointed by the caller)."""
+        return tf.constant(rng.integers(0, np.iinfo(np.int64).max, size=(2, 2), dtype=np.int64))
+
+    def sample_frames(self, frames: np.ndarray, rng: np.random.Generator):
+        """frame_stack 1: frames -> (features, env actions, steering x, buttons, log-prob), one graph call.
+
+        Sampling runs in the graph from seeds drawn from ``rng``: the same ``rng``
+        state gives the same actions, so a resumed run takes the same steps.
+        """
+        if self.frame_stack != 1:
+            raise ValueError("sample_frames is for frame_stack=1; stacked actors call features, then sample_features")
+        feats, x, y, buttons, logp = self._graph("_sample_frames")(tf.convert_to_tensor(frames), self._seeds(rng))
+        x, buttons = x.numpy(), buttons.numpy()
+        return feats.numpy(), to_env_actions(x, y.numpy(), buttons), x, buttons, logp.numpy()
+
+    def acting_graph(self, frames: np.ndarray, rng: np.random.Generator):
+        """(graph, args): ``sample_frames``' graph call with its inputs as tensors, so that
+        ``graph(*args)`` is the acting forward pass alone (bench.finetune's forward limit)."""
+        return self._graph("_sample_frames"), (tf.convert_to_tensor(frames), self._seeds(rng))
+
+    def sample_features(self, feats: np.ndarray, rng: np.random.Generator):
+        """(stacked) features -> (env actions, steering x, buttons, log-prob), sampled in the graph."""
+        x, y, buttons, logp = self._graph("_sample_feats")(tf.convert_to_tensor(feats, tf.float32), self._seeds(rng))
+        x, buttons = x.numpy(), buttons.numpy()
+        return to_env_actions(x, y.numpy(), buttons), x, buttons, logp.numpy()
+
+    def ref_and_value(self, feats: np.ndarray):
+        """(stacked) features -> reference z (N, 5), value (N,): for a whole rollout in one call."""
+        ref_z, value = self._ref_value(tf.convert_to_tensor(feats, tf.float32))
+        return ref_z.numpy(), value.numpy()
 
     def features_and_heads(self, frames: np.ndarray):
         """frames -> features, z, reference z, value (frame_stack 1: the heads see this frame only)."""

@@ -76,7 +76,6 @@ class Collector:
         buf = {
             "feats": np.zeros((steps, n, dims), np.float32), "x": np.zeros((steps, n), np.float32),
             "buttons": np.zeros((steps, n, 3), np.float32), "logp": np.zeros((steps, n), np.float32),
-            "ref_z": np.zeros((steps, n, 5), np.float32), "value": np.zeros((steps, n), np.float32),
             "reward": np.zeros((steps, n), np.float32), "trunc": np.zeros((steps, n), bool),
             "done": np.zeros((steps, n), bool), "mask": np.zeros((steps, n), np.float32),
         }
@@ -84,13 +83,13 @@ class Collector:
         n_valid = 0
         for t in range(steps):
             t0 = time.perf_counter()
+            # one graph call per step: trunk, actor head and sampling (value and reference: below)
             if net.frame_stack == 1:
-                feats, z, ref_z, value = net.features_and_heads(self.obs)
+                feats, actions, x, buttons, logp = net.sample_frames(self.obs, self.rng)
                 stacked = self.stack.push(feats)
             else:
                 stacked = self.stack.push(net.features(self.obs))
-                z, ref_z, value = net.heads(stacked)
-            actions, x, buttons, logp = net.act(z, self.rng)
+                actions, x, buttons, logp = net.sample_features(stacked, self.rng)
             t1 = time.perf_counter()
             res = env.step(actions)
             t_env += time.perf_counter() - t1
@@ -106,8 +105,7 @@ class Collector:
                                       "laps": int(res.info["lap"][i]), "falls": int(res.info["falls"][i])})
                 self.ep_return[i], self.ep_len[i] = 0.0, 0
             scaled = self.scaler(reward, done) if self.scaler else reward.astype(np.float32)
-            for key, val in (("feats", stacked), ("x", x), ("buttons", buttons), ("logp", logp),
-                             ("ref_z", ref_z), ("value", value), ("reward", scaled),
+            for key, val in (("feats", stacked), ("x", x), ("buttons", buttons), ("logp", logp), ("reward", scaled),
                              ("trunc", res.truncated & ~res.terminated), ("done", done),
                              ("mask", self.valid)):
                 buf[key][t] = val
@@ -117,8 +115,13 @@ class Collector:
             self.obs = res.obs
             if self.on_step is not None:
                 self.on_step(res.obs, self)
-        last_value = net.value(self.stack_peek())
-        buf["last_value"] = last_value
+        # The critic and the frozen reference head do not change during the rollout: one call over
+        # every step's features (and the bootstrap frame's) instead of one per step.
+        t0 = time.perf_counter()
+        ref_z, value = net.ref_and_value(np.concatenate([buf["feats"].reshape(steps * n, dims), self.stack_peek()]))
+        buf["ref_z"], buf["value"] = ref_z[: steps * n].reshape(steps, n, -1), value[: steps * n].reshape(steps, n)
+        buf["last_value"] = value[steps * n :]
+        t_act += time.perf_counter() - t0
         buf["timing"] = {"act_s": t_act, "env_s": t_env}
         # raw (unscaled) reward per game second: progress is 100 per lap, so 100 / lap time when clean
         game_s = max(n_valid, 1) * env.action_repeat / env.fps
