@@ -38,6 +38,7 @@ MAX_TRIES = 400
 MAX_KAPPA_HALF_WIDTH = 0.7
 MIN_RADIUS = 9.0
 SPACING = 10.0  # units between control points
+HAIRPIN_P = 0.2  # chance that a hull edge gets a hairpin
 MIN_LENGTH, MAX_LENGTH = 450.0, 1250.0  # units of centreline (the built-ins: 649-870)
 
 
@@ -104,8 +105,15 @@ def _loop(rng: np.random.Generator) -> np.ndarray:
         pts.append(a)
         edge = b - a
         n = np.array([-edge[1], edge[0]])  # points inwards for an anticlockwise hull
-        push = rng.uniform(-0.1, 0.4) if rng.random() < 0.6 else 0.0
-        pts.append(a + edge * rng.uniform(0.35, 0.65) + n * push)
+        kind = rng.random()
+        if kind < HAIRPIN_P and np.hypot(*edge) > 30.0:  # a hairpin: a narrow inlet, in and back out
+            t, half = rng.uniform(0.4, 0.6), rng.uniform(0.17, 0.24)
+            depth = rng.uniform(0.3, 0.55)
+            pts += [a + edge * (t - half), a + edge * t + n * depth, a + edge * (t + half)]
+        elif kind < 0.7:  # a bend in or out: kinks, chicanes, bulges
+            pts.append(a + edge * rng.uniform(0.35, 0.65) + n * rng.uniform(-0.1, 0.4))
+        else:
+            pts.append(a + edge * rng.uniform(0.35, 0.65))
     return np.array(pts)
 
 
