@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.atomic import replacing, write_text  # noqa: E402
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 WORST = 8
@@ -137,10 +139,9 @@ def worst_sheet(rows: list[dict], path: Path) -> str:
     axes.flat[0].legend(loc="lower left", fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=80)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
-    os.replace(tmp, path)
     return str(path)
 
 
@@ -178,9 +179,7 @@ def generalise(model, tracks: list[str], *, laps: int = 3, envs: int = 24, out: 
         out.mkdir(parents=True, exist_ok=True)
         result["sheet"] = worst_sheet(runs, out / "worst.png")
         rows = [{k: v for k, v in r.items() if k != "trace"} for r in runs]
-        tmp = out / f".generalise.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({**result, "rows": rows}, indent=1))
-        os.replace(tmp, out / "generalise.json")
+        write_text(out / "generalise.json", json.dumps({**result, "rows": rows}, indent=1))
         result["rows_file"] = str(out / "generalise.json")
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 import time
@@ -29,6 +30,7 @@ import pandas as pd
 from PIL import Image
 
 from common import action as act
+from common.atomic import write_bytes
 
 VERSION = "0.1.0"
 META = "meta.json"
@@ -210,23 +212,9 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: a temp file in the same folder, fsynced, then renamed,
-    so the name holds the previous version or the new one, never a torn file. On failure the
-    temp file is removed and the previous version is left as it was."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Replace ``path`` with ``data`` (common.atomic: temp file, fsync, rename; on failure the
+    temp file is removed and the previous version is left as it was)."""
+    write_bytes(path, data)
 
 
 def read_meta(path: str | os.PathLike) -> dict:
@@ -315,13 +303,12 @@ def write_exclusions(path: str | os.PathLike, reasons: dict[int, str]) -> None:
     if not reasons:
         p.unlink(missing_ok=True)
         return
-    tmp = p.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(("frame", "reason"))
-        for frame in sorted(reasons):
-            w.writerow((frame, reasons[frame]))
-    os.replace(tmp, p)
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(("frame", "reason"))
+    for frame in sorted(reasons):
+        w.writerow((frame, reasons[frame]))
+    write_bytes(p, buf.getvalue().encode())
 
 
 def image_path(session_path: str | os.PathLike, image: str) -> Path:

@@ -19,7 +19,6 @@ rewritten atomically after every round).
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -28,17 +27,13 @@ from tqdm.auto import tqdm
 
 from common import action as act
 from common import frames
+from common.atomic import write_text
 from dataset.arrays import write_arrays
 from train.simdata import drive_expert, split_sessions
 
 
 def _write_report(path: Path, report: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_text(path, json.dumps(report, indent=1))
 
 
 def clone_visits(model_path: str, track: str, n_frames: int, *, seed: int, planner_config=None,

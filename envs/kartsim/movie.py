@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from common.action import HIGH, LOW
+from common.atomic import write_text
 
 KIND = "kartsim-movie"
 VERSION = 1
@@ -53,28 +54,9 @@ def track_hash(track) -> str:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: dict) -> Path:
-    """Write ``obj`` as JSON to a temporary sibling, fsync it, rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # the rename itself survives a crash once the folder is synced
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-    return path
+    """Write ``obj`` as JSON through ``common.atomic`` (temp sibling, fsync, rename)."""
+    write_text(path, json.dumps(obj, separators=(",", ":")))
+    return Path(path)
 
 
 def make_movie(result: dict, track: str) -> dict:
