@@ -73,7 +73,7 @@ def test_ref_and_value_equal_the_heads():
 
 def test_rollout_values_and_reference_are_the_per_step_ones():
     net = ag.ActorCritic(tiny_pilotnet(), init_log_std=-1.0)
-    env = make_backend("kartsim", track="luigi", num_envs=3, frames_per_step=2, seed=0)
+    env = make_backend("kartsim", track="luigi", num_envs=3, action_repeat=2, seed=0)
     try:
         col = Collector(net, env, gamma=0.99, seed=0)
         buf = col.collect(5)

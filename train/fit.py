@@ -17,6 +17,7 @@ orders an epoch's writes so ``--resume`` never runs an epoch twice, and
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import sys
@@ -95,10 +96,12 @@ class EpochCheckpoint(keras.callbacks.Callback):
     previous complete one or the new complete one (``common.atomic``).
     """
 
-    def __init__(self, last: str, best: str, csv_path: str, best_val: float | None = None):
+    def __init__(self, last: str, best: str, csv_path: str, best_val: float | None = None,
+                 fresh: bool = False):
         super().__init__()
         self.last, self.best, self.csv_path = last, best, csv_path
         self.best_val = float("inf") if best_val is None else best_val
+        self.fresh = fresh  # a fresh run: its first row replaces an earlier run's log (kept until then)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
@@ -108,12 +111,21 @@ class EpochCheckpoint(keras.callbacks.Callback):
             save_model(self.model, self.best)
         with atomic.replacing(self.last) as tmp:
             self.model.save(tmp)
-            append_log_row(self.csv_path, epoch, logs)
+            append_log_row(self.csv_path, epoch, logs, replace=self.fresh)
+            self.fresh = False
 
 
-def append_log_row(csv_path: str, epoch: int, logs: dict) -> None:
-    """One epoch's row in CSVLogger's layout (``epoch`` + sorted metric names), flushed and fsynced."""
+def append_log_row(csv_path: str, epoch: int, logs: dict, replace: bool = False) -> None:
+    """One epoch's row in CSVLogger's layout (``epoch`` + sorted metric names), flushed and fsynced.
+    ``replace``: the row starts a new log, atomically replacing whatever log was there."""
     fields = ["epoch", *sorted(logs)]
+    if replace:
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerow({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
+        atomic.write_text(csv_path, buf.getvalue())
+        return
     new = not os.path.exists(csv_path) or os.path.getsize(csv_path) == 0
     if not new:
         with open(csv_path, newline="") as f:
@@ -225,6 +237,7 @@ class Run:
         self.last = os.path.join(self.dir, "last.keras")
         self.csv_path = os.path.join(self.dir, "log.csv")
         self.initial_epoch = len(rows)
+        self.fresh = False  # True: a new run, whose first row replaces any earlier log
 
 
 def open_run(out: str, resume: bool, lr: float, dropout: float) -> Run:
@@ -239,9 +252,11 @@ def open_run(out: str, resume: bool, lr: float, dropout: float) -> Run:
         return Run(out, model, read_log(csv_path))
     if resume:
         print(f"--resume: no {last} yet, starting fresh", file=sys.stderr)
-    elif os.path.exists(csv_path):
-        os.remove(csv_path)  # a fresh run starts a fresh log (this run's own file)
-    return Run(out, compile_model(build_pilotnet(dropout), lr), [])
+    # a fresh run keeps an earlier run's log.csv until its own first epoch replaces it (atomically),
+    # so a crash or a full disk before then loses nothing
+    run = Run(out, compile_model(build_pilotnet(dropout), lr), [])
+    run.fresh = True
+    return run
 
 
 def run_callbacks(run: Run, early: ResumableEarlyStopping, thr: Throughput, steps: int | None,
@@ -250,7 +265,7 @@ def run_callbacks(run: Run, early: ResumableEarlyStopping, thr: Throughput, step
     # keep the best-so-far threshold on resume, so a worse resumed epoch does not replace the best model
     best_val = min(early.val_losses) if early.val_losses and os.path.exists(run.out) else None
     callbacks = [
-        EpochCheckpoint(run.last, run.out, run.csv_path, best_val),
+        EpochCheckpoint(run.last, run.out, run.csv_path, best_val, fresh=run.fresh),
         early,
         keras.callbacks.TensorBoard(os.path.join(run.dir, "tb"), update_freq="epoch", profile_batch=0),
         thr,
