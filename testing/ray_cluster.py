@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROG = "python -m testing.ray_cluster"
 HEAD_RESOURCES = {"kp_env": 2}
 SECOND_RESOURCES = {"kp_env": 2, "kp_second_node": 1}
-INSIDE = "--inside-netns"  # internal: this process already runs in the loopback-only namespace
+INSIDE = "--inside-netns"  # internal, with the work folder: this process runs in the loopback-only namespace
 
 
 # ---- the namespace (outside it) -----------------------------------------------------------------
@@ -79,8 +79,8 @@ def _netns(pid: int) -> str | None:
 
 
 def _kill_netns(ns: str) -> dict[int, str]:
-    """SIGKILL every process in network namespace ``ns`` (one we made, so all of them are ours);
-    returns their command lines by pid."""
+    """SIGKILL every process in network namespace ``ns`` (one we made, so all of them are ours) and
+    wait for them to go; returns their command lines by pid."""
     killed = {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit() and int(d.name) != os.getpid() and _netns(int(d.name)) == ns:
@@ -88,6 +88,9 @@ def _kill_netns(ns: str) -> dict[int, str]:
                 cmdline = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
                 os.kill(int(d.name), signal.SIGKILL)
                 killed[int(d.name)] = cmdline[:300]
+    deadline = time.monotonic() + 10
+    while any(_netns(pid) == ns for pid in killed) and time.monotonic() < deadline:  # not gone yet
+        time.sleep(0.1)
     return killed
 
 
@@ -95,11 +98,31 @@ def run_isolated(finetune_args: list[str], *, timeout: float = 900.0, finetune_t
     """Run this module (cluster + ``train.finetune --ray``) in a loopback-only namespace of its own.
 
     Returns the inner run's report (see ``main``), with ``"leftover"``: processes still in the
-    namespace at the end (pid: command line), which were then killed. Raises RuntimeError (with the stderr tail) when the
-    inner run printed no report."""
+    namespace at the end (pid: command line), which were then killed. Raises RuntimeError (with the
+    stderr tail) when the inner run printed no report. The work folder (Ray's temp dir, the logs) is
+    made here and removed here, whatever happened inside."""
     own_ns = _netns(os.getpid())
-    cmd = isolate_command([sys.executable, "-m", "testing.ray_cluster", INSIDE, "--json",
+    work = tempfile.mkdtemp(prefix="kpray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    cmd = isolate_command([sys.executable, "-m", "testing.ray_cluster", INSIDE, work, "--json",
                            f"--timeout={finetune_timeout:g}", "--", *finetune_args])
+    try:
+        stdout, stderr, returncode, leftover = _run_in_netns(cmd, own_ns, timeout)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    lines = stdout.strip().splitlines()
+    try:
+        report = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise RuntimeError(f"{PROG} exited with {returncode} without a JSON report "
+                           f"(limit {timeout:.0f} s); stderr:\n{stderr[-4000:]}") from None
+    report["returncode"] = returncode
+    report["leftover"] = leftover
+    report["stderr"] = stderr[-4000:]
+    return report
+
+
+def _run_in_netns(cmd: list[str], own_ns: str | None, timeout: float) -> tuple[str, str, int, dict]:
+    """Run ``cmd`` (an ``isolate_command``); afterwards kill whatever is left in its namespace."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=err, text=True, start_new_session=True)
         ns = None
@@ -121,17 +144,7 @@ def run_isolated(finetune_args: list[str], *, timeout: float = 900.0, finetune_t
             leftover = _kill_netns(ns) if ns is not None else {}
         out.seek(0)
         err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    lines = stdout.strip().splitlines()
-    try:
-        report = json.loads(lines[-1])
-    except (IndexError, json.JSONDecodeError):
-        raise RuntimeError(f"{PROG} exited with {proc.returncode} without a JSON report "
-                           f"(timeout {timeout:.0f} s); stderr:\n{stderr[-4000:]}") from None
-    report["returncode"] = proc.returncode
-    report["leftover"] = leftover
-    report["stderr"] = stderr[-4000:]
-    return report
+        return out.read(), err.read(), proc.returncode, leftover
 
 
 # ---- the cluster (inside the namespace) ---------------------------------------------------------
@@ -239,9 +252,9 @@ def wait_nodes(address: str, n: int, procs: list[subprocess.Popen], logs: list[s
     raise TimeoutError(f"the Ray cluster at {address} did not reach {n} nodes in {timeout:.0f} s")
 
 
-def run_cluster(finetune_args: list[str], timeout: float) -> dict:
-    """Start the two nodes, run ``train.finetune --ray`` through them, stop them; the report."""
-    temp_dir = tempfile.mkdtemp(prefix="kpray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+def run_cluster(temp_dir: str, finetune_args: list[str], timeout: float) -> dict:
+    """Start the two nodes (Ray's temp dir and the logs in ``temp_dir``), run ``train.finetune --ray``
+    through them, stop them; the report."""
     # Ray's default token authentication, with a token of our own: nothing read from ~/.ray
     os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
                        "RAY_memory_monitor_refresh_ms": "0"})  # shared machine: no memory-monitor kills
@@ -273,7 +286,6 @@ def run_cluster(finetune_args: list[str], timeout: float) -> dict:
     finally:
         stop_nodes(procs)
         report["stopped"] = not _others_here()
-        shutil.rmtree(temp_dir, ignore_errors=True)
     return report
 
 
@@ -281,7 +293,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true", help="print the report as one JSON line (the last line)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds the fine-tuning run may take (600)")
-    ap.add_argument(INSIDE, dest="inside", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument(INSIDE, dest="inside", metavar="DIR", help=argparse.SUPPRESS)
     ap.add_argument("finetune_args", nargs=argparse.REMAINDER,
                     help="after --: the arguments of python -m train.finetune (without --ray)")
     args = ap.parse_args(argv)
@@ -293,12 +305,16 @@ def main(argv=None) -> int:
     if args.inside:
         if interfaces() != ["lo"]:
             ap.error(f"{INSIDE}: this namespace has interfaces {interfaces()}, not loopback alone")
-        report = run_cluster(rest, args.timeout)
+        report = run_cluster(args.inside, rest, args.timeout)
     else:
         why = cluster_missing()
         if why:
             ap.error(why)
-        report = run_isolated(rest, finetune_timeout=args.timeout, timeout=args.timeout + 300)
+        try:
+            report = run_isolated(rest, finetune_timeout=args.timeout, timeout=args.timeout + 300)
+        except RuntimeError as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 1
     if args.json:
         print(json.dumps(report))
     else:
