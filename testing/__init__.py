@@ -7,6 +7,9 @@
 - ``testing.sessions``: synthetic sessions written through the real SessionWriter
 - ``testing.models``: the tiny PilotNet and a PilotNet that answers one constant action
 - ``testing.drive``: the drive app on a free port, frames that carry their own index
+- ``testing.ray_cluster``: a two-node Ray cluster on loopback alone, in a network namespace of its own,
+  and a ``train.finetune --ray`` run through it (``python -m testing.ray_cluster``)
+- ``testing.netcheck``: the TCP sockets of a process tree, and those off loopback
 
 Product stages never import this package; test modules import from here, not from each other.
 """

@@ -1,4 +1,4 @@
-"""The Ray backend on a local Ray started by the test (2 actors, the simulator).
+"""The Ray backend on a local Ray started by the test (2 actors, the simulator), on loopback only.
 
 Ray is the optional extra (``make setup EXTRAS=ray``; CI installs it): without
 it these tests skip with that reason, or fail when the extra was asked for
@@ -36,6 +36,19 @@ def local_ray():
         os.environ.pop(RAY_MONITOR, None)
     else:
         os.environ[RAY_MONITOR] = old
+
+
+def test_local_ray_stays_on_loopback(local_ray):
+    """``--ray local`` starts one node nobody joins: it advertises 127.0.0.1, and every TCP socket of
+    the driver and of the Ray processes under it listens on, or talks to, loopback only."""
+    from testing.netcheck import off_loopback, process_tree, tcp_sockets
+
+    assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
+    assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+    assert ray.get(ray.remote(num_cpus=1)(lambda: ray.util.get_node_ip_address()).remote()) == "127.0.0.1"
+    sockets = tcp_sockets(process_tree(os.getpid()))
+    assert any(s["state"] == "LISTEN" for s in sockets), "found none of Ray's sockets to check"
+    assert off_loopback(sockets) == [], off_loopback(sockets)
 
 
 def test_split_slices():

@@ -95,12 +95,40 @@ def _actor_class():
     return ray.remote(max_restarts=0)(EnvSlice)
 
 
+LOOPBACK = "127.0.0.1"
+_RAY_CLUSTER_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's own switch (read when ray is imported)
+
+
+@contextlib.contextmanager
+def _loopback_node():
+    """While a local Ray starts: keep its node on 127.0.0.1.
+
+    On Linux Ray replaces a node address of 127.0.0.1 by the machine's network address (so that other
+    machines could join) unless its cluster mode is off, as it is on macOS and Windows. A local Ray is
+    one node that nobody joins: turn that mode off for the start (the flag, read when ray was imported,
+    and the variable its child processes read), so the node advertises, and is reached at, loopback
+    only; then restore both, so a later ``ray.init(address=...)`` in this process behaves as usual."""
+    from ray._private import ray_constants
+
+    old_flag, old_var = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(_RAY_CLUSTER_VAR)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    os.environ[_RAY_CLUSTER_VAR] = "0"
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = old_flag
+        if old_var is None:
+            os.environ.pop(_RAY_CLUSTER_VAR, None)
+        else:
+            os.environ[_RAY_CLUSTER_VAR] = old_var
+
+
 def init_ray(address: str | None = "auto", num_cpus: int | None = None, object_store_mb: int = 200,
              resources: dict | None = None):
     """Connect to Ray (``auto``, ``host:port``, ``ray://...``) or start a small
     local one (``local``; ``resources`` such as ``{"mupen": 4}`` mark this
-    machine as able to run emulators). Returns True when this call started or
-    connected it."""
+    machine as able to run emulators) on loopback only: no dashboard, node
+    address 127.0.0.1. Returns True when this call started or connected it."""
     ray = _require_ray()
     if ray.is_initialized():
         return False
@@ -110,8 +138,10 @@ def init_ray(address: str | None = "auto", num_cpus: int | None = None, object_s
             env_vars[var] = os.environ[var]
     runtime_env = {"env_vars": env_vars}
     if address in (None, "local"):
-        ray.init(num_cpus=num_cpus or 2, object_store_memory=object_store_mb * 1024 * 1024,
-                 resources=resources, include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+        with _loopback_node():
+            ray.init(num_cpus=num_cpus or 2, object_store_memory=object_store_mb * 1024 * 1024,
+                     resources=resources, include_dashboard=False, runtime_env=runtime_env, log_to_driver=False,
+                     _node_ip_address=LOOPBACK)
     else:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     return True
