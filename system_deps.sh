@@ -31,6 +31,8 @@ PACKAGES=(
   "x11-utils: xwininfo, which finds the emulator window (record)"
   "chromium: the dashboard tests (headless, DevTools pipe)"
   "ca-certificates: HTTPS for make test-rom"
+  "iproute2: ip, to bring up loopback in the network namespace of the two-node Ray test"
+  "util-linux: unshare (private mount and network namespaces: full-disk and Ray tests)"
 )
 TEST_ROM_URL="https://github.com/mupen64plus/mupen64plus-rom/raw/76ef14c876ed036284154444c7bdc29d19381acc/m64p_test_rom.v64"
 TEST_ROM_SHA256="b5fe9d650a67091c97838386f5102ad94c79232240f9c5bcc72334097d76224c"
