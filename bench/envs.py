@@ -15,12 +15,13 @@ Ray) reports null and why.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
 import numpy as np
+
+from common.cli import add_json, emit_json
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -91,7 +92,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=200, help="vector steps for sim and ray")
     p.add_argument("--emu-steps", type=int, default=600, help="vector steps for the 2 emulators")
     p.add_argument("--skip", nargs="*", default=[], choices=["sim", "emu", "ray"], help="parts to leave out")
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    add_json(p)
     args = p.parse_args(argv)
 
     out: dict = {"envs": args.envs, "emu_instances": 2, "ray_actors": 2}
@@ -112,7 +113,7 @@ def main(argv=None) -> int:
         print(f"bench.envs: {key} = {out[key]}", file=sys.stderr, flush=True)
     out["cpus"] = os.cpu_count()
     if args.json:
-        print(json.dumps(out))
+        emit_json(out)
     else:
         for k, v in out.items():
             print(f"{k}: {v}")

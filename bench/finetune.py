@@ -15,7 +15,6 @@ an untrained PilotNet is used: throughput does not depend on the weights.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -23,6 +22,8 @@ import tempfile
 import time
 
 import numpy as np
+
+from common.cli import add_json, emit_json, fail
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -76,11 +77,10 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, nargs="+", default=[1, 2, 4], help="action repeats to measure")
     p.add_argument("--updates", type=int, default=12, help="measured PPO updates per repeat")
     p.add_argument("--rollout", type=int, default=Config().rollout, help="decisions per env per update")
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    add_json(p)
     args = p.parse_args(argv)
     if args.model and not os.path.exists(args.model):
-        print(f"error: model file not found: {args.model}", file=sys.stderr)
-        return 2
+        fail(p.prog, f"model file not found: {args.model}")
     from train.model import build_pilotnet, load_model
 
     cloned = load_model(args.model) if args.model else build_pilotnet()
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
               f"(per update: act {r['act_s']} s, env {r['env_s']} s, learn {r['learn_s']} s); "
               f"simulator alone {r['sim_only_frames_per_s']:.0f} frames/s, end-to-end = {r['of_sim_only']:.2f}x")
     if args.json:
-        print(json.dumps(out))
+        emit_json(out)
     return 0
 
 
