@@ -16,6 +16,7 @@ TRACK ?= luigi
 SECONDS ?= 60
 SESSION ?=
 DATA ?= data/prepared
+# MODEL agrees with common/defaults.py MODEL (the commands' own default); the drive port is DRIVE_PORT there
 MODEL ?= data/models/pilotnet.keras
 ROM ?=
 SIM ?=

@@ -38,6 +38,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+from common.cli import add_json, emit_json, fail
+
 FRAME_HW = (480, 640)
 
 
@@ -248,8 +250,10 @@ def main(argv=None) -> int:
                    help="load test total over 4 controllers, 0 = skip (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=100, help="untimed polls first (default: %(default)s)")
     p.add_argument("--naive-server", metavar="MODEL", help=argparse.SUPPRESS)  # internal: run the naive server
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    add_json(p)
     args = p.parse_args(argv)
+    if args.model is not None and not os.path.isfile(args.model):
+        fail(p.prog, f"--model {args.model}: no such file")
     if args.naive_server:
         naive_server(args.naive_server)
         return 0
@@ -280,7 +284,7 @@ def main(argv=None) -> int:
     if args.get_requests:
         from testing.display import virtual_display
 
-        display_ctx = virtual_display("800x600x24")
+        display_ctx = virtual_display()
         env["DISPLAY"] = display_ctx.__enter__()
     try:
         server = ServerProcess([sys.executable, "-m", "drive", "--model", model, "--port", "0", "--gamepad", "none",
@@ -329,7 +333,7 @@ def main(argv=None) -> int:
           f"speedup (p99) {result['speedup']}x", flush=True)
     tmp.cleanup()
     if args.json:
-        print(json.dumps(result))
+        emit_json(result)
     return 0
 
 

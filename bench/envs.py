@@ -18,12 +18,13 @@ Ray) reports null and why.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
 import numpy as np
+
+from common.cli import add_json, emit_json
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -136,7 +137,7 @@ def main(argv=None) -> int:
     p.add_argument("--emu-steps", type=int, default=600, help="vector steps for the 2 emulators")
     p.add_argument("--alone-seconds", type=float, default=10.0, help="seconds mupen64plus alone is counted")
     p.add_argument("--skip", nargs="*", default=[], choices=["sim", "emu", "ray"], help="parts to leave out")
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    add_json(p)
     args = p.parse_args(argv)
 
     from common.machine import machine_info, machine_line
@@ -165,7 +166,7 @@ def main(argv=None) -> int:
         out["emu_of_alone"] = round(out["emu_steps_per_s"] / out["emu_alone_steps_per_s"], 3)
     out["cpus"] = os.cpu_count()
     if args.json:
-        print(json.dumps(out))
+        emit_json(out)
     else:
         for k, v in out.items():
             print(f"{k}: {v}")

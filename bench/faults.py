@@ -55,8 +55,12 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
+
+from common import cli
+from common.cli import add_json, emit_json
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ("record", "prepare", "train", "finetune")
@@ -494,13 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated subset of %(default)s")
     ap.add_argument("--seed", type=int, default=0, help="random kill instants and free space (default %(default)s)")
     ap.add_argument("--keep", default=None, metavar="DIR", help="copy each damaged trial's files here")
-    ap.add_argument("--json", action="store_true", help="print the results as one JSON object (last line)")
+    add_json(ap)
     return ap
 
 
-def fail(msg: str) -> None:
-    print(f"python -m bench.faults: error: {msg}", file=sys.stderr)
-    sys.exit(2)
+def fail(msg: str) -> NoReturn:
+    cli.fail("python -m bench.faults", msg)
 
 
 def in_private_namespace(argv: list[str]) -> int | None:
@@ -567,7 +570,7 @@ def main(argv=None) -> int:
         result["total"] = {k: sum(c[k] for c in result["commands"].values()) for k in ("trials", "injected", "damaged")}
     print_table(result)
     if args.json:
-        print(json.dumps(result))
+        emit_json(result)
     return 0
 
 

@@ -29,7 +29,6 @@ PilotNet is used: throughput does not depend on the weights.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -37,6 +36,8 @@ import tempfile
 import time
 
 import numpy as np
+
+from common.cli import add_json, emit_json, fail
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -143,13 +144,13 @@ def main(argv=None) -> int:
     p.add_argument("--updates", type=int, default=12, help="measured PPO updates per repeat")
     p.add_argument("--rollout", type=int, default=Config().rollout, help="decisions per env per update")
     p.add_argument("--profile", action="store_true", help="print a cProfile summary of one more update per repeat")
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    add_json(p)
     args = p.parse_args(argv)
     if args.model and not os.path.exists(args.model):
-        p.error(f"model file not found: {args.model}")
+        fail(p.prog, f"model file not found: {args.model}")
     for name in ("envs", "updates", "rollout"):
         if getattr(args, name) < 1:
-            p.error(f"--{name} must be >= 1")
+            fail(p.prog, f"--{name} must be >= 1")
     from common.machine import machine_info, machine_line
     from train.model import build_pilotnet, load_model
 
@@ -170,7 +171,7 @@ def main(argv=None) -> int:
             print(f"--- cProfile of one update at repeat {r['repeat']} (by own time) ---")
             print(r.pop("profile"))
     if args.json:
-        print(json.dumps(out))
+        emit_json(out)
     return 0
 
 

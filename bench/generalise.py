@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from common.atomic import replacing, write_text  # noqa: E402
+from common.cli import add_json, emit_json, reported  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -195,7 +196,7 @@ def main(argv=None) -> int:
     p.add_argument("--laps", type=int, default=3, help="(default: %(default)s)")
     p.add_argument("--envs", type=int, default=24, help="tracks driven at once (default: %(default)s)")
     p.add_argument("--out", default="data/generalise", help="sheet and per-track JSON (default: %(default)s)")
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    add_json(p)
     args = p.parse_args(argv)
     if args.tracks < 0 or args.laps < 1 or args.envs < 1:
         p.error("--tracks must be >= 0, --laps and --envs >= 1")
@@ -204,10 +205,11 @@ def main(argv=None) -> int:
     tracks = eval_tracks(args.tracks, args.style, held_out=not args.no_held_out)
     if not tracks:
         p.error("no tracks to drive")
-    res = generalise(args.model, tracks, laps=args.laps, envs=args.envs, out=Path(args.out),
-                     progress=not args.json)
+    with reported(p.prog):  # a model file that does not load, a folder that cannot be written
+        res = generalise(args.model, tracks, laps=args.laps, envs=args.envs, out=Path(args.out),
+                         progress=not args.json)
     if args.json:
-        print(json.dumps(res))
+        emit_json(res)
     else:
         print(f"{res['model']}: finished {res['finished']}/{res['tracks']} ({res['finish_rate']:.0%}), "
               f"median {res['median_ratio']}x, p90 {res['p90_ratio']}x the expert's best lap")

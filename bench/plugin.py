@@ -10,7 +10,7 @@ interleaved and repeated (median reported):
   dummy   --input dummy: the core's own neutral controller
   plugin  our plugin polling a trivial keep-alive server (GET, no frame)
   frame   the same with frame hand-off: each poll POSTs the native RGB frame
-  small   frame hand-off downscaled in C to --small (default 200x150)
+  small   frame hand-off downscaled in C to --small (default 150x200, HxW)
 
 overhead = 1 - fps_plugin / fps_dummy; poll_p99_ms is the plugin's own
 GetKeys latency (from its stats_file), 99th percentile.
@@ -28,16 +28,21 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from common.cli import add_json, emit_json, fail, format_size, size_arg
 from common.mupen import DUMMY, find_plugin, require_mupen
 from common.proc import stop
 from common.xvfb import Xvfb
 from testing.emulator import build_plugin, find_test_rom, start_emulator
 from testing.plugin_server import FastAnswerServer
 
+PROG = "python -m bench.plugin"
 
-def run_once(rom: Path, display: str, kind: str, first: int, last: int, small: str, workdir: Path,
-             resolution: str) -> dict:
-    """One emulator run; returns fps between frames first..last and the plugin's stats."""
+
+def run_once(rom: Path, display: str, kind: str, first: int, last: int, small: tuple[int, int], workdir: Path,
+             resolution: tuple[int, int]) -> dict:
+    """One emulator run; returns fps between frames first..last and the plugin's stats.
+
+    ``small``, ``resolution``: (height, width)."""
     cfg = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=workdir))
     server = None
     settings: dict[str, object] = {}
@@ -49,9 +54,8 @@ def run_once(rom: Path, display: str, kind: str, first: int, last: int, small: s
         if kind in ("frame", "small"):
             settings["frame"] = 1
         if kind == "small":
-            w, h = small.split("x")
-            settings["frame_width"], settings["frame_height"] = int(w), int(h)
-    w, h = resolution.split("x")
+            settings["frame_height"], settings["frame_width"] = small
+    h, w = resolution
     sets = {"Video-General[ScreenWidth]": w, "Video-General[ScreenHeight]": h}
     proc = start_emulator(rom, cfg, display, plugin=plugin, settings=settings, sets=sets,
                           testshots=f"{first},{last}")
@@ -74,37 +78,38 @@ def run_once(rom: Path, display: str, kind: str, first: int, last: int, small: s
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.plugin", description=__doc__,
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=1500, help="frames measured per run (default %(default)s)")
     ap.add_argument("--warmup", type=int, default=200, help="frames skipped at start (default %(default)s)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per configuration; median (default %(default)s)")
-    ap.add_argument("--small", default="200x150", help="downscaled frame size WxH (default %(default)s)")
-    ap.add_argument("--resolution", default="640x480",
-                    help="emulator window WxH, the native frame size (default %(default)s)")
+    ap.add_argument("--small", type=size_arg(), default=(150, 200), metavar="HxW",
+                    help="downscaled frame size, rows x columns (default 150x200)")
+    ap.add_argument("--resolution", type=size_arg(), default=(480, 640), metavar="HxW",
+                    help="emulator window, the native frame size, rows x columns (default 480x640)")
     ap.add_argument("--rom", type=Path, default=None, help="ROM (default: $KARTPILOT_TEST_ROM or "
                                                             "../shared/roms/m64p_test_rom.v64)")
     ap.add_argument("--no-frame", action="store_true", help="skip the frame hand-off configurations")
-    ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    add_json(ap)
     args = ap.parse_args(argv)
 
     rom = args.rom or find_test_rom()
     if rom is None or not Path(rom).is_file():
-        ap.error("test ROM not found: pass --rom or set KARTPILOT_TEST_ROM")
+        fail(PROG, f"test ROM not found{f': {rom}' if rom else ''}: pass --rom or set KARTPILOT_TEST_ROM")
     try:
         require_mupen()
         build_plugin()  # once: rebuilding under a running emulator would swap its .so
         find_plugin()
     except RuntimeError as exc:
-        ap.error(str(exc))
+        fail(PROG, str(exc))
     from common.machine import machine_info, machine_line
 
     print(machine_line(), flush=True)
     kinds = ["dummy", "plugin"] + ([] if args.no_frame else ["frame", "small"])
     results: dict[str, list[dict]] = {k: [] for k in kinds}
     first, last = args.warmup, args.warmup + args.frames
-    rw, rh = (int(v) for v in args.resolution.split("x"))
-    display = Xvfb(max(800, rw + 32), max(600, rh + 32))
+    rh, rw = args.resolution
+    display = Xvfb((max(600, rh + 32), max(800, rw + 32)))
     t0 = time.monotonic()
     try:
         with tempfile.TemporaryDirectory(prefix="kp-bench-plugin-") as tmp:
@@ -144,14 +149,14 @@ def main(argv=None) -> int:
             "fps_frame_small": round(fps("small"), 1),
             "overhead_frame_small": round(1 - fps("small") / fps("dummy"), 4),
             "poll_p99_ms_frame_small": round(p99("small"), 3),
-            "frame_small_size": args.small,
+            "frame_small_size": format_size(args.small),
             "capture_ms_mean": round(statistics.median(r["stats"]["capture_ms"]["mean"] for r in results["frame"]), 3),
             "frames_posted_per_run": sample["frames_sent"],
         })
-    out.update({"resolution": args.resolution, "frames_per_run": args.frames, "repeat": args.repeat, "seconds": round(time.monotonic() - t0, 1),
+    out.update({"resolution": format_size(args.resolution), "frames_per_run": args.frames, "repeat": args.repeat, "seconds": round(time.monotonic() - t0, 1),
                 "runs_fps": {k: [round(r["fps"], 1) for r in v] for k, v in results.items()}})
     if args.json:
-        print(json.dumps(out))
+        emit_json(out)
     else:
         for key, value in out.items():
             print(f"{key:>26}: {value}")

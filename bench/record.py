@@ -10,13 +10,13 @@ rate, the jitter of capture instants against the schedule, and dropped frames.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common.cli import add_json, emit_json, format_size, size_arg
 from common.gamepad import Gamepad
 from common.screen import ScreenCapture
 from dataset.session import SessionWriter
@@ -31,21 +31,22 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=60.0)
     ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--size", default="640x480", help="captured window size WxH (default %(default)s)")
+    ap.add_argument("--size", type=size_arg(8), default=(480, 640), metavar="HxW",
+                    help="captured window size, rows x columns (default 480x640)")
     ap.add_argument("--writers", type=int, default=2)
     ap.add_argument("--encoder", choices=("process", "thread"), default="process")
     ap.add_argument("--queue", type=int, default=128)
     ap.add_argument("--boost-x", action="store_true",
                     help="run Xvfb under SCHED_FIFO where permitted: on a crowded machine the X server's "
                          "scheduling, not the recorder, otherwise dominates the grab time")
-    ap.add_argument("--json", action="store_true")
+    add_json(ap)
     args = ap.parse_args(argv)
     from common.machine import machine_info, machine_line
 
     print(machine_line(), flush=True)  # probed before the recording: the probe's child is not measured
-    w, h = (int(v) for v in args.size.split("x"))
+    h, w = args.size
     with tempfile.TemporaryDirectory(prefix="kp-bench-record-") as tmp, \
-            virtual_display(f"{max(800, w + 40)}x{max(600, h + 40)}x24", boost=args.boost_x) as display, \
+            virtual_display((max(600, h + 40), max(800, w + 40)), boost=args.boost_x) as display, \
             animated_window(display, size=args.size, fps=60) as region:
         os.environ["DISPLAY"] = display
         pad_file = Path(tmp) / "pad.events"
@@ -79,14 +80,14 @@ def main(argv=None) -> int:
         "grab_ms": round(grab_ms, 3),
         "capture_p99_ms": summary["capture_p99_ms"],
         "priority": summary["priority"],
-        "size": args.size,
+        "size": format_size(args.size),
         "writers": args.writers,
         "encoder": args.encoder,
         "boost_x": args.boost_x,
         "cpus": os.cpu_count(),
     }
     if args.json:
-        print(json.dumps(out))
+        emit_json(out)
     else:
         for k, v in out.items():
             print(f"{k:20s} {v}")

@@ -15,10 +15,11 @@ Without ``--data`` a random dataset is written to a temp dir first.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
+
+from common.cli import add_json, emit_json, reported
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=50, help="timed batches per round (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per mode (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    add_json(p)
     args = p.parse_args(argv)
 
     from common.machine import machine_info, machine_line
@@ -57,7 +58,8 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         data_dir = args.data or _synthetic(tmp, args.samples)
-        src = tdata.Source([tdata.load_split(data_dir, "train")])
+        with reported(p.prog):  # --data: not a prepared-data folder
+            src = tdata.Source([tdata.load_split(data_dir, "train")])
         pipe_ds, _ = tdata.make_dataset(src, args.batch_size, training=True)
         xb, yb = src.gather(tf.range(args.batch_size, dtype=tf.int64).numpy())
         mem_ds = tf.data.Dataset.from_tensors((tf.constant(xb), tf.constant(yb))).repeat()
@@ -99,7 +101,7 @@ def main(argv=None) -> int:
         "cpus": os.cpu_count(),
     }
     if args.json:
-        print(json.dumps(result))
+        emit_json(result)
     else:
         for k, v in result.items():
             print(f"{k}: {v}")

@@ -2,7 +2,7 @@
 
 A frame as recorded (any size, RGB uint8, HxWx3) becomes the model input
 (66x200x3 uint8): drop the top ``CROP_TOP`` fraction (sky, HUD) and the bottom
-``CROP_BOTTOM`` fraction, then resize to 200x66 (PilotNet's input). Models
+``CROP_BOTTOM`` fraction, then resize to 66x200 (PilotNet's input). Models
 store ``TRANSFORM`` and loaders compare it with :func:`check_transform`, so a
 model trained under different parameters is refused with a clear message.
 Renderers that draw straight at model size (kartsim's 66x200 mode) draw the

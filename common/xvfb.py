@@ -25,12 +25,16 @@ class Xvfb:
     """Start Xvfb; ``.display`` (and ``.name``) is ':N'. Stop it with ``close()``
     or use it as a context manager.
 
+    ``size``: the screen's (height, width), the project's one order (common.cli); Xvfb's
+    own ``-screen 0 WxHxD`` spelling stays inside this class.
+
     ``boost``: run the X server under SCHED_FIFO where permitted (benchmarks use it
     to measure a recorder apart from a crowded machine's scheduling of the X server).
     """
 
-    def __init__(self, width: int = 800, height: int = 600, depth: int = 24, *, timeout: float = 15.0,
+    def __init__(self, size: tuple[int, int] = (600, 800), depth: int = 24, *, timeout: float = 15.0,
                  boost: bool = False):
+        height, width = size
         if shutil.which("Xvfb") is None:
             raise XvfbError("Xvfb is not installed (apt-get install xvfb)")
         rfd, wfd = os.pipe()
@@ -72,10 +76,3 @@ class Xvfb:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def parse_size(size: str) -> tuple[int, int, int]:
-    """'800x600x24' (depth optional) -> (800, 600, 24)."""
-    parts = [int(p) for p in size.lower().split("x")]
-    if len(parts) not in (2, 3):
-        raise ValueError(f"screen size must be WxH or WxHxD, got {size!r}")
-    return parts[0], parts[1], parts[2] if len(parts) == 3 else 24

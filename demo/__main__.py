@@ -20,7 +20,11 @@ import sys
 import time
 from pathlib import Path
 
+from common.cli import add_json, emit_json, fail
+from common.defaults import HELD_OUT
+
 PY = sys.executable
+PROG = "python -m demo"
 
 
 def _clock(seconds: float) -> str:
@@ -116,25 +120,26 @@ class Stages:
         print("FAILED", flush=True)
         tail = self.log_path.read_text(errors="replace").splitlines()[-20:]
         print("\n".join("    " + line for line in tail), file=sys.stderr)
-        raise SystemExit(f"demo: error: stage '{label}' {what}; its whole output is in {self.log_path}")
+        fail(PROG, f"stage '{label}' {what}; its whole output is in {self.log_path}")
 
     def elapsed(self) -> str:
         return _clock(time.monotonic() - self.start)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m demo", description=__doc__,
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="data/demo", help="where sessions, arrays, models and demo.log go (default: %(default)s)")
+    p.add_argument("--out", default="data/demo", metavar="DIR",
+                   help="the folder for sessions, arrays, models and demo.log (default: %(default)s)")
     p.add_argument("--track", default="luigi", help="training track (default: %(default)s)")
-    p.add_argument("--heldout", default="twisty", help="held-out track for generalisation (default: %(default)s)")
+    p.add_argument("--heldout", default=HELD_OUT, help="held-out track for generalisation (default: %(default)s)")
     p.add_argument("--seconds", type=float, default=600, help="seconds of expert demos to record (default: %(default)s)")
     p.add_argument("--noise", type=float, default=0.3, help="DART steering noise while recording (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=6, help="training epochs (default: %(default)s)")
     p.add_argument("--laps", type=int, default=3, help="evaluation laps (default: %(default)s)")
     p.add_argument("--rl-frames", type=int, default=200_000, help="game frames of the short fine-tune (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of every stage (used by the tests)")
-    p.add_argument("--json", action="store_true", help="also print the results as one JSON object, last")
+    add_json(p, "also print the results as one JSON object, the last line of stdout")
     a = p.parse_args(argv)
     if a.quick:
         a.seconds, a.epochs, a.laps, a.rl_frames = 40, 2, 1, 2_000
@@ -202,7 +207,7 @@ def main(argv=None) -> int:
     print(f"\nmodel: {model}; evaluation runs (GIF, trace): {out / 'eval'}; fine-tune: {out / 'finetune'}; "
           f"log: {st.log_path}")
     if a.json:
-        print(json.dumps(results))
+        emit_json(results)
     return 0
 
 

@@ -1,6 +1,6 @@
 """``python -m drive``: serve the model to the game (or the simulator).
 
-    python -m drive --model M.keras                    serve on 127.0.0.1:8082 (Ctrl-C stops)
+    python -m drive --model M.keras                    serve on 127.0.0.1:8082 (DRIVE_PORT; Ctrl-C stops)
     python -m drive --model M.keras --sim --track T    drive kartsim through the server, print lap times
     python -m drive --model M.keras --rom GAME.z64     launch mupen64plus with the project's plugin
 """
@@ -16,7 +16,11 @@ import signal
 import sys
 import time
 
+from common.cli import add_json, emit_json, fail, format_size, size_arg
+from common.defaults import MODEL
 from drive.runner import DriveError
+
+PROG = "python -m drive"
 
 DESCRIPTION = """KartPilot drive server (mupen64plus-input-bot protocol, plus frame POSTs).
 
@@ -33,22 +37,14 @@ writes a `plugin` session). Back/Select on the gamepad cycles ai -> shadow -> hu
 """
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"size {text!r} must be HxW, e.g. 240x320") from exc
-    return h, w
-
-
 def build_parser() -> argparse.ArgumentParser:
     from drive.guard import TOKEN_ENV
     from drive.modes import MODES
     from drive.server import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_THREADS
 
-    p = argparse.ArgumentParser(prog="python -m drive", description=DESCRIPTION,
+    p = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="data/models/pilotnet.keras", help="PilotNet .keras model (default: %(default)s)")
+    p.add_argument("--model", default=MODEL, metavar="MODEL.keras", help="PilotNet .keras model (default: %(default)s)")
     p.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default: %(default)s)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port, 0 = any free port (default: %(default)s)")
     p.add_argument("--token", default=os.environ.get(TOKEN_ENV) or None,
@@ -78,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--sim", action="store_true", help="drive kartsim through this server and print lap times")
     sim.add_argument("--track", default="luigi", help="kartsim track (default: %(default)s)")
     sim.add_argument("--laps", type=int, default=3, help="laps to race (default: %(default)s)")
-    sim.add_argument("--sim-size", type=_size, default=(240, 320), help="frame HxW the sim posts (default: 240x320)")
+    sim.add_argument("--sim-size", type=size_arg(8), default=(240, 320), metavar="HxW",
+                     help="frame size the sim posts, rows x columns (default: 240x320)")
     sim.add_argument("--seed", type=int, default=0, help="kartsim seed (default: %(default)s)")
     sim.add_argument("--max-seconds", type=float, default=None, help="game-time cap (default: 180 per lap)")
     sim.add_argument("--headless", action="store_true", help="no window even if DISPLAY is set")
@@ -86,12 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--rom", help="launch mupen64plus on this ROM with plugin_c's input plugin")
     emu.add_argument("--plugin", help="input plugin .so (default: $KARTPILOT_PLUGIN, else plugin_c/build/mupen64plus-input-kartpilot.so)")
     emu.add_argument("--get", action="store_true", help="plugin polls with GET (server captures) instead of POSTing frames")
-    emu.add_argument("--frame-size", default="640x480", help="WxH of frames the plugin posts (default: %(default)s)")
+    emu.add_argument("--frame-size", type=size_arg(), default=(480, 640), metavar="HxW",
+                     help="size of the frames the plugin posts, rows x columns (default: 480x640)")
     emu.add_argument("--mupen-arg", action="append", default=[], metavar="ARG",
                      help="extra mupen64plus argument, repeatable (e.g. --mupen-arg=--configdir --mupen-arg=DIR)")
     p.add_argument("--seconds", type=float, default=None,
                    help="stop after this many seconds (serving, or the emulator); default: until Ctrl-C / exit")
-    p.add_argument("--json", action="store_true", help="print a summary as one JSON object (last line)")
+    add_json(p)
     return p
 
 
@@ -103,12 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run(args)
     except DriveError as exc:
-        print(f"drive: error: {exc}", file=sys.stderr)
-        return 2
+        fail(PROG, str(exc))
     except KeyboardInterrupt:
         return 130
     if args.json:
-        print(json.dumps(result))
+        emit_json(result)
     return 0  # a model that misses a lap is a result ("ok": false), not a failure of the run
 
 
@@ -200,7 +197,7 @@ def _run_sim(args, server) -> dict:
     server.start()
     cmd = [sys.executable, "-m", "drive.simclient", "--host", server.host, "--port", str(server.port),
            "--track", args.track, "--laps", str(args.laps), "--controller", str(args.human_port),
-           "--size", f"{args.sim_size[0]}x{args.sim_size[1]}", "--seed", str(args.seed), "--json"]
+           "--size", format_size(args.sim_size), "--seed", str(args.seed), "--json"]
     if args.max_seconds is not None:
         cmd += ["--max-seconds", str(args.max_seconds)]
     if args.headless:
@@ -221,10 +218,7 @@ def _run_sim(args, server) -> dict:
 def _run_rom(args, server) -> dict:
     from drive.emulator import mupen_command, run_emulator
 
-    try:
-        fw, fh = (int(v) for v in args.frame_size.lower().split("x"))
-    except ValueError as exc:
-        raise DriveError(f"--frame-size {args.frame_size!r} must be WxH, e.g. 640x480") from exc
+    fh, fw = args.frame_size
     cmd = mupen_command(args.rom, server.port, server.host, post_frames=not args.get, plugin=args.plugin,
                         frame_size=(fw, fh), extra=tuple(args.mupen_arg))
     server.start()
@@ -234,7 +228,7 @@ def _run_rom(args, server) -> dict:
         from common.xvfb import Xvfb, XvfbError
 
         try:
-            xvfb = Xvfb(640, 480)
+            xvfb = Xvfb((480, 640))
         except XvfbError as exc:
             raise DriveError(str(exc)) from exc
         display = xvfb.display

@@ -22,10 +22,11 @@ import waitress
 from waitress import wasyncore
 from waitress.server import BaseWSGIServer
 
+from common.defaults import DRIVE_PORT
 from common.protocol import MAX_FRAME_BYTES
 
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8082
+DEFAULT_PORT = DRIVE_PORT
 DEFAULT_THREADS = 8  # 4 keep-alive controllers + dashboard + headroom
 CONNECTION_LIMIT = 64
 EVICT_IDLE_S = 1.0  # a connection quiet this long may be closed when the server is full

@@ -154,37 +154,33 @@ def main(argv=None) -> int:
     share a process with TensorFlow (SDL's display init crashes in one that loaded TF).
     """
     import argparse
-    import sys
 
-    p = argparse.ArgumentParser(prog="python -m drive.simclient", description=main.__doc__.split("\n\n")[0])
+    from common.cli import add_json, emit_json, reported, size_arg
+    from common.defaults import DRIVE_PORT
+
+    prog = "python -m drive.simclient"
+    p = argparse.ArgumentParser(prog=prog, description=main.__doc__.split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1", help="drive server host (default: %(default)s)")
-    p.add_argument("--port", type=int, default=8082, help="drive server port (default: %(default)s)")
+    p.add_argument("--port", type=int, default=DRIVE_PORT, help="drive server port (default: %(default)s)")
     p.add_argument("--track", default="luigi", help="kartsim track (default: %(default)s)")
     p.add_argument("--laps", type=int, default=1, help="(default: %(default)s)")
     p.add_argument("--controller", type=int, default=0, help="N64 port to poll as (default: %(default)s)")
-    p.add_argument("--size", default="240x320", help="frame HxW (default: %(default)s)")
+    p.add_argument("--size", type=size_arg(8), default=(240, 320), metavar="HxW",
+                   help="frame size, rows x columns (default: 240x320)")
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     p.add_argument("--max-seconds", type=float, default=None, help="game-time cap (default: 180 per lap)")
     p.add_argument("--headless", action="store_true", help="no window even if DISPLAY is set")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object (last line)")
+    add_json(p)
     a = p.parse_args(argv)
-    try:
-        h, w = (int(v) for v in a.size.lower().split("x"))
-    except ValueError:
-        p.error(f"--size {a.size!r} must be HxW")
-    try:
-        res = drive_sim(a.host, a.port, track=a.track, laps=a.laps, controller=a.controller, size=(h, w),
+    with reported(prog, SimClientError, ValueError, OSError):  # ValueError: a bad --track
+        res = drive_sim(a.host, a.port, track=a.track, laps=a.laps, controller=a.controller, size=a.size,
                         seed=a.seed, max_seconds=a.max_seconds, window=False if a.headless else None)
-    except SimClientError as exc:
-        print(f"simclient: error: {exc}", file=sys.stderr)
-        return 2
     if a.json:
-        print(json.dumps(res))
+        emit_json(res)
     else:
         for i, t in enumerate(res["lap_times"], 1):
             print(f"lap {i}: {t:.2f} s")
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -10,20 +10,21 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
+from common import cli
 from dataset.session import SessionError, SessionWriter
 from dataset.sink import ProcessSessionSink, SessionSink
 from record.status import StatusLine
 
 MAX_RATE = 60.0
+PROG = "python -m record"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m record", description=__doc__,
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", choices=("screen", "sim"), default="screen",
                     help="screen: the emulator's window with mss; sim: frames straight from kartsim")
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--game", default="mk64", help="game name stored in the metadata (screen source)")
     ap.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
     ap.add_argument("--rate", type=float, default=30.0, help=f"capture rate in Hz (default 30, at most {MAX_RATE:g})")
-    ap.add_argument("--out", default=None, help="session folder (default data/sessions/<source>-<track>-<time>)")
+    ap.add_argument("--out", default=None, metavar="DIR",
+                    help="the session folder to write (default data/sessions/<source>-<track>-<time>)")
     g = ap.add_argument_group("screen source")
     g.add_argument("--window", default="Mupen64Plus",
                    help="title (regex, case-insensitive) of the window to capture (default %(default)s)")
@@ -42,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--keyboard", action="store_true", help="sim: drive with the keyboard in a play window")
     g.add_argument("--expert", action="store_true", help="sim: the scripted expert drives (default for sim)")
     g = ap.add_argument_group("sim source")
-    g.add_argument("--size", default="240x320", help="sim frame size HxW (default %(default)s)")
+    g.add_argument("--size", type=cli.size_arg(8), default=(240, 320), metavar="HxW",
+                   help="sim frame size, rows x columns (default 240x320)")
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--laps", type=int, default=3)
     g.add_argument("--stop-at-finish", action="store_true", help="stop when the race finishes")
@@ -59,13 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--quiet", action="store_true", help="no live status line")
     ap.add_argument("--preview", type=int, default=None, metavar="PORT",
                     help="serve a live preview page (frame + stick plot) on 127.0.0.1:PORT")
-    ap.add_argument("--json", action="store_true", help="print the summary as one JSON object (last line)")
+    cli.add_json(ap)
     return ap
 
 
-def fail(msg: str, code: int = 2):
-    print(f"record: error: {msg}", file=sys.stderr)
-    sys.exit(code)
+def fail(msg: str):
+    cli.fail(PROG, msg)
 
 
 def make_writer(session: SessionWriter, resolution, encoder: str, queue_size: int, writers: int) -> SessionSink:
@@ -131,11 +133,7 @@ def sim_parts(args, meta: dict, opened: list):
     from record.sim import SimSource
 
     try:
-        h, w = (int(v) for v in args.size.lower().split("x"))
-    except ValueError:
-        fail(f"--size must be HxW, got {args.size!r}")
-    try:
-        source = SimSource(args.track, (h, w), args.seed, args.laps, args.stop_at_finish, args.noise)
+        source = SimSource(args.track, args.size, args.seed, args.laps, args.stop_at_finish, args.noise)
     except ImportError as exc:
         fail(f"kartsim is not available: {exc}")
     except (ValueError, KeyError, FileNotFoundError) as exc:
@@ -212,7 +210,7 @@ def report(args, summary: dict, out: Path, session: SessionWriter) -> int:
           f"dropped {summary['dropped']}, jitter p99 {summary['jitter_p99_ms']:.2f} ms; "
           f"stopped: {summary['stopped']})", file=sys.stderr)
     if args.json:
-        print(json.dumps(summary))
+        cli.emit_json(summary)
     return 3 if summary["stopped"].startswith("error") else 0
 
 

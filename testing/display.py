@@ -8,27 +8,28 @@ import subprocess
 import sys
 import time
 
+from common.cli import format_size
 from common.proc import stop
-from common.xvfb import Xvfb, parse_size
+from common.xvfb import Xvfb
 
 
 @contextlib.contextmanager
-def virtual_display(size: str = "800x600x24", boost: bool = False):
+def virtual_display(size: tuple[int, int] = (600, 800), depth: int = 24, boost: bool = False):
     """Start Xvfb (common.xvfb) on a free display number; yields ':N' and stops it afterwards.
 
-    ``boost``: run the X server under SCHED_FIFO where permitted."""
-    with Xvfb(*parse_size(size), boost=boost) as xvfb:
+    ``size``: (height, width) of the screen. ``boost``: run the X server under SCHED_FIFO where permitted."""
+    with Xvfb(size, depth, boost=boost) as xvfb:
         yield xvfb.display
 
 
 @contextlib.contextmanager
-def animated_window(display: str, title: str = "KartPilot-Test", size: str = "320x240", fps: int = 60,
-                seconds: float = 600):
-    """Start testing.testwindow on ``display``; yields its (x, y, w, h) once it is mapped."""
+def animated_window(display: str, title: str = "KartPilot-Test", size: tuple[int, int] = (240, 320), fps: int = 60,
+                    seconds: float = 600):
+    """Start testing.testwindow on ``display``, ``size`` (height, width); yields its (x, y, w, h) once mapped."""
     from common.screen import find_window
 
     env = {**os.environ, "DISPLAY": display, "SDL_VIDEODRIVER": "x11", "SDL_AUDIODRIVER": "dummy"}
-    cmd = [sys.executable, "-m", "testing.testwindow", "--title", title, "--size", size, "--fps", str(fps),
+    cmd = [sys.executable, "-m", "testing.testwindow", "--title", title, "--size", format_size(size), "--fps", str(fps),
            "--seconds", str(seconds)]
     old = os.environ.get("DISPLAY")
     os.environ["DISPLAY"] = display

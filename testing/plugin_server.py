@@ -285,14 +285,17 @@ class FastAnswerServer:
                 conn.sendall(self._reply)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description="Drive-protocol test server for the KartPilot C plugin "
-                                             "(answers GET/POST /<controller> with fixed JSON).")
+def main(argv=None) -> None:
+    from common.defaults import DRIVE_PORT
+
+    ap = argparse.ArgumentParser(prog="python -m testing.plugin_server",
+                                 description="Drive-protocol test server for the KartPilot C plugin "
+                                 "(answers GET/POST /<controller> with fixed JSON).")
     ap.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    ap.add_argument("--port", type=int, default=8082, help="TCP port (default 8082)")
+    ap.add_argument("--port", type=int, default=DRIVE_PORT, help="TCP port (default %(default)s)")
     ap.add_argument("--mode", default="ok", choices=MODES, help="how to answer (default ok)")
     ap.add_argument("--stall", type=float, default=1.0, help="seconds to stall in --mode stall")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     srv = PluginTestServer(args.host, args.port, args.mode)
     srv.state.stall_s = args.stall
     print(f"serving {args.mode} on http://{srv.host}:{srv.port}/", flush=True)

@@ -1,7 +1,7 @@
 """A small animated X window (pygame) to capture when there is no emulator.
 
 Used by the tests and bench/record.py under Xvfb (through testing.display):
-``python -m testing.testwindow --title KartPilot-Test --size 320x240``.
+``python -m testing.testwindow --title KartPilot-Test --size 240x320`` (HxW).
 It draws a moving road-like scene so consecutive frames differ.
 """
 
@@ -11,11 +11,15 @@ import argparse
 import math
 import os
 
+from common.cli import size_arg
+
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m testing.testwindow", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--title", default="KartPilot-Test")
-    ap.add_argument("--size", default="320x240", help="WxH")
+    ap.add_argument("--size", type=size_arg(), default=(240, 320), metavar="HxW",
+                    help="window size, rows x columns (default: 240x320)")
     ap.add_argument("--fps", type=int, default=60)
     ap.add_argument("--seconds", type=float, default=600, help="exit after this long")
     args = ap.parse_args(argv)
@@ -23,7 +27,7 @@ def main(argv=None) -> None:
     os.environ["PYGAME_HIDE_SUPPORT_PROMPT"] = "1"
     import pygame
 
-    w, h = (int(v) for v in args.size.split("x"))
+    h, w = args.size
     pygame.display.init()
     screen = pygame.display.set_mode((w, h), pygame.NOFRAME)
     pygame.display.set_caption(args.title)

@@ -51,8 +51,8 @@ def test_a_failing_stage_is_named_with_its_log(tmp_path):
     out = tmp_path / "demo"
     r = subprocess.run([sys.executable, "-m", "demo", "--quick", "--track", "nosuch", "--out", str(out)], cwd=ROOT,
                        env=bare_env(tmp_path), capture_output=True, text=True, timeout=300)
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert "scripted expert on nosuch" in r.stdout and "FAILED" in r.stdout
-    assert f"stage 'scripted expert on nosuch' failed (exit 2); its whole output is in {out / 'demo.log'}" in r.stderr
+    assert f"python -m demo: error: stage 'scripted expert on nosuch' failed (exit 2); its whole output is in {out / 'demo.log'}" in r.stderr
     assert "unknown track 'nosuch'" in r.stderr  # the log's tail is shown
     assert "unknown track 'nosuch'" in (out / "demo.log").read_text()

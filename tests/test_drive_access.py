@@ -131,7 +131,7 @@ def test_cli_refuses_a_public_bind_without_token(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "drive", "--host", "0.0.0.0", "--model", str(tmp_path / "m.keras")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.startswith("drive: error: binding 0.0.0.0 (not loopback) needs a token"), proc.stderr
+    assert proc.stderr.startswith("python -m drive: error: binding 0.0.0.0 (not loopback) needs a token"), proc.stderr
     assert "Traceback" not in proc.stderr
 
 

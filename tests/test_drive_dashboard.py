@@ -153,7 +153,7 @@ def test_dashboard_is_live_and_switches_modes(policy, tmp_path):
             # the frame keeps refreshing and is the posted frame's size
             browser.wait_for("Number(document.getElementById('frame').dataset.loaded) >= 3")
             assert browser.evaluate("document.getElementById('frame').naturalWidth") == 320
-            assert "320x240" in browser.evaluate("document.getElementById('frame-info').textContent")
+            assert "240x320" in browser.evaluate("document.getElementById('frame-info').textContent")  # HxW
             # sticks: AI's at x=0.75, human's neutral (no gamepad)
             ai_x = float(browser.wait_for("document.getElementById('stick-ai').dataset.x"))
             assert ai_x == pytest.approx(0.75, abs=0.02)

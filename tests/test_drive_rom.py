@@ -1,7 +1,8 @@
 """`python -m drive --rom`: the real mupen64plus with plugin_c's plugin polls the server.
 
 Runs the GPL test ROM headless (the CLI starts its own Xvfb when DISPLAY is
-unset); the plugin posts 640x480 frames, the model answers every poll.
+unset); the plugin posts frames of the ``--frame-size`` asked for (HxW, like every size option:
+240x320 here, downscaled by the plugin from the 640-wide window), the model answers every poll.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def test_emulator_drives_through_the_server(emulator_rom, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
     res = subprocess.run(
         [sys.executable, "-m", "drive", "--model", model, "--rom", str(emulator_rom), "--seconds", "10", "--port", "0",
-         "--gamepad", "none", "--sessions", str(tmp_path / "sessions"), "--mupen-arg=--configdir",
+         "--frame-size", "240x320", "--gamepad", "none", "--sessions", str(tmp_path / "sessions"), "--mupen-arg=--configdir",
          f"--mupen-arg={tmp_path / 'mupen'}", "--mupen-arg=--audio", "--mupen-arg=dummy", "--json"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -34,5 +35,5 @@ def test_emulator_drives_through_the_server(emulator_rom, tmp_path):
     assert out["ok"] and out["stopped"], out
     assert out["server"]["per_controller"][0] > 10 and out["server"]["errors"] == 0
     port0 = out["ports"]["0"]
-    assert port0["frame_shape"] == [480, 640, 3] and port0["driver"] == "model"  # frames were POSTed
+    assert port0["frame_shape"] == [240, 320, 3] and port0["driver"] == "model"  # frames were POSTed, HxW
     assert port0["frame_index"] is not None

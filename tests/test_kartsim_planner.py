@@ -131,7 +131,7 @@ def test_cli_plan_replay_and_tracks_cache(small_track, tmp_path):
     edited.write_text(json.dumps({**SMALL, "points": [[x, y, w - 0.5] for x, y, w in SMALL["points"]]}))
     res = _cli("replay", str(movie), "--track", str(edited), "--json")
     assert res.returncode == 2 and str(movie) in res.stderr and "track hash" in res.stderr
-    assert res.stderr.startswith("python -m envs.kartsim: error:")
+    assert res.stderr.startswith("python -m envs.kartsim replay: error:")
     res = _cli("tracks", "--track", str(edited), "--json", env=env)
     assert json.loads(res.stdout.strip().splitlines()[-1])["tracks"][-1]["planned_best_lap_s"] is None
 

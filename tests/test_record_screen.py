@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(not shutil.which("Xvfb") or not shutil.which("xw
 
 @pytest.fixture
 def window():
-    with virtual_display() as display, animated_window(display, size="320x240") as region:
+    with virtual_display() as display, animated_window(display, size=(240, 320)) as region:
         yield display, region
 
 

@@ -11,23 +11,49 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
-COMMANDS = ("evaluate", "demos", "dagger")
+from common.cli import add_command, add_json, emit_json, reported
+from common.defaults import MODEL
+
+PROG = "python -m train"
 
 
-def _train_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """``python -m train [options]`` trains (no command); ``evaluate``, ``demos`` and ``dagger`` are commands."""
     p = argparse.ArgumentParser(
-        prog="python -m train",
-        description="Train PilotNet by behavioral cloning on `dataset prepare` arrays. "
-        "Other commands: `python -m train evaluate --help`, `python -m train demos --help`, "
-        "`python -m train dagger --help`.",
+        prog=PROG,
+        usage="%(prog)s [--data DIR] [--out MODEL.keras] [options]        (train)\n"
+        "       %(prog)s {evaluate,demos,dagger} [options]",
+        description="Train PilotNet by behavioral cloning on `dataset prepare` arrays (the options below; "
+        "no command needed). The commands do other things: `python -m train COMMAND --help`.",
     )
-    p.add_argument("--data", default="data/prepared", help="prepared arrays dir (default: %(default)s)")
-    p.add_argument("--out", default="data/models/pilotnet.keras",
-                   help="best-validation model path, .keras (default: %(default)s); run files go to OUT.run/")
+    p.set_defaults(fn=cmd_train, prog=PROG)
+    _train_args(p)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands (optional)", prog=PROG)
+    _evaluate_args(add_command(
+        sub, "evaluate", cmd_evaluate, help="drive a model closed-loop in kartsim: laps, lap times, falls, autonomy",
+        description="Drive a model closed-loop in kartsim: laps, lap times, falls, autonomy; "
+        "writes a GIF of the run and a top-down trace PNG."))
+    _demos_args(add_command(
+        sub, "demos", cmd_demos, help="a kartsim teacher drives; its frames and labels -> prepared arrays",
+        description="Let a kartsim teacher drive and write prepared arrays directly (tests, quick experiments). "
+        "The full pipeline is record --source sim -> dataset clean -> dataset prepare."))
+    _dagger_args(add_command(
+        sub, "dagger", cmd_dagger, help="DAgger with the planner as the oracle",
+        description="DAgger with the planner as the oracle: round 0 clones planner demos (DART noise); each "
+        "later round lets the latest clone drive, has the planner label the states it visits, aggregates the "
+        "labels, retrains the clone and evaluates it. Writes OUT/data-rNN/, OUT/clone-rNN.keras and "
+        "OUT/dagger.json (lap times and falls per round)."))
+    return p
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="data/prepared", metavar="DIR", help="prepared arrays folder (default: %(default)s)")
+    p.add_argument("--out", default=MODEL, metavar="MODEL.keras",
+                   help="the model file to write, .keras (best validation; default: %(default)s); "
+                   "run files go to OUT.run/")
     p.add_argument("--epochs", type=int, default=10, help="max epochs (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
@@ -42,33 +68,27 @@ def _train_parser() -> argparse.ArgumentParser:
                    help="oversample corrections K times per epoch (default: %(default)s)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--seed", type=int, help="random seed (weights, shuffling, augmentation)")
-    p.add_argument("--json", action="store_true", help="print the figures as one JSON object (last line)")
-    return p
+    add_json(p)
 
 
-def _evaluate_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m train evaluate",
-        description="Drive a model closed-loop in kartsim: laps, lap times, falls, autonomy; "
-        "writes a GIF of the run and a top-down trace PNG.",
-    )
-    p.add_argument("--model", default="data/models/pilotnet.keras", help="model .keras (default: %(default)s)")
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=MODEL, metavar="MODEL.keras", help="the model to drive (default: %(default)s)")
     p.add_argument("--expert", action="store_true", help="drive kartsim's scripted expert instead of a model")
     p.add_argument("--track", default="luigi", help="kartsim track name or track JSON (default: %(default)s)")
     p.add_argument("--laps", type=int, default=3, help="(default: %(default)s)")
     p.add_argument("--render", choices=("model", "full"), default="full",
-                   help="full: render 320x240 and apply common.frames.to_model_input, the same pixels "
+                   help="full: render 240x320 and apply common.frames.to_model_input, the same pixels "
                    "as recorded sessions after prepare; model: render at 66x200 directly (about 2x "
                    "cheaper; drove equally well in our check) (default: %(default)s)")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="game-time limit (default: 60 s per lap + 30 s)")
     p.add_argument("--seed", type=int, default=0, help="kartsim seed (default: %(default)s)")
-    p.add_argument("--out-dir", "--out", dest="out_dir", help="where the GIF and trace go (default: next to the model, MODEL.eval-TRACK/)")
+    p.add_argument("--out", dest="out_dir", metavar="DIR",
+                   help="folder for the GIF and the trace (default: next to the model, MODEL.eval-TRACK/)")
     p.add_argument("--no-media", action="store_true", help="skip the GIF and trace PNG")
     p.add_argument("--no-takeover", action="store_true",
                    help="do not let the expert take the wheel after >1 s off-road (still counted as an intervention)")
-    p.add_argument("--json", action="store_true", help="print the figures as one JSON object (last line)")
-    return p
+    add_json(p)
 
 
 def _planner_args(p: argparse.ArgumentParser) -> None:
@@ -83,22 +103,18 @@ def _planner_config(args):
     return PlannerConfig(samples=args.planner_samples, rounds=args.planner_rounds)
 
 
-def _demos_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m train demos",
-        description="Let a kartsim teacher drive and write prepared arrays directly (tests, quick experiments). "
-        "The full pipeline is record --source sim -> dataset clean -> dataset prepare.",
-    )
+def _demos_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--track", default="luigi", help="(default: %(default)s)")
     p.add_argument("--frames", type=int, default=18000, help="frames at 30 Hz (default: %(default)s = 10 min)")
-    p.add_argument("--out", required=True, help="output dir for the arrays")
+    p.add_argument("--out", required=True, metavar="DIR", help="the prepared-arrays folder to write")
     p.add_argument("--teacher", choices=("expert", "planner"), default="expert",
                    help="expert: the scripted expert; planner: the search that finds the fastest lap, replanning "
                    "from every state (about 100x slower per frame than the expert) (default: %(default)s)")
     p.add_argument("--noise", type=float, default=0.0,
                    help="DART steering-noise std while labelling with the teacher (default: %(default)s)")
-    p.add_argument("--size", choices=("model", "full"), default="model",
-                   help="render at 66x200 (model) or 320x240 + to_model_input (full)")
+    p.add_argument("--render", choices=("model", "full"), default="model",
+                   help="model: render at 66x200 directly; full: render 240x320 and apply "
+                   "common.frames.to_model_input, as recorded sessions after prepare (default: %(default)s)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gen-tracks", type=int, metavar="K",
@@ -109,8 +125,7 @@ def _demos_parser() -> argparse.ArgumentParser:
     p.add_argument("--gen-style", choices=("mixed", "grass", "void"), default="mixed",
                    help="generated tracks' run-off (default: %(default)s)")
     _planner_args(p)
-    p.add_argument("--json", action="store_true", help="print stats as one JSON object (last line)")
-    return p
+    add_json(p)
 
 
 def _demo_tracks(args) -> list[str] | None:
@@ -128,16 +143,9 @@ def _demo_tracks(args) -> list[str] | None:
     return [track_name(args.gen_seed + i, args.gen_style) for i in range(args.gen_tracks)]
 
 
-def _dagger_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m train dagger",
-        description="DAgger with the planner as the oracle: round 0 clones planner demos (DART noise); each "
-        "later round lets the latest clone drive, has the planner label the states it visits, aggregates the "
-        "labels, retrains the clone and evaluates it. Writes OUT/data-rNN/, OUT/clone-rNN.keras and "
-        "OUT/dagger.json (lap times and falls per round).",
-    )
+def _dagger_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--track", default="luigi", help="(default: %(default)s)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="the run folder to write")
     p.add_argument("--rounds", type=int, default=3, help="DAgger rounds after round 0 (default: %(default)s)")
     p.add_argument("--demo-frames", type=int, default=3000, help="round 0: planner demo frames (default: %(default)s)")
     p.add_argument("--frames-per-round", type=int, default=1500,
@@ -150,67 +158,58 @@ def _dagger_parser() -> argparse.ArgumentParser:
                    help="game-time limit of each evaluation (default: 60 s per lap + 30 s)")
     p.add_argument("--seed", type=int, default=0)
     _planner_args(p)
-    p.add_argument("--json", action="store_true", help="print the report as one JSON object (last line)")
-    return p
+    add_json(p)
 
 
-def _emit(result: dict, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(result))
+def cmd_evaluate(args) -> dict:
+    from train.evaluate import evaluate
+
+    return evaluate(None if args.expert else args.model, track=args.track, laps=args.laps, render=args.render,
+                    max_seconds=args.max_seconds, seed=args.seed, out_dir=args.out_dir, media=not args.no_media,
+                    takeover=not args.no_takeover, progress=True)
+
+
+def cmd_demos(args) -> dict:
+    from train.simdata import expert_dataset
+
+    size = (66, 200) if args.render == "model" else (240, 320)
+    result = expert_dataset(args.out, args.track, args.frames, val_fraction=args.val_fraction,
+                            size=size, seed=args.seed, noise=args.noise, teacher=args.teacher,
+                            tracks=_demo_tracks(args),
+                            planner_config=_planner_config(args) if args.teacher == "planner" else None,
+                            progress=not args.json)
+    result["out"] = args.out
+    return result
+
+
+def cmd_dagger(args) -> dict:
+    from train.dagger import dagger
+
+    return dagger(args.out, args.track, rounds=args.rounds, demo_frames=args.demo_frames,
+                  frames_per_round=args.frames_per_round, noise=args.noise, epochs=args.epochs,
+                  batch_size=args.batch_size, eval_laps=args.eval_laps, eval_max_seconds=args.eval_max_seconds,
+                  seed=args.seed, planner_config=_planner_config(args), progress=not args.json)
+
+
+def cmd_train(args) -> dict:
+    from train.fit import train
+
+    return train(args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                 dropout=args.dropout, patience=args.patience, brightness=args.brightness,
+                 flip=not args.no_flip, resume=args.resume, corrections=args.corrections,
+                 corrections_weight=args.corrections_weight, plots=not args.no_plots, seed=args.seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with reported(args.prog):  # a missing file; TransformMismatch and bad values are ValueErrors
+        result = args.fn(args)
+    if args.json:
+        emit_json(result)
     else:
         for k, v in result.items():
             if k != "history":
                 print(f"{k}: {v}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    cmd = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
-    try:
-        if cmd == "evaluate":
-            args = _evaluate_parser().parse_args(argv)
-            from train.evaluate import evaluate
-
-            result = evaluate(
-                None if args.expert else args.model, track=args.track, laps=args.laps, render=args.render,
-                max_seconds=args.max_seconds, seed=args.seed, out_dir=args.out_dir, media=not args.no_media,
-                takeover=not args.no_takeover,
-                progress=True,
-            )
-        elif cmd == "demos":
-            args = _demos_parser().parse_args(argv)
-            from train.simdata import expert_dataset
-
-            size = (66, 200) if args.size == "model" else (240, 320)
-            result = expert_dataset(args.out, args.track, args.frames, val_fraction=args.val_fraction,
-                                    size=size, seed=args.seed, noise=args.noise, teacher=args.teacher,
-                                    tracks=_demo_tracks(args),
-                                    planner_config=_planner_config(args) if args.teacher == "planner" else None,
-                                    progress=not args.json)
-            result["out"] = args.out
-        elif cmd == "dagger":
-            args = _dagger_parser().parse_args(argv)
-            from train.dagger import dagger
-
-            result = dagger(args.out, args.track, rounds=args.rounds, demo_frames=args.demo_frames,
-                            frames_per_round=args.frames_per_round, noise=args.noise, epochs=args.epochs,
-                            batch_size=args.batch_size, eval_laps=args.eval_laps,
-                            eval_max_seconds=args.eval_max_seconds, seed=args.seed,
-                            planner_config=_planner_config(args), progress=not args.json)
-        else:
-            args = _train_parser().parse_args(argv)
-            from train.fit import train
-
-            result = train(
-                args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                dropout=args.dropout, patience=args.patience, brightness=args.brightness,
-                flip=not args.no_flip, resume=args.resume, corrections=args.corrections,
-                corrections_weight=args.corrections_weight, plots=not args.no_plots, seed=args.seed,
-            )
-    except (FileNotFoundError, ValueError) as exc:  # TransformMismatch is a ValueError
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    _emit(result, args.json)
     return 0
 
 

@@ -99,7 +99,7 @@ function render(s) {
   const portNo = port ? (s.ports[String(s.human_port)] ? s.human_port : Object.keys(s.ports)[0]) : null;
   drawTelemetry(portNo, port ? port.telemetry : null);
   drawCommands(s.commands);
-  if (port) $("frame-info").textContent = port.frame_shape.slice(0, 2).reverse().join("x") + (port.frame_index === null ? "" : "  frame #" + port.frame_index);
+  if (port) $("frame-info").textContent = port.frame_shape.slice(0, 2).join("x") + (port.frame_index === null ? "" : "  frame #" + port.frame_index);
   drawHistogram(s.histogram);
 }
 

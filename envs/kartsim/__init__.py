@@ -19,6 +19,8 @@ _refresh_jit_cache()  # before any numba function is loaded from the cache
 
 import gymnasium  # noqa: E402
 
+from common.defaults import HELD_OUT  # noqa: E402  (its one home)
+
 from .env import KartSimEnv  # noqa: E402
 from .kart import FPS  # noqa: E402
 from .line import lower_bound_s  # noqa: E402
@@ -27,7 +29,6 @@ from .track import Track, TrackError, load  # noqa: E402
 from .vector import VecKartSim  # noqa: E402
 
 TRACKS = ("luigi", "rainbow", "twisty")
-HELD_OUT = "twisty"
 
 
 def make(track="luigi", size=(240, 320), seed: int | None = None, laps: int = 3, **kw) -> gymnasium.Env:

@@ -10,19 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
+from common.cli import add_command, add_json, emit_json, fail, format_size, reported, size_arg
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be HxW like 66x200 or 240x320, got {text!r}") from None
-    if h < 8 or w < 8:
-        raise argparse.ArgumentTypeError(f"size {text!r} is too small")
-    return h, w
+PROG = "python -m envs.kartsim"
+_size = size_arg(minimum=8)
 
 
 def cmd_tracks(args) -> dict:
-    from . import TRACKS, load, lower_bound_s
+    from . import HELD_OUT, TRACKS, load, lower_bound_s
     from .movie import cache_dir, cached_plan
 
     names = list(TRACKS) + [t for t in args.track or [] if t not in TRACKS]
@@ -37,7 +32,7 @@ def cmd_tracks(args) -> dict:
                      "width": round(t.mean_width, 1), "offroad": "void" if t.void else "grass",
                      "checkpoints": len(t.cp_s), "lower_bound_s": lower_bound_s(name),
                      "planned_best_lap_s": None if plan is None else round(plan["best_lap_s"], 3),
-                     "held_out": name == "twisty", "description": t.spec.get("description", "")})
+                     "held_out": name == HELD_OUT, "description": t.spec.get("description", "")})
     if not args.json:
         for r in rows:
             planned = "  -   " if r["planned_best_lap_s"] is None else f"{r['planned_best_lap_s']:6.2f}"
@@ -153,7 +148,8 @@ def cmd_bench(args) -> dict:
         rates.append(args.envs * args.steps / (time.perf_counter() - t0))
         cpu_rates.append(args.envs * args.steps / max(time.process_time() - c0, 1e-9))
     # steps_per_cpu_s: per second of CPU used (all threads), less sensitive to other load
-    out = {"bench": "kartsim", "machine": machine_info(), "envs": args.envs, "size": f"{args.size[0]}x{args.size[1]}", "track": args.track, "steps": args.steps,
+    out = {"bench": "kartsim", "machine": machine_info(), "envs": args.envs, "size": format_size(args.size),
+           "track": args.track, "steps": args.steps,
            "steps_per_s": round(max(rates), 1), "steps_per_s_runs": [round(r, 1) for r in rates],
            "steps_per_cpu_s": round(max(cpu_rates), 1), "threads": numba.get_num_threads()}
     if not args.json:
@@ -173,7 +169,6 @@ def cmd_render(args) -> dict:
 
 
 def cmd_generate(args) -> dict:
-    import os
 
     from .generate import generate, track_name
     from .track import geometry, validate
@@ -183,13 +178,10 @@ def cmd_generate(args) -> dict:
     if args.out:
         if args.count != 1:
             raise ValueError("--out writes one track: use it without --count")
-        spec = generate(args.seed, args.style)
-        path = Path(args.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(spec, indent=1))
-        os.replace(tmp, path)  # never a half-written track file
-        out["out"] = str(path)
+        from common.atomic import write_text
+
+        write_text(args.out, json.dumps(generate(args.seed, args.style), indent=1))  # never half-written
+        out["out"] = str(args.out)
     for s in seeds:
         name = track_name(s, args.style)
         geo = geometry(validate(generate(s, args.style), name), name)
@@ -218,31 +210,32 @@ def cmd_play(args) -> dict:
     return play(args.track, args.scale, args.laps, args.frames)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m envs.kartsim", description=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("play", help="drive yourself in a pygame window (arrows/WASD steer, "
-                       "Z or Space = A accelerate, X = B brake, C or Shift = R hop/drift; gamepad via inputs)")
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    p = add_command(sub, "play", cmd_play,
+                    help="drive yourself in a pygame window (arrows/WASD steer, "
+                    "Z or Space = A accelerate, X = B brake, C or Shift = R hop/drift; gamepad via inputs)")
     p.add_argument("--track", default="luigi", help="built-in name or path to a track .json")
-    p.add_argument("--scale", type=int, default=2, help="window scale of the 320x240 view")
+    p.add_argument("--scale", type=int, default=2, help="window scale of the 240x320 (HxW) view")
     p.add_argument("--laps", type=int, default=3)
     p.add_argument("--frames", type=int, default=None, help="quit after this many frames (smoke tests)")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON line")
-    p.set_defaults(fn=cmd_play)
-    p = sub.add_parser("tracks", help="list built-in tracks with length, width and lap-time lower bound")
+    add_json(p)
+    p = add_command(sub, "tracks", cmd_tracks,
+                    help="list built-in tracks with length, width and lap-time lower bound")
     p.add_argument("--track", action="append", help="also describe this track (a .json path or gen:SEED[:STYLE]; "
                    "repeatable)")
     p.add_argument("--plan", action="store_true",
                    help="plan the tracks that have no cached planned lap yet (slow: a minute or more each)")
     p.add_argument("--plan-laps", type=int, default=2, help="laps planned by --plan (default: %(default)s)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(fn=cmd_tracks)
-    p = sub.add_parser("plan", help="search for the fastest race (sampling MPC with full state access) and save it "
-                       "as an input movie that replays to the same lap times",
-                       description="Plan a race with the planner (envs/kartsim/planner.py), verify it by replaying "
-                       "it in a plain env, save the input movie (JSON) and keep it in the plan cache if it is the "
-                       "track version's best. Prints lap times, falls, mini-turbos, the expert's best lap and the "
-                       "lower bound for comparison, and the planning time.")
+    add_json(p)
+    p = add_command(sub, "plan", cmd_plan,
+                    help="search for the fastest race (sampling MPC with full state access) and save it "
+                    "as an input movie that replays to the same lap times",
+                    description="Plan a race with the planner (envs/kartsim/planner.py), verify it by replaying "
+                    "it in a plain env, save the input movie (JSON) and keep it in the plan cache if it is the "
+                    "track version's best. Prints lap times, falls, mini-turbos, the expert's best lap and the "
+                    "lower bound for comparison, and the planning time.")
     p.add_argument("--track", default="luigi", help="built-in name, track .json path, or gen:SEED[:STYLE]")
     p.add_argument("--laps", type=int, default=3, help="(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="env seed (start jitter), as make(track, seed=...)")
@@ -251,58 +244,57 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="search rounds per replan (default: %(default)s)")
     p.add_argument("--horizon", type=int, default=40, help="frames searched ahead (default: %(default)s)")
     p.add_argument("--replan-every", type=int, default=2, help="frames executed per replan (default: %(default)s)")
-    p.add_argument("--json", action="store_true", help="print the figures as one JSON line (no progress line)")
-    p.set_defaults(fn=cmd_plan)
-    p = sub.add_parser("replay", help="replay an input movie in a plain env: lap times, falls, mini-turbos",
-                       description="Replay a movie (from `plan`) action by action in make(track, seed=...) and "
-                       "report what it achieved; a movie made on another version of its track is refused.")
+    add_json(p)
+    p = add_command(sub, "replay", cmd_replay,
+                    help="replay an input movie in a plain env: lap times, falls, mini-turbos",
+                    description="Replay a movie (from `plan`) action by action in make(track, seed=...) and "
+                    "report what it achieved; a movie made on another version of its track is refused.")
     p.add_argument("movie", help="movie file (.json)")
     p.add_argument("--track", help="replay on this track instead of the one the movie names (same version only)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(fn=cmd_replay)
-    p = sub.add_parser("expert", help="let the scripted expert race (headless) and print lap times")
+    add_json(p)
+    p = add_command(sub, "expert", cmd_expert,
+                    help="let the scripted expert race (headless) and print lap times")
     p.add_argument("--track", default="luigi")
     p.add_argument("--laps", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(fn=cmd_expert)
-    p = sub.add_parser("bench", help="env steps per second of VecKartSim (physics + rendering)")
+    add_json(p)
+    p = add_command(sub, "bench", cmd_bench, help="env steps per second of VecKartSim (physics + rendering)")
     p.add_argument("--envs", type=int, default=24)
     p.add_argument("--steps", type=int, default=300, help="vector steps per timed run")
-    p.add_argument("--size", type=_size, default=(66, 200), help="HxW, e.g. 66x200 or 240x320")
+    p.add_argument("--size", type=_size, default=(66, 200), metavar="HxW",
+                   help="rendered frame size, rows x columns (default: 66x200, the model's input)")
     p.add_argument("--track", default="luigi")
     p.add_argument("--repeat", type=int, default=3, help="timed runs; the best is reported")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(fn=cmd_bench)
-    p = sub.add_parser("render", help="save a first-person frame and a top-down map with the racing line")
+    add_json(p)
+    p = add_command(sub, "render", cmd_render,
+                    help="save a first-person frame and a top-down map with the racing line")
     p.add_argument("--track", default="luigi")
-    p.add_argument("--out", default="data/kartsim_render")
-    p.add_argument("--size", type=_size, default=(240, 320))
+    p.add_argument("--out", default="data/kartsim_render", help="folder for the two pictures (default: %(default)s)")
+    p.add_argument("--size", type=_size, default=(240, 320), metavar="HxW",
+                   help="first-person frame size, rows x columns (default: 240x320)")
     p.add_argument("--seconds", type=float, default=3.0, help="game seconds the expert drives before the frame")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(fn=cmd_render)
-    p = sub.add_parser("generate", help="procedural tracks: the same seed always gives the same track, and every "
-                       "one passes the track rules; --track gen:SEED[:STYLE] uses one anywhere without a file")
+    add_json(p)
+    p = add_command(sub, "generate", cmd_generate,
+                    help="procedural tracks: the same seed always gives the same track, and every "
+                    "one passes the track rules; --track gen:SEED[:STYLE] uses one anywhere without a file")
     p.add_argument("--seed", type=int, default=0, help="the (first) seed, >= 0")
     p.add_argument("--style", choices=("mixed", "grass", "void"), default="mixed",
                    help="grass run-off, void (falling off), or either, chosen by the seed (default)")
     p.add_argument("--count", type=int, default=1, help="describe this many seeds from --seed on")
     p.add_argument("--out", help="write the track JSON of --seed here (a normal track file)")
     p.add_argument("--picture", help="save a PNG grid of the maps of the seeds described")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(fn=cmd_generate)
-    args = ap.parse_args(argv)
-    from .track import TrackError
+    add_json(p)
+    return ap
 
-    try:
-        if getattr(args, "laps", 1) < 1 or getattr(args, "plan_laps", 1) < 1:
-            raise ValueError("--laps must be >= 1")
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "laps", 1) < 1 or getattr(args, "plan_laps", 1) < 1:
+        fail(args.prog, f"--{'laps' if getattr(args, 'laps', 1) < 1 else 'plan-laps'} must be >= 1")
+    with reported(args.prog):  # TrackError and MovieError are ValueErrors; a missing file an OSError
         out = args.fn(args)
-    except (TrackError, FileNotFoundError, ValueError) as exc:
-        print(f"{ap.prog}: error: {exc}", file=sys.stderr)
-        return 2
     if args.json:
-        print(json.dumps(out))
+        emit_json(out)
     return 0
 
 

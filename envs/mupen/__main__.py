@@ -11,12 +11,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
 import numpy as np
+
+from common.cli import add_command, add_json, emit_json, reported
 
 
 def _profile(name):
@@ -90,36 +91,37 @@ def cmd_run(args) -> dict:
             "return_mean": float(total.mean()), "restarts": vec.restarts}
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m envs.mupen", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    def common(p, state=False):
+    def common(p):
         p.add_argument("--profile", choices=["mk64", "test"], help="game profile (default: from the ROM header)")
-        p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+        add_json(p)
 
-    p = sub.add_parser("check-rom", help="read the ROM header and check it against a game profile")
+    p = add_command(sub, "check-rom", cmd_check,
+                    help="read the ROM header and check it against a game profile")
     p.add_argument("rom")
     common(p)
-    p.set_defaults(fn=cmd_check)
 
-    p = sub.add_parser("savestate", help="make the reset savestate (interactive, or headless with --after-frames)")
+    p = add_command(sub, "savestate", cmd_savestate,
+                    help="make the reset savestate (interactive, or headless with --after-frames)")
     p.add_argument("--rom", required=True)
     p.add_argument("--out", required=True, help="where to write the state file")
     p.add_argument("--after-frames", type=int, help="headless: save after this many polls of neutral input")
     common(p)
-    p.set_defaults(fn=cmd_savestate)
 
-    p = sub.add_parser("state-info", help="boot a savestate headless and print what the profile reads")
+    p = add_command(sub, "state-info", cmd_state_info,
+                    help="boot a savestate headless and print what the profile reads")
     p.add_argument("--rom", required=True)
     p.add_argument("--state", required=True)
     common(p)
-    p.set_defaults(fn=cmd_state_info)
 
-    p = sub.add_parser("telemetry", help="drive from a savestate and print what the profile reads, live",
-                       description="Drive the game from a savestate and print what the game profile reads "
-                       "(MK64: lap, progress, speed, surface, drift, mini-turbos, falls) a few times a second.")
+    p = add_command(sub, "telemetry", cmd_telemetry,
+                    help="drive from a savestate and print what the profile reads, live",
+                    description="Drive the game from a savestate and print what the game profile reads "
+                    "(MK64: lap, progress, speed, surface, drift, mini-turbos, falls) a few times a second.")
     p.add_argument("--rom", required=True)
     p.add_argument("--state", help="savestate to start from (default: boot the ROM)")
     p.add_argument("--driver", choices=["keyboard", "throttle", "neutral"],
@@ -134,9 +136,8 @@ def main(argv=None) -> int:
                    "else as fast as the emulator runs)")
     p.add_argument("--action-repeat", type=int, default=1, help="polls (game frames) per step (default %(default)s)")
     common(p)
-    p.set_defaults(fn=cmd_telemetry)
 
-    p = sub.add_parser("run", help="run N emulator envs for a while (random steering, A held)")
+    p = add_command(sub, "run", cmd_run, help="run N emulator envs for a while (random steering, A held)")
     p.add_argument("--rom", required=True)
     p.add_argument("--state", help="savestate reset loads (default: none)")
     p.add_argument("--envs", type=int, default=2)
@@ -144,16 +145,16 @@ def main(argv=None) -> int:
     p.add_argument("--action-repeat", type=int, default=1, help="polls (game frames) per step")
     p.add_argument("--neutral", action="store_true", help="neutral steering instead of random")
     common(p)
-    p.set_defaults(fn=cmd_run)
 
-    args = ap.parse_args(argv)
-    try:
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    with reported(args.prog, ValueError, RuntimeError, OSError):  # RomError, EmulatorError, a missing file
         out = args.fn(args)
-    except (ValueError, RuntimeError, FileNotFoundError) as exc:
-        print(f"{ap.prog}: error: {exc}", file=sys.stderr)
-        return 2
     if args.json:
-        print(json.dumps(out, default=str))
+        emit_json(out)
     else:
         for k, v in out.items():
             print(f"{k}: {v}")

@@ -14,15 +14,15 @@ from pathlib import Path
 from common.mupen import EmulatorError, emulator_command, launch
 from common.proc import stop
 from common.xvfb import Xvfb as _Xvfb
-from common.xvfb import XvfbError, parse_size
+from common.xvfb import XvfbError
 
 
 class Xvfb(_Xvfb):
     """The common private X display, failing with EmulatorError like the rest of this module."""
 
-    def __init__(self, size: str = "640x480x24", timeout: float = 15.0):
+    def __init__(self, size: tuple[int, int] = (480, 640), timeout: float = 15.0):
         try:
-            super().__init__(*parse_size(size), timeout=timeout)
+            super().__init__(size, timeout=timeout)
         except XvfbError as exc:
             raise EmulatorError(str(exc)) from exc
 

@@ -11,10 +11,12 @@ Every setting is a field of ``train.finetune.settings.Config``; the options are 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
+
+from common.cli import add_json, describe, emit_json, fail
+from common.defaults import MODEL
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 PROG = "python -m train.finetune"
@@ -32,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(ckpt/state.npz), best.keras and curve.png under --out. --env picks the simulator or the real "
         "emulator; --ray runs the training envs as Ray actors on this machine or a cluster.",
         epilog="examples:\n"
-        "  python -m train.finetune --model data/models/pilotnet.keras --track rainbow --json\n"
+        f"  python -m train.finetune --model {MODEL} --track rainbow --json\n"
         "  python -m train.finetune --env mk64 --rom mk64.z64 --state tt.st0 --envs 8\n"
         "  python -m train.finetune --env mupen-test --rom m64p_test_rom.v64 --envs 2\n"
         "  python -m train.finetune --ray auto --envs 48 --ray-actors 4",
@@ -42,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("output")
     g.add_argument("--dashboard", type=int, default=None, metavar="PORT",
                    help="serve the live dashboard on 127.0.0.1:PORT (0 = any free port)")
-    g.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
+    add_json(g)
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -103,8 +105,7 @@ def main(argv=None) -> int:
     except (FileNotFoundError, FileExistsError, ValueError, ImportError) as exc:
         if dash:
             dash.stop()
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        fail(PROG, describe(exc))
     def stop(signum, frame):  # Ctrl-C / kill: finish this update, checkpoint, then summarise
         trainer.stop_requested = True
 
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
     summary["curve_png"] = plot_curves(trainer, os.path.join(cfg.out, "curve.png"))
     write_summary(os.path.join(cfg.out, "summary.json"), summary)
     if args.json:
-        print(json.dumps(summary))
+        emit_json(summary)
     else:
         print(format_table(summary))
     return 0

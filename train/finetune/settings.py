@@ -16,6 +16,8 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field
 
+from common.defaults import HELD_OUT, MODEL
+
 
 def option(default=dataclasses.MISSING, help: str = "", *, flag: str | None = None, group: str | None = None,
            default_factory=dataclasses.MISSING, **meta):
@@ -83,12 +85,12 @@ RUN, POLICY, PPO, EVAL, EMU, RAY = "run", "policy", "PPO", "evaluation", "emulat
 
 @dataclass
 class Config:
-    model: str = option("data/models/pilotnet.keras", "cloned PilotNet .keras (from python -m train)", group=RUN)
+    model: str = option(MODEL, "cloned PilotNet .keras (from python -m train)", group=RUN)
     track: str = option("rainbow", "training track (kartsim name or track JSON; a label for the emulator envs)",
                         group=RUN)
     eval_tracks: tuple[str, ...] | None = option(
         None, "comma-separated evaluation tracks, \"\" for none (default: the training track, and on "
-        "kartsim also the held-out track, envs.kartsim.HELD_OUT)", group=RUN)
+        f"kartsim also the held-out track, {HELD_OUT})", group=RUN)
     env: str = option("kartsim", "environment backend: kartsim, mk64 (your ROM, --rom/--state), mupen-test "
                       "(the GPL test ROM), or module:factory", group=RUN)
     frames: int = option(2_000_000, "training budget in game frames, all envs", group=RUN)
@@ -139,8 +141,6 @@ class Config:
         if self.eval_tracks is None:
             extra = ()
             if self.env == "kartsim":
-                from envs.kartsim import HELD_OUT
-
                 extra = (HELD_OUT,)
             # a track distribution (gen:A-B) is not one track to lap: evaluate on the held-out
             # track (it chooses best.keras) and on rainbow
