@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from common.cli import add_json, emit_json
+from common.cli import add_json, emit
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -165,11 +165,7 @@ def main(argv=None) -> int:
     if out["emu_steps_per_s"] and out["emu_alone_steps_per_s"]:
         out["emu_of_alone"] = round(out["emu_steps_per_s"] / out["emu_alone_steps_per_s"], 3)
     out["cpus"] = os.cpu_count()
-    if args.json:
-        emit_json(out)
-    else:
-        for k, v in out.items():
-            print(f"{k}: {v}")
+    emit(out, args.json)
     return 0
 
 

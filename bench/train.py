@@ -19,7 +19,7 @@ import os
 import tempfile
 import time
 
-from common.cli import add_json, emit_json, reported
+from common.cli import add_json, emit, reported
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -100,11 +100,7 @@ def main(argv=None) -> int:
         "data": args.data or f"random {args.samples} samples (temp dir)",
         "cpus": os.cpu_count(),
     }
-    if args.json:
-        emit_json(result)
-    else:
-        for k, v in result.items():
-            print(f"{k}: {v}")
+    emit(result, args.json)
     return 0
 
 

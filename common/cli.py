@@ -113,6 +113,15 @@ def emit_json(obj) -> None:
     print(json.dumps(obj, default=_plain), flush=True)
 
 
+def emit(obj: dict, as_json: bool) -> None:
+    """A command's result: the one JSON line (``--json``), or ``key: value`` lines for people."""
+    if as_json:
+        emit_json(obj)
+    else:
+        for k, v in obj.items():
+            print(f"{k}: {v}")
+
+
 def add_command(sub, name: str, fn, **kw) -> argparse.ArgumentParser:
     """``sub.add_parser(name, **kw)`` whose parse sets ``args.fn`` (what runs) and ``args.prog``."""
     p = sub.add_parser(name, **kw)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from testing.models import tiny_pilotnet
+from testing.tracks import write_oval
 from train.finetune.dashboard import Dashboard
 from train.finetune.ppo import PPOConfig
 from train.finetune.trainer import Config, Trainer
@@ -24,21 +25,13 @@ from train.model import save_model
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
-# A small grass-edged oval (~8 s a lap at top speed): quick laps, no falls.
-OVAL = {
-    "name": "oval",
-    "points": [[30 * np.cos(a), 18 * np.sin(a), 12.0] for a in np.linspace(0, 2 * np.pi, 12, endpoint=False)],
-    "surface": {"offroad": "grass", "offroad_speed": 0.45},
-    "theme": "meadow",
-    "checkpoint_spacing": 15,
-}
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("finetune")
     track = d / "oval.json"
-    track.write_text(json.dumps(OVAL))
+    write_oval(track)
     model = save_model(tiny_pilotnet(seed=1), str(d / "tiny.keras"))
     return {"dir": d, "track": str(track), "model": model}
 

@@ -14,6 +14,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="optional extra ray: make setup EXTRAS=ray (or make test EXTRAS=ray)")
 
+from testing.tracks import write_oval  # noqa: E402
 from train.finetune import ray_backend as rb  # noqa: E402
 from train.finetune.envs import RewardShaping, make_backend  # noqa: E402
 
@@ -115,14 +116,6 @@ def test_emulator_actors_use_the_resource_tag(local_ray):
         remote.close()
 
 
-# A small grass-edged oval (quick laps, no falls), as in the RL engineer's own short-run test.
-OVAL = {
-    "name": "oval",
-    "points": [[30 * np.cos(a), 18 * np.sin(a), 12.0] for a in np.linspace(0, 2 * np.pi, 12, endpoint=False)],
-    "surface": {"offroad": "grass", "offroad_speed": 0.45},
-    "theme": "meadow",
-    "checkpoint_spacing": 15,
-}
 
 
 def _config(files, out, **kw):
@@ -138,14 +131,13 @@ def _config(files, out, **kw):
 
 
 def test_learning_curve_matches_single_machine_and_survives_a_killed_actor(local_ray, tmp_path):
-    import json
 
     from testing.models import tiny_pilotnet
     from train.finetune.trainer import Trainer
     from train.model import save_model
 
     track = tmp_path / "oval.json"
-    track.write_text(json.dumps(OVAL))
+    write_oval(track)
     files = {"track": str(track), "model": save_model(tiny_pilotnet(seed=1), str(tmp_path / "tiny.keras"))}
     updates = 14
 

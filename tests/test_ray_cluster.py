@@ -14,23 +14,14 @@ Ray is the optional extra (``make setup EXTRAS=ray``): without it this test skip
 
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import pytest
 
 pytest.importorskip("ray", reason="optional extra ray: make setup EXTRAS=ray (or make test EXTRAS=ray)")
 
 from testing.ray_cluster import HEAD_RESOURCES, SECOND_RESOURCES, cluster_missing, run_isolated  # noqa: E402
+from testing.tracks import write_oval
 
 pytestmark = pytest.mark.slow
-OVAL = {
-    "name": "oval",
-    "points": [[30 * np.cos(a), 18 * np.sin(a), 12.0] for a in np.linspace(0, 2 * np.pi, 12, endpoint=False)],
-    "surface": {"offroad": "grass", "offroad_speed": 0.45},
-    "theme": "meadow",
-    "checkpoint_spacing": 15,
-}
 
 
 def test_finetune_runs_env_actors_on_both_nodes_of_a_loopback_cluster(tmp_path):
@@ -41,7 +32,7 @@ def test_finetune_runs_env_actors_on_both_nodes_of_a_loopback_cluster(tmp_path):
     from train.model import save_model
 
     track = tmp_path / "oval.json"
-    track.write_text(json.dumps(OVAL))
+    write_oval(track)
     model = save_model(tiny_pilotnet(seed=1), str(tmp_path / "tiny.keras"))
     out = tmp_path / "run"
     # 2 actors x 2 envs, each actor needing 2 "kp_env" (one per env) and each node having 2:

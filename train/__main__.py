@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from common.cli import add_command, add_json, emit_json, reported
+from common.cli import add_command, add_json, emit, reported
 from common.defaults import MODEL
 
 PROG = "python -m train"
@@ -204,12 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with reported(args.prog):  # a missing file; TransformMismatch and bad values are ValueErrors
         result = args.fn(args)
-    if args.json:
-        emit_json(result)
-    else:
-        for k, v in result.items():
-            if k != "history":
-                print(f"{k}: {v}")
+    emit(result if args.json else {k: v for k, v in result.items() if k != "history"}, args.json)
     return 0
 
 

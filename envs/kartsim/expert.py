@@ -39,6 +39,22 @@ def _wrap(a):
 
 
 @nb.njit(cache=True)
+def nearest_on_line(x, y, lxy, j0):
+    """Index of the line sample nearest (x, y) within 60 samples of ``j0`` (the kart's own
+    centreline sample mapped onto the line): the expert's and the planner's tracking start here."""
+    m = lxy.shape[0]
+    best = 1e30
+    j = j0
+    for k in range(-60, 61):
+        i = (j0 + k) % m
+        d = (x - lxy[i, 0]) ** 2 + (y - lxy[i, 1]) ** 2
+        if d < best:
+            best = d
+            j = i
+    return j
+
+
+@nb.njit(cache=True)
 def expert_batch(fs, ist, out, lxy, lhead, lkap, lnrm, vprof, dzone, of_centre, ds):
     m = lxy.shape[0]
     for n in range(fs.shape[0]):
@@ -47,15 +63,7 @@ def expert_batch(fs, ist, out, lxy, lhead, lkap, lnrm, vprof, dzone, of_centre, 
             out[n, 2] = 1.0
             continue
         x, y, th, v = fs[n, X], fs[n, Y], fs[n, TH], fs[n, V]
-        j0 = of_centre[ist[n, IDX]]
-        best = 1e30
-        j = j0
-        for k in range(-60, 61):
-            i = (j0 + k) % m
-            d = (x - lxy[i, 0]) ** 2 + (y - lxy[i, 1]) ** 2
-            if d < best:
-                best = d
-                j = i
+        j = nearest_on_line(x, y, lxy, of_centre[ist[n, IDX]])
         e = (x - lxy[j, 0]) * lnrm[j, 0] + (y - lxy[j, 1]) * lnrm[j, 1]
         vp = max(v, 0.0)
         look = (j + int(vp * K.DT / ds + 0.5)) % m  # one step ahead: steering acts at once

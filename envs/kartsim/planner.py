@@ -41,7 +41,7 @@ import numpy as np
 
 from . import kart as K
 from . import physics as P
-from .expert import Expert, expert_batch
+from .expert import Expert, _wrap, expert_batch, nearest_on_line
 from .line import racing_line
 from .sim import KartBatch
 from .track import Track
@@ -79,11 +79,6 @@ class PlannerConfig:
 
 
 @nb.njit(cache=True)
-def _wrap(a):
-    return (a + np.pi) % (2.0 * np.pi) - np.pi
-
-
-@nb.njit(cache=True)
 def _track_cmd(fs, ist, n, off, pedal, rb, dsign, out, lxy, lhead, lkap, lnrm, of_centre, ds):
     """The action of kart ``n`` for one frame's command: follow the line shifted by ``off``."""
     out[n, :] = 0.0
@@ -92,15 +87,7 @@ def _track_cmd(fs, ist, n, off, pedal, rb, dsign, out, lxy, lhead, lkap, lnrm, o
         return
     m = lxy.shape[0]
     x, y, th, v = fs[n, P.X], fs[n, P.Y], fs[n, P.TH], fs[n, P.V]
-    j0 = of_centre[ist[n, P.IDX]]
-    best = 1e30
-    j = j0
-    for k in range(-60, 61):
-        i = (j0 + k) % m
-        d = (x - lxy[i, 0]) ** 2 + (y - lxy[i, 1]) ** 2
-        if d < best:
-            best = d
-            j = i
+    j = nearest_on_line(x, y, lxy, of_centre[ist[n, P.IDX]])
     e = (x - lxy[j, 0]) * lnrm[j, 0] + (y - lxy[j, 1]) * lnrm[j, 1] - off
     vp = max(v, 0.0)
     look = (j + int(vp * K.DT / ds + 0.5)) % m

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from common.cli import add_command, add_json, emit_json, reported
+from common.cli import add_command, add_json, emit, reported
 
 
 def _profile(name):
@@ -153,11 +153,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     with reported(args.prog, ValueError, RuntimeError, OSError):  # RomError, EmulatorError, a missing file
         out = args.fn(args)
-    if args.json:
-        emit_json(out)
-    else:
-        for k, v in out.items():
-            print(f"{k}: {v}")
+    emit(out, args.json)
     return 0
 
 
