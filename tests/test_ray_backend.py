@@ -160,7 +160,9 @@ def test_learning_curve_matches_single_machine_and_survives_a_killed_actor(local
     k = updates // 2
     # before the kill the two runs see the same races and the same actions: the same curve
     np.testing.assert_allclose(remote[:k], local[:k], rtol=0.05, atol=0.05)
-    # after it, one slice restarted its episodes: same shape (learning goes on) within noise
+    # after it, one slice restarted its episodes, so the races differ: learning goes on, and the
+    # Ray run's rewards after the kill stay within the single run's own spread over that stretch
     early, late_l, late_r = np.mean(local[:3]), np.mean(local[-3:]), np.mean(remote[-3:])
     assert late_l > early and late_r > early, f"single {local}, ray {remote}"
-    assert abs(late_r - late_l) <= 0.35 * max(abs(late_l), 1e-6), f"single {local}, ray {remote}"
+    after_l, after_r = np.asarray(local[k:]), np.asarray(remote[k:])
+    assert abs(after_r.mean() - after_l.mean()) <= after_l.std(), f"single {local}, ray {remote}"
