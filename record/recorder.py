@@ -69,13 +69,19 @@ def record(source, controller, writer: SessionSink, *, rate: float, seconds: flo
 
 @contextlib.contextmanager
 def _sigterm_stops():
-    """SIGTERM ends the recording like Ctrl-C (main thread only: signals go there)."""
-    old = signal.signal(signal.SIGTERM, _on_term) if _main_thread() else None
+    """SIGTERM ends the recording like Ctrl-C (main thread only: signals go there). Ctrl-C
+    (SIGINT) stops it even when the recorder was started with SIGINT ignored (a background job of
+    a non-interactive shell inherits that, and Python then never raises KeyboardInterrupt)."""
+    if not _main_thread():
+        yield
+        return
+    old_term = signal.signal(signal.SIGTERM, _on_term)
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
 
 
 @contextlib.contextmanager

@@ -28,6 +28,10 @@ def window():
         yield display, region
 
 
+def _ignore_sigint():  # as a background job of a non-interactive shell starts: SIGINT ignored
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _record(display, args, **kw):
     env = {**os.environ, "DISPLAY": display}
     return subprocess.Popen([sys.executable, "-m", "record", "--source", "screen", *args], cwd=ROOT, env=env,
@@ -128,7 +132,9 @@ def test_ctrl_c_and_sigterm_stop_cleanly(window, tmp_path, sig):
     pad = tmp_path / "pad"
     pad.touch()
     out = tmp_path / "s"
-    proc = _record(display, ["--window", "KartPilot-Test", "--gamepad", str(pad), "--out", str(out), "--json"])
+    # started with SIGINT ignored, as a background job of a script would be: Ctrl-C must stop it anyway
+    proc = _record(display, ["--window", "KartPilot-Test", "--gamepad", str(pad), "--out", str(out), "--json"],
+                   preexec_fn=_ignore_sigint)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not ((out / "frames.csv").exists()
                                                and (out / "frames.csv").read_text().count("\n") > 10):
