@@ -21,6 +21,17 @@ START_S = 2.0  # the grid: just past the start/finish line
 JITTER_LAT, JITTER_HEAD = 1.0, 0.03  # seeded start jitter (units, rad)
 
 
+def _state_arrays(b) -> None:
+    """The per-kart state a batch of ``b.n`` karts keeps (``fs``, ``ist``, lap times, reward,
+    finish flags, frames): one layout for KartBatch and MultiTrackBatch."""
+    b.fs = np.zeros((b.n, P.NF), np.float64)
+    b.ist = np.zeros((b.n, P.NI), np.int64)
+    b.lapt = np.zeros((b.n, b.laps), np.float64)
+    b.rew = np.zeros(b.n, np.float64)
+    b.fin_now = np.zeros(b.n, np.int64)
+    b.obs = np.zeros((b.n, *b.size, 3), np.uint8)
+
+
 class KartBatch:
     def __init__(self, num: int, track="luigi", size=(240, 320), laps: int = 3,
                  reward: RewardConfig | dict | None = None, max_time_s: float | None = None,
@@ -38,13 +49,8 @@ class KartBatch:
         if len(size) != 2 or int(size[0]) < 8 or int(size[1]) < 8:
             raise ValueError(f"size must be (height, width) of at least 8 pixels each, got {size!r}")
         self.size = (int(size[0]), int(size[1]))
-        self.fs = np.zeros((self.n, P.NF), np.float64)
-        self.ist = np.zeros((self.n, P.NI), np.int64)
-        self.lapt = np.zeros((self.n, self.laps), np.float64)
-        self.rew = np.zeros(self.n, np.float64)
-        self.fin_now = np.zeros(self.n, np.int64)
+        _state_arrays(self)
         self.renderer = Renderer(self.track, self.size) if render else None
-        self.obs = np.zeros((self.n, *self.size, 3), np.uint8)
         t = self.track
         self._args = (t.xy, t.heading, t.s, t.tex, CLASS_OF, t.origin[0], t.origin[1], 1.0 / CELL,
                       t.near, t.near_origin[0], t.near_origin[1], NEAR_CELL, t.cp_s, t.cp_idx,
@@ -122,12 +128,7 @@ class MultiTrackBatch:
         self.n = len(tracks)
         self.laps = int(laps)
         self.size = (int(size[0]), int(size[1]))
-        self.fs = np.zeros((self.n, P.NF), np.float64)
-        self.ist = np.zeros((self.n, P.NI), np.int64)
-        self.lapt = np.zeros((self.n, self.laps), np.float64)
-        self.rew = np.zeros(self.n, np.float64)
-        self.fin_now = np.zeros(self.n, np.int64)
-        self.obs = np.zeros((self.n, *self.size, 3), np.uint8)
+        _state_arrays(self)
         self.karts: list[KartBatch] = [None] * self.n  # type: ignore[list-item]
         for i, t in enumerate(tracks):
             self.set_track(i, t)
