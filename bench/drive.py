@@ -1,14 +1,15 @@
 """Drive server latency and load: our server vs TensorKart's way, in one run.
 
     python -m bench.drive [--model M.keras] --json
-    -> post_p50_ms, post_p99_ms   POST 640x480 frames on one keep-alive connection
-       get_p50_ms, get_p99_ms     GET: the server captures 640x480 with mss (private Xvfb)
+    -> post_p50_ms, post_p99_ms   POST frames on one keep-alive connection, at the size drive's
+                                  plugin posts (--frame, default 240x320: the N64's own)
+       get_p50_ms, get_p99_ms     GET: the server captures its screen region with mss (private Xvfb)
        naive_p50_ms, naive_p99_ms TensorKart's way: Werkzeug dev server, a new connection
                                   per poll, model.predict per request (same frame, same model)
        model_p50_ms, model_p99_ms one 66x200 frame through the same compiled model (drive's
                                   Policy, same thread settings), in this process, in blocks
                                   interleaved with the POST blocks (same machine load)
-       transform_p50_ms, ..._p99  the 640x480 -> 66x200 transform the server applies first
+       transform_p50_ms, ..._p99  the posted frame -> 66x200 transform the server applies first
        post_of_model              post_p99_ms / model_p99_ms   (target <= 1.5)
        speedup                    naive_p99_ms / post_p99_ms   (target >= 15x)
        load_*                     4 controllers polling concurrently (default 20,000 requests):
@@ -38,9 +39,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from common.cli import add_json, emit_json, fail
+from common.cli import add_json, emit_json, fail, format_size, size_arg
+from common.defaults import POST_FRAME_HW
 
-FRAME_HW = (480, 640)
 
 
 def rss_kb(pid: int) -> int:
@@ -162,7 +163,8 @@ def bench_naive(port: int, n: int, warmup: int, frame: np.ndarray) -> list[float
     return lat
 
 
-def load_test(port: int, pid: int, total: int, controllers: int = 4, frame_hw=FRAME_HW, progress=True) -> dict:
+def load_test(port: int, pid: int, total: int, frame_hw: tuple[int, int], controllers: int = 4,
+              progress=True) -> dict:
     """``controllers`` keep-alive clients polling at once until ``total`` answers."""
     from tqdm.auto import tqdm
 
@@ -248,6 +250,9 @@ def main(argv=None) -> int:
     p.add_argument("--naive-requests", type=int, default=200, help="timed naive polls (default: %(default)s)")
     p.add_argument("--load-requests", type=int, default=20000,
                    help="load test total over 4 controllers, 0 = skip (default: %(default)s)")
+    p.add_argument("--frame", type=size_arg(), default=POST_FRAME_HW, metavar="HxW",
+                   help="posted frame size, rows x columns (default: %s, what drive's plugin posts; "
+                   "480x640 is the emulator window's)" % format_size(POST_FRAME_HW))
     p.add_argument("--warmup", type=int, default=100, help="untimed polls first (default: %(default)s)")
     p.add_argument("--naive-server", metavar="MODEL", help=argparse.SUPPRESS)  # internal: run the naive server
     add_json(p)
@@ -269,8 +274,9 @@ def main(argv=None) -> int:
         from train.model import build_pilotnet, save_model
 
         model = save_model(build_pilotnet(), os.path.join(tmp.name, "pilotnet.keras"))
-    frame = np.random.default_rng(0).integers(0, 256, (*FRAME_HW, 3), dtype=np.uint8)
-    result: dict = {"bench": "drive", "machine": machine_info(), "frame": f"{FRAME_HW[1]}x{FRAME_HW[0]}",
+    frame = np.random.default_rng(0).integers(0, 256, (*args.frame, 3), dtype=np.uint8)
+    fname = format_size(args.frame)
+    result: dict = {"bench": "drive", "machine": machine_info(), "frame": fname,
                     "cpus": os.cpu_count(), "model": model}
     from drive.runner import DriveError, load_policy
 
@@ -295,17 +301,17 @@ def main(argv=None) -> int:
             result["model_p50_ms"], result["model_p99_ms"] = percentiles(model_lat)
             result["transform_p50_ms"], result["transform_p99_ms"] = percentiles(tr_lat)
             result["post_of_model"] = round(result["post_p99_ms"] / result["model_p99_ms"], 3)
-            print(f"POST 640x480 keep-alive: p50 {result['post_p50_ms']} ms  p99 {result['post_p99_ms']} ms; "
+            print(f"POST {fname} keep-alive: p50 {result['post_p50_ms']} ms  p99 {result['post_p99_ms']} ms; "
                   f"the model alone (one 66x200 frame): p50 {result['model_p50_ms']} ms  p99 "
-                  f"{result['model_p99_ms']} ms; POST p99 / model p99 = {result['post_of_model']} (the 640x480 -> "
+                  f"{result['model_p99_ms']} ms; POST p99 / model p99 = {result['post_of_model']} (the {fname} -> "
                   f"66x200 transform alone: p50 {result['transform_p50_ms']} ms)", flush=True)
             if args.get_requests:
                 lat = bench_keepalive(server.port, "GET", args.get_requests, args.warmup // 2, frame)
                 result["get_p50_ms"], result["get_p99_ms"] = percentiles(lat)
-                print(f"GET (mss capture 640x480): p50 {result['get_p50_ms']} ms  p99 {result['get_p99_ms']} ms",
+                print(f"GET (mss capture): p50 {result['get_p50_ms']} ms  p99 {result['get_p99_ms']} ms",
                       flush=True)
             if args.load_requests:
-                result.update(load_test(server.port, server.proc.pid, args.load_requests))
+                result.update(load_test(server.port, server.proc.pid, args.load_requests, args.frame))
                 print(f"load: {result['load_requests']} requests from 4 controllers, {result['load_errors']} errors, "
                       f"{result['load_req_per_s']} req/s, server RSS {result['load_rss_start_mb']} -> "
                       f"{result['load_rss_end_mb']} MB", flush=True)

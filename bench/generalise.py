@@ -6,7 +6,8 @@ Drives the model (from pixels, 66x200, as it was trained) on ``--tracks``
 procedurally generated tracks from the seed range reserved for evaluation
 (``envs.kartsim.generate.EVAL_SEED_START`` on: training seeds lie below it, so
 none of these was trained on), plus the held-out built-in track (twisty), for
-``--laps`` laps each, 24 tracks at a time (one per env of a ``VecKartSim``).
+``--laps`` laps each, 51 tracks at a time (one per env of a ``VecKartSim``; a kart that
+makes no progress for 15 s of race time is stopped there, unfinished).
 The scripted expert drives the same tracks from the same starts as the
 reference.
 
@@ -40,6 +41,8 @@ from common.cli import add_json, emit_json, reported  # noqa: E402
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 WORST = 8
+STALL_S = 15.0  # a kart whose race progress has not grown by STALL_LAP of a lap in this long is stopped
+STALL_LAP = 0.02
 
 
 def eval_tracks(n: int, style: str = "mixed", held_out: bool = True) -> list[str]:
@@ -50,7 +53,7 @@ def eval_tracks(n: int, style: str = "mixed", held_out: bool = True) -> list[str
     return [track_name(EVAL_SEED_START + i, style) for i in range(n)] + ([HELD_OUT] if held_out else [])
 
 
-def drive(tracks: list[str], policy=None, *, laps: int = 3, envs: int = 24, seed: int = 0,
+def drive(tracks: list[str], policy=None, *, laps: int = 3, envs: int = 51, seed: int = 0,
           progress: bool = False) -> list[dict]:
     """Drive ``policy`` (``Policy``-like: frames -> actions; None = the expert) on each track once;
     one result per track: lap times, falls, finished, the driven trace."""
@@ -65,12 +68,21 @@ def drive(tracks: list[str], policy=None, *, laps: int = 3, envs: int = 24, seed
                                  max_time_s=limit)
         obs, _ = vec.reset()
         done = np.zeros(len(chunk), bool)
+        best = np.zeros(len(chunk))       # furthest race progress (laps) so far
+        best_t = np.zeros(len(chunk))     # race time when it last grew by STALL_LAP
         traces: list[list] = [[] for _ in chunk]
         rows: list[dict | None] = [None] * len(chunk)
         while not done.all():
             act = vec.expert_actions() if policy is None else policy(obs)
             obs, _, term, trunc, info = vec.step(act, render=policy is not None)
             xy = vec.positions()
+            prog = info["lap"] + info["progress"]
+            grew = prog >= best + STALL_LAP
+            best = np.where(grew, prog, best)
+            best_t = np.where(grew, info["t"], best_t)
+            # stuck (off the road, turned round): stop it now rather than at the time limit
+            stalled = ~done & ~term & ~trunc & (info["t"] - best_t > STALL_S)
+            trunc = trunc | stalled
             for i in np.flatnonzero(~done):
                 traces[i].append(xy[i])
                 if term[i] or trunc[i]:
@@ -80,7 +92,7 @@ def drive(tracks: list[str], policy=None, *, laps: int = 3, envs: int = 24, seed
                     rows[i] = {"track": chunk[i], "offroad": "void" if track.void else "grass",
                                "length": round(float(track.length), 1), "laps": int(info["lap"][i]),
                                "lap_times": lap_times, "best_lap_s": min(lap_times) if lap_times else None,
-                               "falls": falls,
+                               "falls": falls, "stalled": bool(stalled[i]),
                                "finished": bool(term[i]) and (falls == 0 or not track.void),
                                "trace": np.array(traces[i], np.float32)}
             done |= term | trunc
@@ -146,7 +158,7 @@ def worst_sheet(rows: list[dict], path: Path) -> str:
     return str(path)
 
 
-def generalise(model, tracks: list[str], *, laps: int = 3, envs: int = 24, out: Path | None = None,
+def generalise(model, tracks: list[str], *, laps: int = 3, envs: int = 51, out: Path | None = None,
                progress: bool = False) -> dict:
     """Drive ``model`` (a path, or "expert") and the expert on ``tracks``; the figures above."""
     t0 = time.perf_counter()
@@ -194,7 +206,7 @@ def main(argv=None) -> int:
     p.add_argument("--style", choices=("mixed", "grass", "void"), default="mixed", help="(default: %(default)s)")
     p.add_argument("--no-held-out", action="store_true", help="leave out the held-out built-in track")
     p.add_argument("--laps", type=int, default=3, help="(default: %(default)s)")
-    p.add_argument("--envs", type=int, default=24, help="tracks driven at once (default: %(default)s)")
+    p.add_argument("--envs", type=int, default=51, help="tracks driven at once (default: %(default)s)")
     p.add_argument("--out", default="data/generalise", help="sheet and per-track JSON (default: %(default)s)")
     add_json(p)
     args = p.parse_args(argv)

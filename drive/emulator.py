@@ -12,15 +12,16 @@ from __future__ import annotations
 import os
 import subprocess
 
+from common.defaults import POST_FRAME_HW
 from common.mupen import EmulatorError, emulator_command, launch
 from common.proc import stop
 from drive.runner import DriveError
 
 
 def mupen_command(rom: str | os.PathLike, port: int, host: str = "127.0.0.1", *, post_frames: bool = True,
-                  frame_size: tuple[int, int] | None = (640, 480), timeout_ms: int = 50,
+                  frame_size: tuple[int, int] | None = POST_FRAME_HW[::-1], timeout_ms: int = 50,
                   plugin: str | os.PathLike | None = None, extra: tuple[str, ...] = ()) -> list[str]:
-    """The mupen64plus command line (DriveError names what is missing)."""
+    """The mupen64plus command line (DriveError names what is missing); ``frame_size`` is (width, height)."""
     settings: dict[str, object] = {"plugged": True, "host": host, "port": port, "timeout_ms": timeout_ms,
                                    "frame": int(post_frames)}
     if post_frames and frame_size:

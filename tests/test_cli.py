@@ -180,7 +180,7 @@ def test_size_options_are_rows_by_columns():
 
     d = drive().parse_args(["--sim-size", "120x160", "--frame-size", "240x320"])
     assert d.sim_size == (120, 160) and d.frame_size == (240, 320)
-    assert drive().parse_args([]).frame_size == (480, 640)  # the plugin's native 640-wide frames
+    assert drive().parse_args([]).frame_size == (240, 320)  # the N64's own framebuffer, downscaled in C
     assert record().parse_args(["--size", "60x80"]).size == (60, 80)
     assert kartsim().parse_args(["bench", "--size", "66x200"]).size == (66, 200)
 

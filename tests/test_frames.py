@@ -40,3 +40,29 @@ def test_transform_check_names_the_difference():
         frames.check_transform(bad, "model.keras")
     with pytest.raises(frames.TransformMismatch, match="records no frame transform"):
         frames.check_transform(None)
+
+
+def test_posted_half_size_frames_give_the_same_model_input():
+    """drive's plugin posts the 640x480 window box-downscaled 2x2 in C (common.defaults.POST_FRAME_HW):
+    on real kartsim frames along a lap the model input differs from the full-size frame's by under
+    one gray level on average, so a model trained on 640x480 recordings sees the same picture."""
+    from common.defaults import POST_FRAME_HW
+    from envs import kartsim
+
+    h, w = POST_FRAME_HW
+    vec = kartsim.VecKartSim(1, size=(2 * h, 2 * w), seed=0, track="luigi")
+    vec.reset()
+    diffs = []
+    for t in range(300):
+        obs, *_ = vec.step(vec.expert_actions())
+        if t % 30 == 0:
+            full = obs[0]
+            posted = (full.reshape(h, 2, w, 2, 3).astype(np.uint16).sum(axis=(1, 3)) + 2) // 4  # kp_frame_convert
+            a = frames.to_model_input(full).astype(np.int16)
+            b = frames.to_model_input(posted.astype(np.uint8)).astype(np.int16)
+            diffs.append(np.abs(a - b).mean())
+    vec.close()
+    assert max(diffs) < 1.0, diffs
+    # and it is a real comparison: a frame shifted by a few columns is not "the same"
+    shifted = frames.to_model_input(np.roll(full, 8, axis=1)).astype(np.int16)
+    assert np.abs(shifted - a).mean() > 2 * max(diffs)

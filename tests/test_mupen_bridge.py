@@ -106,3 +106,30 @@ def test_get_poll_without_frame(bridge):
     assert result["body"] == keys(B_BUTTON=1)
     assert bridge.next_poll(0.05) is None
     conn.close()
+
+
+def test_answer_then_repeats_the_keys_for_exactly_that_many_polls(bridge):
+    """Action repeat: answer(then=2) has the bridge answer the next 2 polls itself (still queued, in
+    order, with their telemetry, already answered); the poll after them waits for the env again."""
+    conn = http.client.HTTPConnection(bridge.host, bridge.port, timeout=10)
+    answers = []
+
+    def plugin():
+        for i in range(5):
+            answers.append(_post(conn, np.full((2, 3, 3), i, np.uint8), f"lap={i}", index=i))
+
+    t = threading.Thread(target=plugin)
+    t.start()
+    first = bridge.next_poll(5)
+    assert first.answer({"X_AXIS": 50}, then=2)
+    repeated = [bridge.next_poll(5), bridge.next_poll(5)]
+    assert [p.index for p in repeated] == [1, 2] and [p.telemetry["lap"] for p in repeated] == [1, 2]
+    assert not any(p.answer({"X_AXIS": -9}) for p in repeated)  # the bridge answered them already
+    held = bridge.next_poll(5)
+    assert held.index == 3
+    assert bridge.next_poll(0.3) is None  # poll 4 cannot exist yet: poll 3 is held, unanswered
+    assert held.answer({"X_AXIS": -20})
+    last = bridge.next_poll(5)
+    assert last.index == 4 and last.answer({"X_AXIS": 0})
+    t.join(10)
+    assert [a[1]["X_AXIS"] for a in answers] == [50, 50, 50, -20, 0]

@@ -48,13 +48,16 @@ class Poll:
     _keys: dict = field(default_factory=dict, repr=False)  # input-bot keys (missing ones: 0)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _commands: Commands | None = field(default=None, repr=False)
+    _bridge: Bridge | None = field(default=None, repr=False)
     expired: bool = False
 
-    def answer(self, keys: dict | None = None, cmd: str | None = None) -> bool:
+    def answer(self, keys: dict | None = None, cmd: str | None = None, *, then: int = 0) -> bool:
         """Answer with input-bot keys. ``cmd`` (``"reset"``/``"save"``) makes that command
         pending for this controller (``Bridge.commands``; the one already pending keeps its id):
-        this and every later answer carry it until the plugin confirms it. False if the
-        server already answered this poll (held past ``hold_s``)."""
+        this and every later answer carry it until the plugin confirms it. ``then``: the bridge
+        answers the next ``then`` polls with the same keys itself, as they arrive (action repeat
+        without a round trip through the env; they are still queued, answered, for their
+        telemetry). False if the server already answered this poll (held past ``hold_s``)."""
         keys = protocol.answer_keys(keys or {})
         if cmd:
             if self._commands is None:
@@ -63,6 +66,10 @@ class Poll:
         with self._lock:
             if self.expired or self._done.is_set():
                 return False
+            if then:
+                if self._bridge is None:
+                    raise RuntimeError("this poll has no bridge to repeat answers through")
+                self._bridge._repeat(keys, then)  # armed before the emulator can send the next poll
             self._keys = keys
             self._done.set()
         return True
@@ -113,6 +120,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(exc.status, (msg + "\n").encode(), "text/plain")
             return
         bridge.commands.seen(poll.controller, poll.done)
+        repeat = bridge._take_repeat()
+        if repeat is not None:
+            poll.answer(repeat)
         bridge._queue.put(poll)
         keys = poll._wait(bridge.hold_s)
         if poll.expired:
@@ -133,7 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
             raw = self.rfile.read(head.body_bytes)
             frame = protocol.frame_from_body(raw, *head.size)
         return Poll(controller, -1 if head.index is None else head.index, frame, head.telemetry, head.done,
-                    _commands=self.server.bridge.commands)
+                    _commands=self.server.bridge.commands, _bridge=self.server.bridge)
 
     def do_POST(self):  # noqa: N802 (http.server naming)
         self._handle()
@@ -151,6 +161,9 @@ class Bridge:
         self.commands = Commands()
         self._queue: queue.Queue[Poll] = queue.Queue()
         self._errors: list[str] = []
+        self._repeat_lock = threading.Lock()
+        self._repeat_keys: dict | None = None
+        self._repeat_left = 0
         self._server = _Server((host, port), _Handler)
         self._server.bridge = self
         self.host, self.port = self._server.server_address[:2]
@@ -160,6 +173,18 @@ class Bridge:
 
     def _error(self, msg: str) -> None:
         self._errors.append(msg)
+
+    def _repeat(self, keys: dict, n: int) -> None:
+        with self._repeat_lock:
+            self._repeat_keys, self._repeat_left = keys, n
+
+    def _take_repeat(self) -> dict | None:
+        """The keys for an arriving poll the bridge answers itself (``Poll.answer(then=)``), else None."""
+        with self._repeat_lock:
+            if self._repeat_left <= 0:
+                return None
+            self._repeat_left -= 1
+            return self._repeat_keys
 
     def next_poll(self, timeout: float) -> Poll | None:
         """The next poll, or None after ``timeout`` seconds without one.
@@ -174,7 +199,8 @@ class Bridge:
             return None
 
     def drain(self) -> int:
-        """Answer every queued poll with neutral input (used before a restart)."""
+        """Answer every queued poll with neutral input (used before a restart); no repeats left."""
+        self._repeat({}, 0)
         n = 0
         while True:
             try:

@@ -80,6 +80,8 @@ class MupenEnv(gym.Env):
         self._obs = np.zeros(self.observation_space.shape, np.uint8)
         self._steps = 0
         self._tracker = None
+        self._step_keys: dict | None = None  # between step_send and step_collect
+        self._step_crash: Exception | None = None
 
     # ----------------------------------------------------------------- processes
     @property
@@ -158,10 +160,10 @@ class MupenEnv(gym.Env):
             if poll is not None and not poll.expired:
                 return poll
 
-    def _answer_held(self, keys: dict, cmd: str | None, what: str) -> None:
-        """Answer the held poll; if the bridge already answered it (the learner
-        was idle past the hold), the emulator moved on: answer the next live one."""
-        while not self._held.answer(keys, cmd=cmd):
+    def _answer_held(self, keys: dict, cmd: str | None, what: str, then: int = 0) -> None:
+        """Answer the held poll (and have the bridge answer ``then`` more); if the bridge already
+        answered it (the learner was idle past the hold), the emulator moved on: answer the next live one."""
+        while not self._held.answer(keys, cmd=cmd, then=then):
             self._held = self._next(self.poll_timeout_s, what)
 
     def _command(self, cmd: str) -> None:
@@ -211,16 +213,35 @@ class MupenEnv(gym.Env):
         return self._observe(poll), info
 
     def step(self, action):
+        self.step_send(action)
+        return self.step_collect()
+
+    def step_send(self, action) -> None:
+        """The first half of ``step``: answer the held poll with ``action`` (the bridge answers the
+        step's ``action_repeat - 1`` further polls itself as they come), so the emulator runs on
+        while the caller sends to other envs; ``step_collect`` waits for the step's polls."""
         if self._tracker is None:
             raise RuntimeError("call reset() before step()")
-        keys = to_n64(action)
+        self._step_keys = to_n64(action)
+        self._step_crash = None
+        try:
+            self._answer_held(self._step_keys, None, "step", then=self.action_repeat - 1)
+        except EmulatorCrashed as exc:
+            self._step_crash = exc  # step_collect restarts and reports it
+
+    def step_collect(self):
+        """The second half of ``step``: the step's polls, their telemetry, the next held poll."""
+        keys, self._step_keys = self._step_keys, None
+        if keys is None:
+            raise RuntimeError("step_collect() without step_send()")
         reward, terminated, game_info, terms = 0.0, False, {}, {}
         try:
-            self._answer_held(keys, None, "step")
+            if self._step_crash is not None:
+                raise self._step_crash
             for k in range(self.action_repeat):
                 poll = self._next(self.poll_timeout_s, "step")
                 if k < self.action_repeat - 1:
-                    poll.answer(keys)
+                    poll.answer(keys)  # normally the bridge has already (then a no-op)
                 else:
                     self._held = poll
                 if not terminated:  # every poll (game frame) goes to the tracker, none after the end

@@ -1,9 +1,11 @@
 """VecMupen: N emulator instances behind Gymnasium's VectorEnv interface.
 
 Same shape as ``envs.kartsim.VecKartSim`` (next-step autoreset), so the
-learner drives 24 emulators exactly as it drives 24 simulated karts. Each
-instance waits on its own process, so one thread per instance steps them
-concurrently. A crashed instance restarts inside its own step (the others
+learner drives 24 emulators exactly as it drives 24 simulated karts. A step
+answers every instance's held poll first (``MupenEnv.step_send``; the bridges
+answer the action-repeat polls themselves), then collects each instance's
+next poll, so all emulators run their frames at once without a thread per
+instance on the lockstep path; resets (seconds each) run one thread per instance. A crashed instance restarts inside its own step (the others
 finish theirs and keep their episodes); its step reports ``truncated``.
 """
 
@@ -58,7 +60,12 @@ class VecMupen(VectorEnv):
 
     def step(self, actions):
         actions = np.asarray(actions, dtype=np.float32)
-        results = list(self._pool.map(lambda i: self._one(i, actions[i]), range(self.num_envs)))
+        if self._autoreset.any():  # resets take seconds each: side by side on the pool
+            results = list(self._pool.map(lambda i: self._one(i, actions[i]), range(self.num_envs)))
+        else:  # answer every emulator, then collect: no thread hand-offs on the lockstep path
+            for env, a in zip(self.envs, actions, strict=True):
+                env.step_send(a)
+            results = [env.step_collect() for env in self.envs]
         obs = np.stack([r[0] for r in results])
         rewards = np.array([r[1] for r in results], dtype=np.float32)
         terms = np.array([r[2] for r in results], dtype=bool)
