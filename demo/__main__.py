@@ -71,6 +71,13 @@ def _sum_drive(r):
             f"{r['steps']:,} frames served, poll p99 {r['client_p99_ms']:.1f} ms")
 
 
+def _sum_generalise(r):
+    held = r.get("held_out")
+    text = (f"finished {r['finished']}/{r['tracks']} unseen tracks ({r['finish_rate']:.0%}), median lap "
+            f"{fmt(r.get('median_ratio'))}x the expert's")
+    return text + (f"; {held['track']} {_lap(held.get('best_lap_s'))}" if held else "")
+
+
 def _sum_finetune(r):
     return f"{r['frames']:,} game frames at {r['frames_per_s']:,.0f}/s, best lap {_lap(r.get('rl_best_lap_s'))}"
 
@@ -138,20 +145,24 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=6, help="training epochs (default: %(default)s)")
     p.add_argument("--laps", type=int, default=3, help="evaluation laps (default: %(default)s)")
     p.add_argument("--rl-frames", type=int, default=200_000, help="game frames of the short fine-tune (default: %(default)s)")
+    p.add_argument("--gen-tracks", type=int, default=20,
+                   help="generated tracks the clone has never seen, one lap each (bench.generalise), "
+                   "0 = skip (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of every stage (used by the tests)")
     add_json(p, "also print the results as one JSON object, the last line of stdout")
     a = p.parse_args(argv)
     if a.quick:
-        a.seconds, a.epochs, a.laps, a.rl_frames = 40, 2, 1, 2_000
+        a.seconds, a.epochs, a.laps, a.rl_frames, a.gen_tracks = 40, 2, 1, 2_000, min(a.gen_tracks, 2)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {"tracks": {}}
     eval_tracks = [a.track] if a.quick else list(dict.fromkeys([a.track, a.heldout]))
 
-    # stages: tracks, expert per track, 2 recordings, clean, prepare, train, evaluations, drive, fine-tune
+    # stages: tracks, expert per track, 2 recordings, clean, prepare, train, evaluations, generalise, drive,
+    # fine-tune
     # (the expert runs on every built-in track, 3 of them, unless --quick)
     n_expert = 1 if a.quick else 3
-    st = Stages(out / "demo.log", total=1 + n_expert + 4 + 1 + len(eval_tracks) + 2)
+    st = Stages(out / "demo.log", total=1 + n_expert + 4 + 1 + len(eval_tracks) + (a.gen_tracks > 0) + 2)
     print(f"KartPilot demo on kartsim: clone the scripted expert on {a.track}, drive it, fine-tune it.")
     print(f"Each stage's own output (progress, raw JSON) goes to {st.log_path}\n")
 
@@ -186,6 +197,11 @@ def main(argv=None) -> int:
                     "--out", str(out / "eval" / name), "--json"], f"evaluate the clone on {name}", _sum_lap)
         results["tracks"].setdefault(name, {}).update(cloned_best_lap_s=r["best_lap_s"], cloned_falls=r["falls"],
                                                       cloned_autonomy=r["autonomy"])
+    if a.gen_tracks > 0:
+        results["generalise"] = st.run(
+            ["bench.generalise", "--model", str(model), "--tracks", str(a.gen_tracks), "--laps", "1",
+             "--out", str(out / "generalise"), "--json"],
+            f"generalise: {a.gen_tracks} generated tracks never trained on, and {HELD_OUT}", _sum_generalise)
     results["drive"] = st.run(["drive", "--model", str(model), "--sim", "--track", a.track, "--laps", "1",
                                "--port", "0", "--json"], "drive kartsim through the server", _sum_drive)
     # The fine-tune starts from this clone, so it trains on the clone's own track (and keeps the held-out one).
@@ -204,6 +220,11 @@ def main(argv=None) -> int:
     print(f"{a.track} fine-tune: cloned {fmt(ft.get('bc_best_lap_s'))} s -> RL {fmt(ft.get('rl_best_lap_s'))} s, "
           f"expert {fmt(ft.get('expert_best_lap_s'))} s, bound {fmt(ft.get('lower_bound_s'))} s")
     print("lap times in game seconds; '-' = not run or no lap completed")
+    g = results.get("generalise")
+    if g:
+        print(f"unseen tracks: finished {g['finished']}/{g['tracks']} ({g['finish_rate']:.0%}), median lap "
+              f"{fmt(g.get('median_ratio'))}x the expert's, p90 {fmt(g.get('p90_ratio'))}x "
+              f"(worst tracks: {g.get('sheet')})")
     print(f"\nmodel: {model}; evaluation runs (GIF, trace): {out / 'eval'}; fine-tune: {out / 'finetune'}; "
           f"log: {st.log_path}")
     if a.json:

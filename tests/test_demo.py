@@ -37,14 +37,17 @@ def test_quick_demo_runs_every_stage(tmp_path):
     assert (out / "models" / "pilotnet.keras").is_file()
     assert "lower bound" in r.stdout  # the table
     # one progress line per stage, each with its elapsed seconds; no stage's raw JSON on screen
-    progress = [ln for ln in lines if re.match(r"\[\s*\d+/10\] ", ln)]
-    assert len(progress) == 10 and all(re.search(r" \d+ s ", ln) for ln in progress), progress
+    progress = [ln for ln in lines if re.match(r"\[\s*\d+/11\] ", ln)]
+    assert len(progress) == 11 and all(re.search(r" \d+ s ", ln) for ln in progress), progress
     assert "1,200 frames" in r.stdout and "train 1,200 frames, val 600" in r.stdout
     assert not any(ln.lstrip().startswith("{") for ln in lines[:-1]), r.stdout[-3000:]
     assert r.stderr == ""  # the stages' progress bars and TF start-up lines went to the log
     log = (out / "demo.log").read_text()
     assert str(out / "demo.log") in r.stdout
-    assert log.count("\n=== [") == 10 and '"captured": 1200' in log and '"val_loss"' in log
+    g = res["generalise"]  # the clone on 2 generated tracks it never saw, and twisty
+    assert g["tracks"] == 3 and 0 <= g["finished"] <= 3 and (out / "generalise" / "worst.png").is_file()
+    assert "unseen tracks: finished" in r.stdout
+    assert log.count("\n=== [") == 11 and '"captured": 1200' in log and '"val_loss"' in log
 
 
 def test_a_failing_stage_is_named_with_its_log(tmp_path):
