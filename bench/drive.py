@@ -12,6 +12,10 @@
        transform_p50_ms, ..._p99  the posted frame -> 66x200 transform the server applies first
        post_of_model              post_p99_ms / model_p99_ms   (target <= 1.5)
        speedup                    naive_p99_ms / post_p99_ms   (target >= 15x)
+       floor_p50_ms, floor_p99_ms what HTTP alone costs: the same waitress settings and Flask, a
+                                  route that only reads the posted frame and answers fixed JSON
+                                  (no guard, transform or model): the part of post_p99 that is
+                                  not the model's or the transform's
        load_*                     4 controllers polling concurrently (default 20,000 requests):
                                   errors, requests/s, server RSS at start and end
 
@@ -241,6 +245,26 @@ def naive_server(model_path: str) -> None:
         srv.serve_forever()
 
 
+def floor_server() -> None:
+    """The HTTP floor: drive's waitress settings and Flask, a route that reads the body and answers."""
+    from flask import Flask, Response, request
+
+    from drive.server import Server
+
+    app = Flask("floor")
+    body = b'{"X_AXIS": 0}'
+
+    @app.post("/<int:controller>")
+    def poll(controller):
+        request.environ["wsgi.input"].read(request.content_length or 0)
+        return Response(body, mimetype="application/json")
+
+    srv = Server(app, "127.0.0.1", 0)
+    print(f"floor: bare Flask route on http://127.0.0.1:{srv.port}", file=sys.stderr, flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        srv.serve_forever()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.drive", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -255,12 +279,16 @@ def main(argv=None) -> int:
                    "480x640 is the emulator window's)" % format_size(POST_FRAME_HW))
     p.add_argument("--warmup", type=int, default=100, help="untimed polls first (default: %(default)s)")
     p.add_argument("--naive-server", metavar="MODEL", help=argparse.SUPPRESS)  # internal: run the naive server
+    p.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)  # internal: the HTTP floor
     add_json(p)
     args = p.parse_args(argv)
     if args.model is not None and not os.path.isfile(args.model):
         fail(p.prog, f"--model {args.model}: no such file")
     if args.naive_server:
         naive_server(args.naive_server)
+        return 0
+    if args.floor_server:
+        floor_server()
         return 0
 
     from common.machine import machine_info, machine_line
@@ -326,6 +354,15 @@ def main(argv=None) -> int:
     finally:
         if display_ctx is not None:
             display_ctx.__exit__(None, None, None)
+
+    floor = ServerProcess([sys.executable, "-m", "bench.drive", "--floor-server"])
+    try:
+        lat = bench_keepalive(floor.port, "POST", args.requests, args.warmup, frame)
+    finally:
+        floor.stop()
+    result["floor_p50_ms"], result["floor_p99_ms"] = percentiles(lat)
+    print(f"HTTP floor (same waitress + Flask, a route that only reads the {fname} frame): p50 "
+          f"{result['floor_p50_ms']} ms  p99 {result['floor_p99_ms']} ms", flush=True)
 
     naive = ServerProcess([sys.executable, "-m", "bench.drive", "--naive-server", model])
     try:
