@@ -362,3 +362,24 @@ def test_drift_abort_shaping_charges_only_a_drift_given_up_short():
     shaped, _, _ = drive(-2.0, 0.65)
     assert charge >= K.MT_CHARGE and info["boost"] and info["mini_turbos"] == 1
     np.testing.assert_allclose(shaped, base)
+
+
+def test_small_batches_render_on_the_calling_thread_pixel_for_pixel():
+    """MultiTrackBatch draws one kart per call: those go to the serial kernel (the parallel one,
+    started tens of thousands of times on 66 rows, slowed down call by call); both draw the same."""
+    from envs.kartsim import render as R
+
+    vec = ks.VecKartSim(6, size=(66, 200), seed=0, track="rainbow")
+    vec.reset()
+    for _ in range(40):
+        vec.step(vec.expert_actions(), render=False)
+    rd, t = vec.sim.renderer, vec.sim.track
+    args = (rd.cameras(vec.sim.fs, vec.sim.ist), t.tex, t.origin[0], t.origin[1], rd.inv_cell,
+            rd.theme.default_ground, rd.theme.ground, rd.theme.ground32, rd.row_v, rd.col_u, rd.row_d,
+            rd.row_fog, rd.col_l, rd.col_a, rd.theme.sky, rd.theme.sky_pal, R.SPRITES, rd.rect)
+    par, ser = (np.zeros((6, 66, 200, 3), np.uint8) for _ in range(2))
+    R.render_batch(par, *args)
+    R.render_serial(ser, *args)
+    assert par.std() > 10 and (par == ser).all()
+    assert 66 * 200 < R.SERIAL_PIXELS < 24 * 66 * 200  # one kart serial, a 24-env batch in parallel
+    vec.close()

@@ -147,82 +147,102 @@ def _sprites() -> np.ndarray:
 SPRITES = _sprites()
 
 
+@nb.njit(fastmath=True, cache=True)
+def _draw_row(job, out, cam, tex, tox, toy, inv_cell, default_idx, ground, ground32, row_v, col_u, row_d, row_fog,
+              col_l, col_a, sky, sky_pal, sprites, spr_rect):
+    """Row ``job % H`` of kart ``job // H``: ground or sky, then the kart sprite."""
+    h, w = out.shape[1], out.shape[2]
+    th_, tw_ = tex.shape
+    ph, pw = sky.shape
+    n = job // h
+    r = job - n * h
+    cx, cy, hd = cam[n, 0], cam[n, 1], cam[n, 2]
+    fx, fy = np.cos(hd), np.sin(hd)
+    v = row_v[r]
+    if row_d[r] > 0.0:
+        d = row_d[r]
+        f = row_fog[r]
+        bx = (cx + fx * d - tox) * inv_cell
+        by = (cy + fy * d - toy) * inv_cell
+        # the camera's right is the forward vector turned clockwise
+        rx = fy * d * inv_cell
+        ry = -fx * d * inv_cell
+        # a row is a straight segment through the texture: step along it
+        px = bx + rx * col_l[0]
+        py = by + ry * col_l[0]
+        dl = col_l[1] - col_l[0] if w > 1 else 0.0
+        dpx = rx * dl
+        dpy = ry * dl
+        ex = px + dpx * (w - 1)
+        ey = py + dpy * (w - 1)
+        orow = out[n, r]
+        gpal = ground[f]
+        if (0.0 <= px < tw_ and 0.0 <= py < th_ and 0.0 <= ex < tw_ and 0.0 <= ey < th_):
+            gp32 = ground32[f]
+            for c in range(w):  # whole row inside the map: no bounds checks
+                q = gp32[tex[int(py), int(px)]]  # one load for the three channels
+                orow[c, 0] = q & 0xFF
+                orow[c, 1] = (q >> 8) & 0xFF
+                orow[c, 2] = (q >> 16) & 0xFF
+                px += dpx
+                py += dpy
+        else:
+            for c in range(w):
+                p = default_idx
+                if 0.0 <= px < tw_ and 0.0 <= py < th_:
+                    p = tex[int(py), int(px)]
+                orow[c, 0] = gpal[p, 0]
+                orow[c, 1] = gpal[p, 1]
+                orow[c, 2] = gpal[p, 2]
+                px += dpx
+                py += dpy
+    else:
+        py = min(ph - 1, max(0, int(v / (spr_rect[4]) * ph)))
+        base = -hd / (2.0 * np.pi) * pw
+        for c in range(w):
+            px = int(base + col_a[c] * pw) % pw
+            p = sky[py, px]
+            out[n, r, c, 0] = sky_pal[p, 0]
+            out[n, r, c, 1] = sky_pal[p, 1]
+            out[n, r, c, 2] = sky_pal[p, 2]
+    # kart sprite
+    sv0 = spr_rect[2] + cam[n, 4]
+    sv1 = spr_rect[3] + cam[n, 4]
+    if sv0 <= v < sv1:
+        si = int(cam[n, 3])
+        sh, sw = sprites.shape[1], sprites.shape[2]
+        yy = int((v - sv0) / (sv1 - sv0) * sh)
+        for c in range(w):
+            u = col_u[c]
+            if spr_rect[0] <= u < spr_rect[1]:
+                xx = int((u - spr_rect[0]) / (spr_rect[1] - spr_rect[0]) * sw)
+                if sprites[si, yy, xx, 3] > 0:
+                    out[n, r, c, 0] = sprites[si, yy, xx, 0]
+                    out[n, r, c, 1] = sprites[si, yy, xx, 1]
+                    out[n, r, c, 2] = sprites[si, yy, xx, 2]
+
+
 @nb.njit(parallel=True, fastmath=True, cache=True)
 def render_batch(out, cam, tex, tox, toy, inv_cell, default_idx, ground, ground32, row_v, col_u, row_d, row_fog,
                  col_l, col_a, sky, sky_pal, sprites, spr_rect):
-    """Draw every kart's view into ``out`` (N, H, W, 3).
+    """Draw every kart's view into ``out`` (N, H, W, 3), rows in parallel.
 
     ``cam`` rows: camera x, y, heading, sprite index, sprite vertical shift."""
-    n_k, h, w = out.shape[0], out.shape[1], out.shape[2]
-    th_, tw_ = tex.shape
-    ph, pw = sky.shape
-    for job in nb.prange(n_k * h):
-        n = job // h
-        r = job - n * h
-        cx, cy, hd = cam[n, 0], cam[n, 1], cam[n, 2]
-        fx, fy = np.cos(hd), np.sin(hd)
-        v = row_v[r]
-        if row_d[r] > 0.0:
-            d = row_d[r]
-            f = row_fog[r]
-            bx = (cx + fx * d - tox) * inv_cell
-            by = (cy + fy * d - toy) * inv_cell
-            # the camera's right is the forward vector turned clockwise
-            rx = fy * d * inv_cell
-            ry = -fx * d * inv_cell
-            # a row is a straight segment through the texture: step along it
-            px = bx + rx * col_l[0]
-            py = by + ry * col_l[0]
-            dl = col_l[1] - col_l[0] if w > 1 else 0.0
-            dpx = rx * dl
-            dpy = ry * dl
-            ex = px + dpx * (w - 1)
-            ey = py + dpy * (w - 1)
-            orow = out[n, r]
-            gpal = ground[f]
-            if (0.0 <= px < tw_ and 0.0 <= py < th_ and 0.0 <= ex < tw_ and 0.0 <= ey < th_):
-                gp32 = ground32[f]
-                for c in range(w):  # whole row inside the map: no bounds checks
-                    q = gp32[tex[int(py), int(px)]]  # one load for the three channels
-                    orow[c, 0] = q & 0xFF
-                    orow[c, 1] = (q >> 8) & 0xFF
-                    orow[c, 2] = (q >> 16) & 0xFF
-                    px += dpx
-                    py += dpy
-            else:
-                for c in range(w):
-                    p = default_idx
-                    if 0.0 <= px < tw_ and 0.0 <= py < th_:
-                        p = tex[int(py), int(px)]
-                    orow[c, 0] = gpal[p, 0]
-                    orow[c, 1] = gpal[p, 1]
-                    orow[c, 2] = gpal[p, 2]
-                    px += dpx
-                    py += dpy
-        else:
-            py = min(ph - 1, max(0, int(v / (spr_rect[4]) * ph)))
-            base = -hd / (2.0 * np.pi) * pw
-            for c in range(w):
-                px = int(base + col_a[c] * pw) % pw
-                p = sky[py, px]
-                out[n, r, c, 0] = sky_pal[p, 0]
-                out[n, r, c, 1] = sky_pal[p, 1]
-                out[n, r, c, 2] = sky_pal[p, 2]
-        # kart sprite
-        sv0 = spr_rect[2] + cam[n, 4]
-        sv1 = spr_rect[3] + cam[n, 4]
-        if sv0 <= v < sv1:
-            si = int(cam[n, 3])
-            sh, sw = sprites.shape[1], sprites.shape[2]
-            yy = int((v - sv0) / (sv1 - sv0) * sh)
-            for c in range(w):
-                u = col_u[c]
-                if spr_rect[0] <= u < spr_rect[1]:
-                    xx = int((u - spr_rect[0]) / (spr_rect[1] - spr_rect[0]) * sw)
-                    if sprites[si, yy, xx, 3] > 0:
-                        out[n, r, c, 0] = sprites[si, yy, xx, 0]
-                        out[n, r, c, 1] = sprites[si, yy, xx, 1]
-                        out[n, r, c, 2] = sprites[si, yy, xx, 2]
+    for job in nb.prange(out.shape[0] * out.shape[1]):
+        _draw_row(job, out, cam, tex, tox, toy, inv_cell, default_idx, ground, ground32, row_v, col_u, row_d, row_fog, col_l, col_a, sky, sky_pal, sprites, spr_rect)
+
+
+@nb.njit(fastmath=True, cache=True)
+def render_serial(out, cam, tex, tox, toy, inv_cell, default_idx, ground, ground32, row_v, col_u, row_d, row_fog,
+                 col_l, col_a, sky, sky_pal, sprites, spr_rect):
+    """``render_batch`` on this thread: for small batches (one kart of MultiTrackBatch), where
+    starting a parallel region costs more than the rows, and numba's TBB layer, called tens of
+    thousands of times in a row on tiny regions, gets slower with every call (0.08 -> 1.6 ms)."""
+    for job in range(out.shape[0] * out.shape[1]):
+        _draw_row(job, out, cam, tex, tox, toy, inv_cell, default_idx, ground, ground32, row_v, col_u, row_d, row_fog, col_l, col_a, sky, sky_pal, sprites, spr_rect)
+
+
+SERIAL_PIXELS = 50_000  # batches with fewer pixels than this render on the calling thread
 
 
 class Renderer:
@@ -265,7 +285,8 @@ class Renderer:
 
     def draw(self, fs, ist, out) -> np.ndarray:
         t = self.track
-        render_batch(out, self.cameras(fs, ist), t.tex, t.origin[0], t.origin[1], self.inv_cell,
+        kernel = render_serial if out.shape[0] * out.shape[1] * out.shape[2] < SERIAL_PIXELS else render_batch
+        kernel(out, self.cameras(fs, ist), t.tex, t.origin[0], t.origin[1], self.inv_cell,
                      self.theme.default_ground, self.theme.ground, self.theme.ground32, self.row_v, self.col_u, self.row_d,
                      self.row_fog, self.col_l, self.col_a, self.theme.sky, self.theme.sky_pal, SPRITES,
                      self.rect)
