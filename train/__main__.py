@@ -95,12 +95,17 @@ def _planner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--planner-samples", type=int, default=48,
                    help="planner: candidates per search round (default: %(default)s)")
     p.add_argument("--planner-rounds", type=int, default=2, help="planner: search rounds per label (default: %(default)s)")
+    p.add_argument("--planner-margin", type=float, default=0.8,
+                   help="planner: how far inside the road edge its line keeps the kart's centre, in track units; a "
+                   "wider margin gives a line a clone can imitate without falling off a void track (default: %(default)s)")
 
 
 def _planner_config(args):
     from envs.kartsim.planner import PlannerConfig
 
-    return PlannerConfig(samples=args.planner_samples, rounds=args.planner_rounds)
+    if args.planner_margin < 0:
+        raise ValueError(f"--planner-margin must be >= 0, got {args.planner_margin}")
+    return PlannerConfig(samples=args.planner_samples, rounds=args.planner_rounds, margin=args.planner_margin)
 
 
 def _demos_args(p: argparse.ArgumentParser) -> None:
