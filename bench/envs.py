@@ -8,7 +8,10 @@ in this process. emu: 2 mupen64plus instances with the GPL test ROM through
 our plugin (frames posted, telemetry read, lockstep), one poll per step. emu
 alone: the same 2 instances, plugin and settings answered by a constant server
 (tests/plugin_server.FastAnswerServer), polls per second: what mupen64plus can do
-here, and ``emu_of_alone`` = emu over that (target >= 0.8). ray:
+here, and ``emu_of_alone`` = emu over that (target >= 0.8). Where the gap goes:
+``emu_env_cpu_ms_per_step`` (this process's CPU per lockstep step: bridge threads,
+env, vector env), ``emu_cpu_ms_per_frame`` and ``alone_emu_cpu_ms_per_poll`` (the
+mupen64plus processes' CPU per frame, in lockstep and alone). ray:
 the same kartsim envs split over 2 Ray actors on a local Ray started here
 (2 CPUs, small object store). All figures count env steps (one game frame per
 env) per wall second over every env. A part whose tool is missing (ROM, mupen64plus,
@@ -27,6 +30,26 @@ import numpy as np
 from common.cli import add_json, emit
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0.0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _self_cpu_s() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+CPU = {}  # where the CPU went in the emulator parts (filled by bench_emu / bench_emu_alone)
 
 
 def _rate(backend, steps: int, num_envs: int) -> float:
@@ -64,10 +87,15 @@ def bench_emu(steps: int, instances: int = 2) -> float:
         act = np.zeros((instances, 5), np.float32)
         for _ in range(10):
             vec.step(act)
-        t0 = time.perf_counter()
+        pids = [e.emulator_pid for e in vec.envs]
+        c0, e0, t0 = _self_cpu_s(), [_proc_cpu_s(p) for p in pids], time.perf_counter()
         for _ in range(steps):
             vec.step(act)
-        return steps * instances / (time.perf_counter() - t0)
+        dt = time.perf_counter() - t0
+        CPU["emu_env_cpu_ms_per_step"] = round((_self_cpu_s() - c0) / steps * 1000, 3)
+        CPU["emu_cpu_ms_per_frame"] = round(sum(_proc_cpu_s(p) - c for p, c in zip(pids, e0, strict=True))
+                                            / (steps * instances) * 1000, 3)
+        return steps * instances / dt
     finally:
         vec.close()
 
@@ -103,9 +131,14 @@ def bench_emu_alone(seconds: float, instances: int = 2, boot_polls: int = 60) ->
             if time.monotonic() > deadline or not all(e.alive() for e in procs if isinstance(e, Emulator)):
                 raise RuntimeError(f"mupen64plus did not start polling ({server.requests} polls)")
             time.sleep(0.05)
+        pids = [e.proc.pid for e in procs if isinstance(e, Emulator)]
+        e0 = [_proc_cpu_s(p) for p in pids]
         n0, t0 = server.requests, time.perf_counter()
         time.sleep(seconds)
-        return (server.requests - n0) / (time.perf_counter() - t0)
+        n, dt = server.requests - n0, time.perf_counter() - t0
+        CPU["alone_emu_cpu_ms_per_poll"] = round(sum(_proc_cpu_s(p) - c for p, c in zip(pids, e0, strict=True))
+                                                 / max(n, 1) * 1000, 3)
+        return n / dt
     finally:
         for proc in reversed(procs):
             proc.close()
@@ -164,6 +197,7 @@ def main(argv=None) -> int:
         print(f"bench.envs: {key} = {out[key]}", file=sys.stderr, flush=True)
     if out["emu_steps_per_s"] and out["emu_alone_steps_per_s"]:
         out["emu_of_alone"] = round(out["emu_steps_per_s"] / out["emu_alone_steps_per_s"], 3)
+    out.update(CPU)  # the profile of the gap: env-side CPU per step, emulator CPU per frame both ways
     out["cpus"] = os.cpu_count()
     emit(out, args.json)
     return 0
