@@ -54,16 +54,17 @@ def eval_tracks(n: int, style: str = "mixed", held_out: bool = True) -> list[str
 
 
 def drive(tracks: list[str], policy=None, *, laps: int = 3, envs: int = 51, seed: int = 0,
-          progress: bool = False) -> list[dict]:
+          progress: bool = False, time_caps: list[float | None] | None = None) -> list[dict]:
     """Drive ``policy`` (``Policy``-like: frames -> actions; None = the expert) on each track once;
-    one result per track: lap times, falls, finished, the driven trace."""
+    one result per track: lap times, falls, finished, the driven trace. ``time_caps``: race-time
+    limit per track (None: kartsim's own, generous for any driver; a batch uses its largest)."""
     from envs import kartsim
 
     results: list[dict] = []
     for start in range(0, len(tracks), envs):
         chunk = tracks[start:start + envs]
-        # generous: twice the lower bound per lap plus a start, so a slow finisher is not cut off
-        limit = max(2.0 * laps * kartsim.lower_bound_s(t) + 20.0 for t in chunk)
+        caps = (time_caps or [None] * len(tracks))[start:start + envs]
+        limit = None if any(c is None for c in caps) else max(caps)
         vec = kartsim.VecKartSim(len(chunk), size=(66, 200), seed=seed, laps=laps, tracks=chunk,
                                  max_time_s=limit)
         obs, _ = vec.reset()
@@ -172,7 +173,9 @@ def generalise(model, tracks: list[str], *, laps: int = 3, envs: int = 51, out: 
 
         if progress:
             print(f"{model} on {len(tracks)} tracks", file=sys.stderr, flush=True)
-        runs = drive(tracks, Policy(model), laps=laps, envs=envs, progress=progress)
+        # generous: twice the expert's race on the same track plus a start, so a slow finisher is not cut off
+        caps = [2.0 * sum(e["lap_times"]) + 20.0 if e["finished"] else None for e in ref]
+        runs = drive(tracks, Policy(model), laps=laps, envs=envs, progress=progress, time_caps=caps)
     for r, e in zip(runs, ref, strict=True):
         r["expert_best_lap_s"] = e["best_lap_s"]
         r["ratio"] = (round(r["best_lap_s"] / e["best_lap_s"], 4)
