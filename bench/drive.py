@@ -47,7 +47,6 @@ from common.cli import add_json, emit_json, fail, format_size, size_arg
 from common.defaults import POST_FRAME_HW
 
 
-
 def rss_kb(pid: int) -> int:
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
@@ -275,8 +274,8 @@ def main(argv=None) -> int:
     p.add_argument("--load-requests", type=int, default=20000,
                    help="load test total over 4 controllers, 0 = skip (default: %(default)s)")
     p.add_argument("--frame", type=size_arg(), default=POST_FRAME_HW, metavar="HxW",
-                   help="posted frame size, rows x columns (default: %s, what drive's plugin posts; "
-                   "480x640 is the emulator window's)" % format_size(POST_FRAME_HW))
+                   help=f"posted frame size, rows x columns (default: {format_size(POST_FRAME_HW)}, what drive's "
+                   "plugin posts; 480x640 is the emulator window's)")
     p.add_argument("--warmup", type=int, default=100, help="untimed polls first (default: %(default)s)")
     p.add_argument("--naive-server", metavar="MODEL", help=argparse.SUPPRESS)  # internal: run the naive server
     p.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)  # internal: the HTTP floor

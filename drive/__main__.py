@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--get", action="store_true", help="plugin polls with GET (server captures) instead of POSTing frames")
     emu.add_argument("--frame-size", type=size_arg(), default=POST_FRAME_HW, metavar="HxW",
                      help="size of the frames the plugin posts, rows x columns, box-downscaled in C from the "
-                     "window (default: %s, the N64's own resolution)" % "x".join(map(str, POST_FRAME_HW)))
+                     f"window (default: {format_size(POST_FRAME_HW)}, the N64's own resolution)")
     emu.add_argument("--mupen-arg", action="append", default=[], metavar="ARG",
                      help="extra mupen64plus argument, repeatable (e.g. --mupen-arg=--configdir --mupen-arg=DIR)")
     p.add_argument("--seconds", type=float, default=None,
