@@ -7,7 +7,7 @@ sim: the learner's kartsim backend (66x200 frames, one game frame per step)
 in this process. emu: 2 mupen64plus instances with the GPL test ROM through
 our plugin (frames posted, telemetry read, lockstep), one poll per step. emu
 alone: the same 2 instances, plugin and settings answered by a constant server
-(tests/plugin_server.FastAnswerServer), polls per second: what mupen64plus can do
+(testing/plugin_server.FastAnswerServer), polls per second: what mupen64plus can do
 here, and ``emu_of_alone`` = emu over that (target >= 0.8). Where the gap goes:
 ``emu_env_cpu_ms_per_step`` (this process's CPU per lockstep step: bridge threads,
 env, vector env), ``emu_cpu_ms_per_frame`` and ``alone_emu_cpu_ms_per_poll`` (the
