@@ -16,6 +16,9 @@
                                   route that only reads the posted frame and answers fixed JSON
                                   (no guard, transform or model): the part of post_p99 that is
                                   not the model's or the transform's
+       profile                    with --profile FILE: a second drive server, run with drive's
+                                  --profile (cProfile of each request's handling), takes the same
+                                  POSTs; its top functions in ms per request (not timed above)
        load_*                     4 controllers polling concurrently (default 20,000 requests):
                                   errors, requests/s, server RSS at start and end
 
@@ -219,6 +222,27 @@ def load_test(port: int, pid: int, total: int, frame_hw: tuple[int, int], contro
             "load_rss_every_10pct_mb": marks}
 
 
+def profile_server(model: str, path: str, n: int, warmup: int, frame: np.ndarray, tmp: str) -> dict:
+    """The drive server run with --profile: ``warmup + n`` POSTs, then its profile's top rows."""
+    from common.profiling import format_top
+
+    server = ServerProcess([sys.executable, "-m", "drive", "--model", model, "--port", "0", "--gamepad", "none",
+                            "--sessions", os.path.join(tmp, "sessions-profiled"), "--profile", path, "--json"])
+    try:
+        bench_keepalive(server.port, "POST", n, warmup, frame)
+    finally:
+        out = server.stop()
+    try:
+        profile = json.loads(out.strip().splitlines()[-1])["profile"]
+    except (ValueError, IndexError, KeyError) as exc:
+        raise RuntimeError(f"the profiled drive server wrote no profile: {''.join(server.stderr_tail)}") from exc
+    if profile.get("file") is None:
+        raise RuntimeError(f"--profile {path}: {profile.get('error')}")
+    print(format_top(profile["top"], f"drive server profile, {profile['requests']} requests (incl. {warmup} "
+                     f"warm-up) -> {path}, ms per request:"), flush=True)
+    return profile
+
+
 def naive_server(model_path: str) -> None:
     """TensorKart's server: Flask on Werkzeug's dev server, ``model.predict`` per request."""
     from flask import Flask, jsonify, request
@@ -276,6 +300,9 @@ def main(argv=None) -> int:
     p.add_argument("--frame", type=size_arg(), default=POST_FRAME_HW, metavar="HxW",
                    help=f"posted frame size, rows x columns (default: {format_size(POST_FRAME_HW)}, what drive's "
                    "plugin posts; 480x640 is the emulator window's)")
+    p.add_argument("--profile", metavar="FILE.prof",
+                   help="also profile the server's handling of --requests POSTs (cProfile, a separate server run "
+                   "after the timed one) and write the stats to FILE.prof")
     p.add_argument("--warmup", type=int, default=100, help="untimed polls first (default: %(default)s)")
     p.add_argument("--naive-server", metavar="MODEL", help=argparse.SUPPRESS)  # internal: run the naive server
     p.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)  # internal: the HTTP floor
@@ -353,6 +380,9 @@ def main(argv=None) -> int:
     finally:
         if display_ctx is not None:
             display_ctx.__exit__(None, None, None)
+
+    if args.profile:
+        result["profile"] = profile_server(model, args.profile, args.requests, args.warmup, frame, tmp.name)
 
     floor = ServerProcess([sys.executable, "-m", "bench.drive", "--floor-server"])
     try:

@@ -49,6 +49,66 @@ def _self_cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _task_usage(pid: int | str, tid: int | str) -> np.ndarray:
+    """One thread's [run s (schedstat, ns exact), user s, system s, voluntary switches,
+    involuntary switches] so far (zeros if it is gone)."""
+    base = f"/proc/{pid}/task/{tid}"
+    try:
+        with open(f"{base}/schedstat") as fh:
+            run = int(fh.read().split()[0]) / 1e9
+        with open(f"{base}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        tck = os.sysconf("SC_CLK_TCK")
+        sw = {}
+        with open(f"{base}/status") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.endswith("ctxt_switches"):
+                    sw[key] = int(value)
+        return np.array([run, int(fields[11]) / tck, int(fields[12]) / tck,
+                         sw.get("voluntary_ctxt_switches", 0), sw.get("nonvoluntary_ctxt_switches", 0)], float)
+    except (OSError, IndexError, ValueError):
+        return np.zeros(5)
+
+
+def _proc_usage(pid: int) -> np.ndarray:
+    """``_task_usage`` summed over the threads of process ``pid``."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return np.zeros(5)
+    return sum((_task_usage(pid, t) for t in tids), np.zeros(5))
+
+
+def _usage_per_frame(before: list[np.ndarray], after: list[np.ndarray], frames: int, prefix: str) -> dict:
+    """The emulator processes' usage between two snapshots, per frame: CPU split into user and
+    system time, and context switches (voluntary: it waited; involuntary: it was preempted)."""
+    d = sum((a - b for a, b in zip(after, before, strict=True)), np.zeros(5)) / max(frames, 1)
+    return {f"{prefix}_user_ms_per_frame": round(d[1] * 1000, 3), f"{prefix}_sys_ms_per_frame": round(d[2] * 1000, 3),
+            f"{prefix}_voluntary_switches_per_frame": round(d[3], 2),
+            f"{prefix}_involuntary_switches_per_frame": round(d[4], 2)}
+
+
+def _thread_groups() -> dict[str, np.ndarray]:
+    """This process's threads' usage, grouped: ``main``, the Python threads by their target
+    (``process_request_thread``: the bridges' per-connection handlers; ``serve_forever``: their
+    accept loops), and ``native`` (threads Python did not start: TensorFlow's, numba's)."""
+    import threading
+
+    names = {}
+    for t in threading.enumerate():
+        if t.native_id is None:
+            continue
+        name = t.name
+        names[t.native_id] = ("main" if t is threading.main_thread()
+                              else name[name.find("(") + 1:-1] if "(" in name else name.rstrip("0123456789:-"))
+    groups: dict[str, np.ndarray] = {}
+    for tid in os.listdir("/proc/self/task"):
+        group = names.get(int(tid), "native")
+        groups[group] = groups.get(group, np.zeros(5)) + _task_usage("self", tid)
+    return groups
+
+
 CPU = {}  # where the CPU went in the emulator parts (filled by bench_emu / bench_emu_alone)
 
 
@@ -74,20 +134,21 @@ def bench_sim(envs: int, steps: int) -> float:
         b.close()
 
 
-def bench_emu(steps: int, instances: int = 2) -> float:
+def bench_emu(steps: int, instances: int = 2, profile: str | None = None, pin: bool = True) -> float:
     from envs.mupen.vector import VecMupen
     from testing.emulator import find_test_rom
 
     rom = find_test_rom()
     if rom is None:
         raise FileNotFoundError("GPL test ROM not found (KARTPILOT_TEST_ROM or ../shared/roms/)")
-    vec = VecMupen(instances, rom=str(rom), profile="test")
+    vec = VecMupen(instances, rom=str(rom), profile="test", pin_cpus=pin)
     try:
         vec.reset(seed=0)
         act = np.zeros((instances, 5), np.float32)
         for _ in range(10):
             vec.step(act)
         pids = [e.emulator_pid for e in vec.envs]
+        g0, u0 = _thread_groups(), [_proc_usage(p) for p in pids]
         c0, e0, t0 = _self_cpu_s(), [_proc_cpu_s(p) for p in pids], time.perf_counter()
         for _ in range(steps):
             vec.step(act)
@@ -95,17 +156,39 @@ def bench_emu(steps: int, instances: int = 2) -> float:
         CPU["emu_env_cpu_ms_per_step"] = round((_self_cpu_s() - c0) / steps * 1000, 3)
         CPU["emu_cpu_ms_per_frame"] = round(sum(_proc_cpu_s(p) - c for p, c in zip(pids, e0, strict=True))
                                             / (steps * instances) * 1000, 3)
+        g1 = _thread_groups()
+        CPU["emu_env_threads_ms_per_step"] = {k: round((v - g0.get(k, np.zeros(5)))[0] / steps * 1000, 3)
+                                              for k, v in sorted(g1.items())}
+        CPU.update(_usage_per_frame(u0, [_proc_usage(p) for p in pids], steps * instances, "emu"))
+        if profile:
+            CPU["emu_profile"] = _profile_steps(vec, act, steps, profile)
         return steps * instances / dt
     finally:
         vec.close()
 
 
-def bench_emu_alone(seconds: float, instances: int = 2, boot_polls: int = 60) -> float:
+def _profile_steps(vec, act, steps: int, path: str) -> dict:
+    """``steps`` more lockstep steps under cProfile (this thread: the vector env's send and collect;
+    the bridge threads show in ``emu_env_threads_ms_per_step``), after the timed ones."""
+    from common.profiling import Profiler, format_top
+
+    prof = Profiler()
+    for _ in range(steps):
+        prof.call(vec.step, act)
+    prof.dump(path)
+    rows = prof.top()
+    print(format_top(rows, f"bench.envs: profile of {steps} lockstep steps -> {path} (ms per step):"),
+          file=sys.stderr, flush=True)
+    return {"file": path, "steps": steps, "top": rows}
+
+
+def bench_emu_alone(seconds: float, instances: int = 2, boot_polls: int = 60, pin: bool = True) -> float:
     """Polls/s of ``instances`` mupen64plus with bench_emu's settings, answered by a constant server."""
     import shutil
     import tempfile
     from pathlib import Path
 
+    from common.mupen import spread_cpus
     from envs.mupen.env import MupenEnv
     from envs.mupen.process import Emulator, Xvfb
     from testing.emulator import find_test_rom
@@ -125,19 +208,20 @@ def bench_emu_alone(seconds: float, instances: int = 2, boot_polls: int = 60) ->
             procs.append(Emulator(env.rom, xvfb.display, server.port, work / f"run{i}", plugin=env.plugin,
                                   profile=env.profile.plugin_profile(), savestate=str(work / f"run{i}.st"),
                                   load_state=False, resolution=env.resolution, frame_size=env.frame_size,
-                                  timeout_ms=env.timeout_ms))
+                                  timeout_ms=env.timeout_ms, cpus=spread_cpus(i) if pin else None))
         deadline = time.monotonic() + 120
         while server.requests < boot_polls * instances:  # both booted and polling
             if time.monotonic() > deadline or not all(e.alive() for e in procs if isinstance(e, Emulator)):
                 raise RuntimeError(f"mupen64plus did not start polling ({server.requests} polls)")
             time.sleep(0.05)
         pids = [e.proc.pid for e in procs if isinstance(e, Emulator)]
-        e0 = [_proc_cpu_s(p) for p in pids]
+        e0, u0 = [_proc_cpu_s(p) for p in pids], [_proc_usage(p) for p in pids]
         n0, t0 = server.requests, time.perf_counter()
         time.sleep(seconds)
         n, dt = server.requests - n0, time.perf_counter() - t0
         CPU["alone_emu_cpu_ms_per_poll"] = round(sum(_proc_cpu_s(p) - c for p, c in zip(pids, e0, strict=True))
                                                  / max(n, 1) * 1000, 3)
+        CPU.update(_usage_per_frame(u0, [_proc_usage(p) for p in pids], n, "alone_emu"))
         return n / dt
     finally:
         for proc in reversed(procs):
@@ -169,6 +253,11 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=200, help="vector steps for sim and ray")
     p.add_argument("--emu-steps", type=int, default=600, help="vector steps for the 2 emulators")
     p.add_argument("--alone-seconds", type=float, default=10.0, help="seconds mupen64plus alone is counted")
+    p.add_argument("--no-pin", dest="pin", action="store_false",
+                   help="let the scheduler move the emulators between CPUs (default: VecMupen's, one CPU per "
+                   "instance, in both emulator parts)")
+    p.add_argument("--profile", metavar="FILE.prof",
+                   help="after the timed emulator steps, as many again under cProfile; stats to FILE.prof")
     p.add_argument("--skip", nargs="*", default=[], choices=["sim", "emu", "ray"], help="parts to leave out")
     add_json(p)
     args = p.parse_args(argv)
@@ -176,10 +265,10 @@ def main(argv=None) -> int:
     from common.machine import machine_info, machine_line
 
     print(machine_line(), flush=True)
-    out: dict = {"bench": "envs", "machine": machine_info(), "envs": args.envs, "emu_instances": 2,
+    out: dict = {"bench": "envs", "machine": machine_info(), "envs": args.envs, "emu_instances": 2, "emu_pinned": args.pin,
                  "ray_actors": 2}
-    parts = {"sim": lambda: bench_sim(args.envs, args.steps), "emu": lambda: bench_emu(args.emu_steps),
-             "emu_alone": lambda: bench_emu_alone(args.alone_seconds),
+    parts = {"sim": lambda: bench_sim(args.envs, args.steps), "emu": lambda: bench_emu(args.emu_steps, profile=args.profile, pin=args.pin),
+             "emu_alone": lambda: bench_emu_alone(args.alone_seconds, pin=args.pin),
              "ray": lambda: bench_ray(args.envs, args.steps)}
     keys = {"sim": "sim_steps_per_s", "emu": "emu_steps_per_s", "emu_alone": "emu_alone_steps_per_s",
             "ray": "ray_sim_steps_per_s"}

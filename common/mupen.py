@@ -17,11 +17,12 @@ and start it with :func:`launch`; :func:`common.proc.stop` stops it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import struct
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,22 +197,53 @@ def emulator_command(rom: str | os.PathLike, *, plugin: str | os.PathLike | None
 
 
 def launch(cmd: Sequence[str], *, display: str | None = None, log: str | os.PathLike | None = None,
-           cwd: str | os.PathLike | None = None, dummy_audio: bool = True) -> subprocess.Popen:
+           cwd: str | os.PathLike | None = None, dummy_audio: bool = True,
+           cpus: Iterable[int] | None = None) -> subprocess.Popen:
     """Start ``cmd`` in its own session (stop it with common.proc.stop).
 
     ``display``: the X display for its window (default: ours). ``log``: a file that gets its
     stdout and stderr, line-buffered so it can be read while it runs (default: our terminal).
-    ``dummy_audio``: no sound device (headless runs)."""
+    ``dummy_audio``: no sound device (headless runs). ``cpus``: the CPUs it (and every thread
+    it starts: the emulation, the software rasteriser's) may run on (default: any)."""
     env = dict(os.environ)
     if display:
         env["DISPLAY"] = display
     if dummy_audio:
         env["SDL_AUDIODRIVER"] = "dummy"
+    if cpus is not None:  # Mesa's llvmpipe sizes its rasteriser pool by the CPUs it may use:
+        # keep the pool it has unpinned (with one CPU it rasterises inline, which is slower)
+        env.setdefault("LP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
     cmd = list(cmd)
     if log is None:
-        return subprocess.Popen(cmd, env=env, cwd=cwd, start_new_session=True)
-    if shutil.which("stdbuf"):
-        cmd = ["stdbuf", "-oL", "-eL", *cmd]
-    with open(log, "wb") as fh:  # the child keeps its own descriptor
-        return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, start_new_session=True)
+    else:
+        if shutil.which("stdbuf"):
+            cmd = ["stdbuf", "-oL", "-eL", *cmd]
+        with open(log, "wb") as fh:  # the child keeps its own descriptor
+            proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+    if cpus is not None:
+        pin(proc.pid, cpus)
+    return proc
+
+
+def pin(pid: int, cpus: Iterable[int]) -> None:
+    """Restrict process ``pid`` and its threads to ``cpus``. Popen returns once the child has
+    exec'd, before the emulator starts any thread, so the threads it starts later inherit this."""
+    cpus = set(cpus)
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        tids = [pid]
+    for tid in tids:
+        with contextlib.suppress(OSError):  # a thread that already ended
+            os.sched_setaffinity(tid, cpus)
+
+
+def spread_cpus(index: int) -> set[int]:
+    """The CPU for emulator instance ``index`` of several: the CPUs this process may use, in turn.
+
+    With one emulator per CPU, each keeps its caches (N64 RAM, recompiled code) warm between
+    frames instead of being moved between cores while it waits for the env's answer."""
+    avail = sorted(os.sched_getaffinity(0))
+    return {avail[index % len(avail)]}

@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=None, help="poll rate for session metadata (default: 30 sim, 60 N64)")
     p.add_argument("--region", default=None, help="GET capture region x,y,w,h (default: 0,0,640,480)")
     p.add_argument("--tf-threads", type=int, default=1, help="TensorFlow intra-op threads (default: %(default)s)")
+    p.add_argument("--profile", metavar="FILE.prof",
+                   help="profile every request's handling with cProfile (requests then run one at a time) and "
+                        "write the stats to FILE.prof on exit (read with python -m pstats); the top functions "
+                        "per request are printed")
     sim = p.add_argument_group("simulator client (--sim)")
     sim.add_argument("--sim", action="store_true", help="drive kartsim through this server and print lap times")
     sim.add_argument("--track", default="luigi", help="kartsim track (default: %(default)s)")
@@ -159,8 +163,15 @@ def run(args) -> dict:
             capture = ScreenCapture(region)
         except Exception as exc:  # GET polls then answer 503; POST works regardless
             logging.getLogger("drive").warning("screen capture unavailable (%s); GET polls will answer 503", exc)
+    app = create_app(pilot, capture, guard)
+    profiler = None
+    if args.profile:
+        from common.profiling import Profiler
+
+        profiler = Profiler()
+        app = profiler.wsgi(app)
     try:
-        server = Server(create_app(pilot, capture, guard), args.host, args.port, args.threads)
+        server = Server(app, args.host, args.port, args.threads)
     except OSError as exc:
         raise DriveError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
     # TensorFlow and the model leave ~10^6 long-lived objects: freeze them out of the cyclic
@@ -193,7 +204,24 @@ def run(args) -> dict:
         result["server"] = {k: state[k] for k in ("requests", "errors", "per_controller", "req_per_s", "latency_ms")}
         result["ports"] = state["ports"]
         result["seconds"] = round(time.monotonic() - started, 1)
+        if profiler is not None:
+            _write_profile(profiler, args.profile, result)
     return result
+
+
+def _write_profile(profiler, path: str, result: dict) -> None:
+    from common.profiling import format_top
+
+    try:
+        profiler.dump(path)
+    except OSError as exc:  # the run's own results still come out
+        logging.getLogger("drive").error("--profile %s: cannot write: %s", path, exc)
+        result["profile"] = {"file": None, "error": str(exc)}
+        return
+    rows = profiler.top()
+    print(format_top(rows, f"drive: profile of {profiler.calls} requests -> {path} (ms per request)"),
+          file=sys.stderr, flush=True)
+    result["profile"] = {"file": path, "requests": profiler.calls, "top": rows}
 
 
 def _run_sim(args, server) -> dict:

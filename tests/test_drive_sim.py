@@ -110,3 +110,35 @@ def test_simulator_window_on_a_display(xvfb, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     out = last_json(res.stdout)
     assert out["steps"] >= 55 and out["server"]["errors"] == 0 and not out["ok"]  # 2 s of game, no lap
+
+
+def test_profile_writes_the_request_handling_stats_on_exit(tmp_path):
+    """drive --profile: every request is profiled; the stats file and the top rows come out at exit."""
+    import pstats
+
+    import numpy as np
+
+    from bench.drive import ServerProcess
+    from drive.client import DriveClient
+    from train.model import build_pilotnet, save_model
+
+    model = save_model(build_pilotnet(), tmp_path / "m.keras")
+    prof = tmp_path / "out" / "drive.prof"
+    server = ServerProcess([sys.executable, "-m", "drive", "--model", model, "--port", "0", "--gamepad", "none",
+                            "--sessions", str(tmp_path / "sessions"), "--profile", str(prof), "--json"])
+    frame = np.zeros((240, 320, 3), np.uint8)
+    try:
+        with DriveClient("127.0.0.1", server.port) as cli:
+            for i in range(5):
+                assert cli.post(0, frame, index=i)[0] == 200
+            assert cli.post(9, frame)[0] == 404  # a refused request is profiled too
+    finally:
+        out = server.stop()
+    profile = last_json(out)["profile"]
+    assert profile["file"] == str(prof) and profile["requests"] == 6
+    names = {r["function"] for r in profile["top"]}
+    assert any(n.endswith("(answer)") for n in names), names
+    stats = pstats.Stats(str(prof))  # a real pstats file
+    answers = [v for (path, _line, name), v in stats.stats.items() if name == "answer" and path.endswith("pilot.py")]
+    assert answers and answers[0][1] == 5  # pilot.answer ran once per accepted poll
+    assert not list(prof.parent.glob(".*tmp*"))  # written through a temp file, renamed

@@ -133,3 +133,45 @@ def test_answer_then_repeats_the_keys_for_exactly_that_many_polls(bridge):
     assert last.index == 4 and last.answer({"X_AXIS": 0})
     t.join(10)
     assert [a[1]["X_AXIS"] for a in answers] == [50, 50, 50, -20, 0]
+
+
+def _raw(bridge, data: bytes) -> bytes:
+    import socket
+
+    with socket.create_connection((bridge.host, bridge.port), timeout=5) as sock:
+        sock.sendall(data)
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+    return out
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"POST /0 HTTP/1.1\r\nX-Frame 2x2x3\r\n\r\n", b"400"),  # a header line without a colon
+    (b"POST /0 HTTP/1.1\r\nX-Pad: " + b"a" * 9000 + b"\r\n\r\n", b"431"),
+    (b"POST /0 HTTP/1.1\r\n" + b"".join(b"X-H%d: 1\r\n" % i for i in range(70)) + b"\r\n", b"431"),
+    (b"POST /0 HTTP/2.0\r\n\r\n", b"505"),
+    (b"POST /0\r\n\r\n", b"400"),
+])
+def test_unreadable_requests_get_an_error_status_and_never_a_poll(bridge, request_bytes, status):
+    reply = _raw(bridge, request_bytes)
+    assert reply.startswith(b"HTTP/1.") and reply.split(b" ", 2)[1] == status, reply[:120]
+    assert bridge.next_poll(0.05) is None
+
+
+def test_header_names_are_case_insensitive_and_http10_closes(bridge):
+    result = {}
+
+    def plugin():  # lower-case names, HTTP/1.0 without keep-alive: answered, then closed
+        result["reply"] = _raw(bridge, b"POST /0 HTTP/1.0\r\nx-frame: 2x1x3\r\ncontent-length: 6\r\n"
+                                       b"x-telemetry: lap=2\r\n\r\n" + bytes(range(6)))
+
+    t = threading.Thread(target=plugin)
+    t.start()
+    poll = bridge.next_poll(5)
+    assert poll.frame.shape == (1, 2, 3) and poll.frame.tobytes() == bytes(range(6))
+    assert poll.telemetry == {"lap": 2.0}
+    poll.answer({"A_BUTTON": 1})
+    t.join(10)
+    head, body = result["reply"].split(b"\r\n\r\n", 1)  # the server closed: _raw read to the end
+    assert head.startswith(b"HTTP/1.1 200") and json.loads(body) == keys(A_BUTTON=1)

@@ -40,6 +40,21 @@ def test_two_instances_frames_and_telemetry(emu_ready):
         assert obs.shape == (2, 240, 320, 3) and obs.dtype == np.uint8
         displays = {e.display for e in vec.envs}
         assert len(displays) == 2, "each instance has its own Xvfb display"
+        from common.mupen import spread_cpus
+
+        cpus = sorted(os.sched_getaffinity(0))
+        for i, e in enumerate(vec.envs):  # instance i runs on CPU i (mod the CPUs): every thread of it
+            pid = e.emulator_pid
+            names = {int(t): open(f"/proc/{pid}/task/{t}/comm").read().strip() for t in os.listdir(f"/proc/{pid}/task")}
+            hot = [t for t, name in names.items() if t == pid or name.startswith("llvmpipe")]
+            assert len(hot) > 1  # the emulation thread and the rasteriser's, started after the pin
+            assert spread_cpus(i) == {cpus[i % len(cpus)]}
+            # (Mesa's shader-cache thread widens its own affinity: it is idle)
+            assert all(os.sched_getaffinity(t) == spread_cpus(i) for t in hot), names
+            environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+            # llvmpipe keeps the rasteriser threads it would have unpinned
+            expected = os.environ.get("LP_NUM_THREADS", str(len(cpus))).encode()
+            assert b"LP_NUM_THREADS=" + expected in environ
         first = info["frame_index"].copy()
         for _ in range(30):
             obs, reward, term, trunc, info = vec.step(np.stack([NEUTRAL, NEUTRAL]))

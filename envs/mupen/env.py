@@ -49,7 +49,8 @@ class MupenEnv(gym.Env):
                  resolution: str = "320x240", frame_size: tuple[int, int] | None = None,
                  plugin: str | Path | None = None, boot_timeout_s: float = 60.0,
                  poll_timeout_s: float = 15.0, settle_polls: int = 3, timeout_ms: int = 10000,
-                 max_restarts: int = 20, tracker_kw: dict | None = None, render_mode: str | None = None):
+                 max_restarts: int = 20, tracker_kw: dict | None = None, render_mode: str | None = None,
+                 cpus: set[int] | None = None):
         if action_repeat < 1:
             raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
         self.rom = Path(rom).resolve()
@@ -67,6 +68,7 @@ class MupenEnv(gym.Env):
         self.boot_timeout_s, self.poll_timeout_s, self.max_restarts = boot_timeout_s, poll_timeout_s, max_restarts
         self.tracker_kw = tracker_kw or {}
         self.render_mode = render_mode
+        self.cpus = cpus  # the CPUs mupen64plus runs on (VecMupen: one per instance); None: any
         w, h = frame_size or tuple(int(v) for v in resolution.split("x"))
         self.observation_space = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
         self.action_space = gym.spaces.Box(LOW, HIGH, (5,), np.float32)
@@ -110,7 +112,7 @@ class MupenEnv(gym.Env):
             self.rom, self._xvfb.display, self._bridge.port, self._workdir, plugin=self.plugin,
             profile=self.profile.plugin_profile(), savestate=str(state),
             load_state=state.is_file(), resolution=self.resolution, frame_size=self.frame_size,
-            timeout_ms=self.timeout_ms,
+            timeout_ms=self.timeout_ms, cpus=self.cpus,
         )
         try:
             self._held = self._next(self.boot_timeout_s, "boot")
@@ -150,15 +152,18 @@ class MupenEnv(gym.Env):
         """The next live poll; EmulatorCrashed if the process is gone or silent."""
         deadline = time.monotonic() + timeout
         while True:
-            left = deadline - time.monotonic()
-            if self._emu is None or not self._emu.alive():
-                code = None if self._emu is None else self._emu.proc.returncode
-                raise EmulatorCrashed(f"mupen64plus exited (status {code}) while waiting for {what}")
-            if left <= 0:
-                raise EmulatorCrashed(f"no poll from the plugin for {timeout:.0f} s ({what})")
-            poll = self._bridge.next_poll(min(left, 0.5))
+            if self._emu is None:
+                raise EmulatorCrashed(f"mupen64plus is not running while waiting for {what}")
+            # the process is checked only when no poll came within 0.5 s: a poll proves it alive,
+            # and waitpid on every frame cost the lockstep path more than its own bookkeeping
+            poll = self._bridge.next_poll(min(max(deadline - time.monotonic(), 0.0), 0.5))
             if poll is not None and not poll.expired:
                 return poll
+            if not self._emu.alive():
+                raise EmulatorCrashed(f"mupen64plus exited (status {self._emu.proc.returncode}) while waiting "
+                                      f"for {what}")
+            if time.monotonic() >= deadline:
+                raise EmulatorCrashed(f"no poll from the plugin for {timeout:.0f} s ({what})")
 
     def _answer_held(self, keys: dict, cmd: str | None, what: str, then: int = 0) -> None:
         """Answer the held poll (and have the bridge answer ``then`` more); if the bridge already

@@ -33,7 +33,8 @@ class Emulator:
     def __init__(self, rom: str | os.PathLike, display: str, port: int, workdir: Path, *,
                  plugin: Path, profile: str = "", savestate: str | None = None, load_state: bool = False,
                  resolution: str = "320x240", frame_size: tuple[int, int] | None = None,
-                 timeout_ms: int = 10000, gfx: str = "mupen64plus-video-rice", extra_args: tuple = ()):
+                 timeout_ms: int = 10000, gfx: str = "mupen64plus-video-rice", extra_args: tuple = (),
+                 cpus: set[int] | None = None):
         workdir.mkdir(parents=True, exist_ok=True)
         settings: dict[str, object] = {
             "plugged": True, "host": "127.0.0.1", "port": port, "timeout_ms": timeout_ms, "frame": 1,
@@ -50,7 +51,7 @@ class Emulator:
                                     resolution=resolution, load_state=savestate if load_state else None,
                                     extra=extra_args)
         self.log_path = workdir / "mupen64plus.log"
-        self.proc = launch(self.cmd, display=display, log=self.log_path, cwd=workdir)
+        self.proc = launch(self.cmd, display=display, log=self.log_path, cwd=workdir, cpus=cpus)
 
     @property
     def pid(self) -> int:
