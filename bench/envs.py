@@ -1,6 +1,6 @@
 """Environment throughput: the simulator, the real emulator, and the simulator over Ray.
 
-    python -m bench.envs [--envs 24] [--steps 200] [--emu-steps 600] --json
+    python -m bench.envs [--envs 24] [--steps 200] [--emu-steps 2000] --json
     -> sim_steps_per_s, emu_steps_per_s, emu_alone_steps_per_s, emu_of_alone, ray_sim_steps_per_s
 
 sim: the learner's kartsim backend (66x200 frames, one game frame per step)
@@ -8,10 +8,15 @@ in this process. emu: 2 mupen64plus instances with the GPL test ROM through
 our plugin (frames posted, telemetry read, lockstep), one poll per step. emu
 alone: the same 2 instances, plugin and settings answered by a constant server
 (testing/plugin_server.FastAnswerServer), polls per second: what mupen64plus can do
-here, and ``emu_of_alone`` = emu over that (target >= 0.8). Where the gap goes:
+here, and ``emu_of_alone`` = emu over that (target >= 0.8). Both parts pin instance i
+to CPU i as VecMupen does (``--no-pin``: neither). Where the gap goes:
 ``emu_env_cpu_ms_per_step`` (this process's CPU per lockstep step: bridge threads,
-env, vector env), ``emu_cpu_ms_per_frame`` and ``alone_emu_cpu_ms_per_poll`` (the
-mupen64plus processes' CPU per frame, in lockstep and alone). ray:
+env, vector env) and ``emu_env_threads_ms_per_step`` (the same by thread: ``main``,
+``process_request_thread`` = the bridges' handlers), ``emu_cpu_ms_per_frame`` and
+``alone_emu_cpu_ms_per_poll`` (the mupen64plus processes' CPU per frame, in lockstep
+and alone), split into user and system ms with context switches per frame
+(``emu_*`` / ``alone_emu_*``). ``--profile FILE`` adds a cProfile of as many lockstep
+steps again (the vector env's side). ray:
 the same kartsim envs split over 2 Ray actors on a local Ray started here
 (2 CPUs, small object store). All figures count env steps (one game frame per
 env) per wall second over every env. A part whose tool is missing (ROM, mupen64plus,
@@ -251,7 +256,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.envs", description=__doc__.split("\n\n")[0])
     p.add_argument("--envs", type=int, default=24, help="simulator envs (sim and ray)")
     p.add_argument("--steps", type=int, default=200, help="vector steps for sim and ray")
-    p.add_argument("--emu-steps", type=int, default=600, help="vector steps for the 2 emulators")
+    p.add_argument("--emu-steps", type=int, default=2000,
+                   help="vector steps for the 2 emulators (~8 s here, like --alone-seconds; default: %(default)s)")
     p.add_argument("--alone-seconds", type=float, default=10.0, help="seconds mupen64plus alone is counted")
     p.add_argument("--no-pin", dest="pin", action="store_false",
                    help="let the scheduler move the emulators between CPUs (default: VecMupen's, one CPU per "
@@ -267,7 +273,8 @@ def main(argv=None) -> int:
     print(machine_line(), flush=True)
     out: dict = {"bench": "envs", "machine": machine_info(), "envs": args.envs, "emu_instances": 2, "emu_pinned": args.pin,
                  "ray_actors": 2}
-    parts = {"sim": lambda: bench_sim(args.envs, args.steps), "emu": lambda: bench_emu(args.emu_steps, profile=args.profile, pin=args.pin),
+    parts = {"sim": lambda: bench_sim(args.envs, args.steps),
+             "emu": lambda: bench_emu(args.emu_steps, profile=args.profile, pin=args.pin),
              "emu_alone": lambda: bench_emu_alone(args.alone_seconds, pin=args.pin),
              "ray": lambda: bench_ray(args.envs, args.steps)}
     keys = {"sim": "sim_steps_per_s", "emu": "emu_steps_per_s", "emu_alone": "emu_alone_steps_per_s",
