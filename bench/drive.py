@@ -272,8 +272,10 @@ def floor_server() -> None:
     """The HTTP floor: drive's waitress settings and Flask, a route that reads the body and answers."""
     from flask import Flask, Response, request
 
+    from common.memory import keep_freed_memory
     from drive.server import Server
 
+    keep_freed_memory()  # as the drive server does
     app = Flask("floor")
     body = b'{"X_AXIS": 0}'
 

@@ -177,6 +177,11 @@ def run(args) -> dict:
     # TensorFlow and the model leave ~10^6 long-lived objects: freeze them out of the cyclic
     # collector, so a full collection mid-poll walks only what requests allocate (p99 latency)
     gc.freeze()
+    from common.memory import keep_freed_memory
+
+    # frame-sized buffers stay mapped between polls: no page faults per poll, whatever TensorFlow
+    # happened to allocate first (common.memory; the HTTP floor server showed ~120 faults per poll)
+    keep_freed_memory()
     print(f"drive: serving {args.model} on {server.url} (dashboard {server.url}/), mode {pilot.mode}, "
           f"gamepad {'none' if gamepad is None else gamepad.name}", file=sys.stderr, flush=True)
     result: dict = {"url": server.url, "model": args.model}
