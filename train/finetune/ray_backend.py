@@ -218,9 +218,21 @@ class RayBackend(VecEnvBackend):
         self._actors[k] = self._spawn(k)
         return self._ray.get(self._actors[k].reset.remote(self._slice_seed(k, seed)))
 
-    def kill_actor(self, k: int) -> None:
-        """Kill actor ``k`` (tests, chaos drills); the next step replaces it."""
-        self._ray.kill(self._actors[k], no_restart=True)
+    def kill_actor(self, k: int, timeout: float = 30.0) -> None:
+        """Kill actor ``k`` (tests, chaos drills) and wait until Ray reports it dead (``ray.kill``
+        only asks: a call made at once could still be served); the next step replaces it."""
+        actor = self._actors[k]
+        self._ray.kill(actor, no_restart=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self._ray.get(actor.where.remote(), timeout=max(0.1, deadline - time.monotonic()))
+            except self._ray.exceptions.GetTimeoutError:
+                break
+            except self._ray.exceptions.RayActorError:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"Ray env actor {k} still answers {timeout:.0f} s after ray.kill")
 
     def stats(self) -> dict:
         return {"ray_actors": len(self._actors), "slice_per_actor": self.slice_sizes, "policy_lag": 0,
