@@ -240,10 +240,15 @@ def pin(pid: int, cpus: Iterable[int]) -> None:
             os.sched_setaffinity(tid, cpus)
 
 
-def spread_cpus(index: int) -> set[int]:
-    """The CPU for emulator instance ``index`` of several: the CPUs this process may use, in turn.
+def spread_cpus(index: int, count: int) -> set[int] | None:
+    """The CPU for emulator instance ``index`` of ``count`` (indices counted over the whole
+    vector, across Ray actors' slices): the CPUs this process may use, one instance each.
 
     With one emulator per CPU, each keeps its caches (N64 RAM, recompiled code) warm between
-    frames instead of being moved between cores while it waits for the env's answer."""
+    frames instead of being moved between cores while it waits for the env's answer. With more
+    instances than CPUs, None (not pinned): a fixed round-robin would give some CPUs one more
+    instance than others, and the lockstep waits for the most loaded one."""
     avail = sorted(os.sched_getaffinity(0))
-    return {avail[index % len(avail)]}
+    if count > len(avail):
+        return None
+    return {avail[index]}

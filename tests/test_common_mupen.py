@@ -172,3 +172,15 @@ def test_stop_without_a_group_and_after_exit():
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # our process group
     assert stop(proc) == -15
     assert stop(proc) == -15 and stop(None) is None  # again: nothing to do
+
+
+def test_spread_cpus_gives_each_instance_its_own_cpu_or_pins_none():
+    import os
+
+    from common.mupen import spread_cpus
+
+    cpus = sorted(os.sched_getaffinity(0))
+    mine = [spread_cpus(i, len(cpus)) for i in range(len(cpus))]
+    assert [c for s in mine for c in s] == cpus  # one instance per CPU, each CPU once
+    # more instances than CPUs: a round-robin would load some CPUs twice; none is pinned
+    assert all(spread_cpus(i, len(cpus) + 1) is None for i in range(len(cpus) + 1))

@@ -24,10 +24,12 @@ class VecMupen(VectorEnv):
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
     def __init__(self, num_envs: int = 24, rom: str | None = None, *, pin_cpus: bool = True, cpu_offset: int = 0,
-                 **env_kw):
-        """``pin_cpus``: run instance i's mupen64plus on CPU ``cpu_offset + i`` (mod the CPUs this
-        process may use; common.mupen.spread_cpus), so each keeps its caches between lockstep
-        frames. ``cpu_offset``: this vector's first env in a larger one (Ray actors' slices)."""
+                 cpu_count: int | None = None, **env_kw):
+        """``pin_cpus``: run instance i's mupen64plus on CPU ``cpu_offset + i`` when the whole
+        vector (``cpu_count`` instances, default ``num_envs``) has at most one instance per CPU this
+        process may use (common.mupen.spread_cpus), so each keeps its caches between lockstep
+        frames; with more instances than CPUs, none is pinned. ``cpu_offset``/``cpu_count``: this
+        vector's first env and the whole vector's size, for a slice of a larger one (Ray actors)."""
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if rom is None:
@@ -35,7 +37,8 @@ class VecMupen(VectorEnv):
         self.num_envs = num_envs
         from common.mupen import spread_cpus
 
-        self.envs = [MupenEnv(rom, **env_kw, cpus=spread_cpus(cpu_offset + i) if pin_cpus else None)
+        total = num_envs if cpu_count is None else cpu_count
+        self.envs = [MupenEnv(rom, **env_kw, cpus=spread_cpus(cpu_offset + i, total) if pin_cpus else None)
                      for i in range(num_envs)]
         self.single_observation_space = self.envs[0].observation_space
         self.single_action_space = self.envs[0].action_space

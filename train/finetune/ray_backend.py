@@ -205,7 +205,7 @@ class RayBackend(VecEnvBackend):
             opts["resources"] = {self.resource: b - a}  # one unit per env: "mupen" counts emulators
         kw = {**self._kw, "num_envs": b - a, "seed": self._slice_seed(k, self._seed)}
         if self.inner in EMULATOR_BACKENDS:  # emulator i of the whole vector on CPU i, as in one process
-            kw["cpu_offset"] = a
+            kw["cpu_offset"], kw["cpu_count"] = a, self.num_envs
         return _actor_class().options(**opts).remote(self.inner, kw)
 
     def _replace(self, k: int, err: Exception, seed: int | None):
