@@ -37,16 +37,6 @@ from common.cli import add_json, emit
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _proc_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (0.0 if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
 def _self_cpu_s() -> float:
     import resource
 
@@ -154,17 +144,17 @@ def bench_emu(steps: int, instances: int = 2, profile: str | None = None, pin: b
             vec.step(act)
         pids = [e.emulator_pid for e in vec.envs]
         g0, u0 = _thread_groups(), [_proc_usage(p) for p in pids]
-        c0, e0, t0 = _self_cpu_s(), [_proc_cpu_s(p) for p in pids], time.perf_counter()
+        c0, t0 = _self_cpu_s(), time.perf_counter()
         for _ in range(steps):
             vec.step(act)
         dt = time.perf_counter() - t0
         CPU["emu_env_cpu_ms_per_step"] = round((_self_cpu_s() - c0) / steps * 1000, 3)
-        CPU["emu_cpu_ms_per_frame"] = round(sum(_proc_cpu_s(p) - c for p, c in zip(pids, e0, strict=True))
-                                            / (steps * instances) * 1000, 3)
         g1 = _thread_groups()
         CPU["emu_env_threads_ms_per_step"] = {k: round((v - g0.get(k, np.zeros(5)))[0] / steps * 1000, 3)
                                               for k, v in sorted(g1.items())}
-        CPU.update(_usage_per_frame(u0, [_proc_usage(p) for p in pids], steps * instances, "emu"))
+        usage = _usage_per_frame(u0, [_proc_usage(p) for p in pids], steps * instances, "emu")
+        CPU["emu_cpu_ms_per_frame"] = round(usage["emu_user_ms_per_frame"] + usage["emu_sys_ms_per_frame"], 3)
+        CPU.update(usage)
         if profile:
             CPU["emu_profile"] = _profile_steps(vec, act, steps, profile)
         return steps * instances / dt
@@ -220,13 +210,14 @@ def bench_emu_alone(seconds: float, instances: int = 2, boot_polls: int = 60, pi
                 raise RuntimeError(f"mupen64plus did not start polling ({server.requests} polls)")
             time.sleep(0.05)
         pids = [e.proc.pid for e in procs if isinstance(e, Emulator)]
-        e0, u0 = [_proc_cpu_s(p) for p in pids], [_proc_usage(p) for p in pids]
+        u0 = [_proc_usage(p) for p in pids]
         n0, t0 = server.requests, time.perf_counter()
         time.sleep(seconds)
         n, dt = server.requests - n0, time.perf_counter() - t0
-        CPU["alone_emu_cpu_ms_per_poll"] = round(sum(_proc_cpu_s(p) - c for p, c in zip(pids, e0, strict=True))
-                                                 / max(n, 1) * 1000, 3)
-        CPU.update(_usage_per_frame(u0, [_proc_usage(p) for p in pids], n, "alone_emu"))
+        usage = _usage_per_frame(u0, [_proc_usage(p) for p in pids], n, "alone_emu")
+        CPU["alone_emu_cpu_ms_per_poll"] = round(usage["alone_emu_user_ms_per_frame"]
+                                                 + usage["alone_emu_sys_ms_per_frame"], 3)
+        CPU.update(usage)
         return n / dt
     finally:
         for proc in reversed(procs):

@@ -17,6 +17,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from common.mupen import spread_cpus
 from envs.mupen.env import MupenEnv
 
 
@@ -35,8 +36,6 @@ class VecMupen(VectorEnv):
         if rom is None:
             raise ValueError("VecMupen needs rom=PATH (your own ROM file)")
         self.num_envs = num_envs
-        from common.mupen import spread_cpus
-
         total = num_envs if cpu_count is None else cpu_count
         self.envs = [MupenEnv(rom, **env_kw, cpus=spread_cpus(cpu_offset + i, total) if pin_cpus else None)
                      for i in range(num_envs)]

@@ -204,7 +204,7 @@ class RayBackend(VecEnvBackend):
         if self.resource:
             opts["resources"] = {self.resource: b - a}  # one unit per env: "mupen" counts emulators
         kw = {**self._kw, "num_envs": b - a, "seed": self._slice_seed(k, self._seed)}
-        if self.inner in EMULATOR_BACKENDS:  # emulator i of the whole vector on CPU i, as in one process
+        if isinstance(self.inner, str) and self.inner in EMULATOR_BACKENDS:  # emulator i of the whole vector on CPU i, as in one process
             kw["cpu_offset"], kw["cpu_count"] = a, self.num_envs
         return _actor_class().options(**opts).remote(self.inner, kw)
 
@@ -232,7 +232,7 @@ class RayBackend(VecEnvBackend):
             except self._ray.exceptions.RayActorError:
                 return
             time.sleep(0.05)
-        raise RuntimeError(f"Ray env actor {k} still answers {timeout:.0f} s after ray.kill")
+        raise RuntimeError(f"Ray env actor {k} was not reported dead within {timeout:.0f} s of ray.kill")
 
     def stats(self) -> dict:
         return {"ray_actors": len(self._actors), "slice_per_actor": self.slice_sizes, "policy_lag": 0,
