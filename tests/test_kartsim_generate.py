@@ -191,6 +191,37 @@ def test_fine_tuning_can_run_over_a_distribution_of_generated_tracks():
         total += res.reward
     assert res.obs.shape == (3, 66, 200, 3) and np.all(total > 0)  # all three drive forwards
     env.close()
-    cfg = Config(track="gen:0-50")
+    cfg = Config(track="gen:0-50")  # chosen on 8 of its own tracks, evenly spaced, driven together
+    assert cfg.eval_tracks == ("gen:0+gen:6+gen:12+gen:18+gen:25+gen:31+gen:37+gen:43", "twisty", "rainbow")
+    assert cfg.select_track == cfg.eval_tracks[0]
+    assert Config(track="gen:10-13:void", select_tracks=8).eval_tracks[0] == "gen:10:void+gen:11:void+gen:12:void"
+    cfg = Config(track="gen:0-50", select_tracks=0)
     assert cfg.eval_tracks == ("twisty", "rainbow") and cfg.select_track == "twisty"
     assert Config(track="rainbow").select_track == "rainbow"
+
+
+def test_a_set_of_tracks_is_driven_together_and_chooses_best_keras_only_when_all_finish_cleanly():
+    """``T1+T2``: one env per track (the fine-tune's selection set); its score is the mean lap."""
+    from train.finetune.envs import KartSimBackend
+    from train.finetune.evaluation import Evaluator
+    from train.finetune.rollout import evaluate
+    from train.finetune.settings import Config
+
+    env = KartSimBackend("gen:6:void+gen:9:void", num_envs=2, action_repeat=1, seed=0)
+    assert [t.name for t in env.vec.tracks] == ["gen:6:void", "gen:9:void"]
+    res = evaluate(env, 1, 30 * 90, None)  # the expert, one lap each
+    env.close()
+    assert res["laps"] == 2 and res["falls"] == 0
+    assert len(res["lap_times"]) == 2 and res["mean_lap_s"] == pytest.approx(np.mean(res["lap_times"]))
+    assert res["best_lap_s"] < res["mean_lap_s"]  # gen:6 is the shorter one: a set's best lap says little
+    with pytest.raises(ValueError, match="2 tracks for 3 envs"):
+        KartSimBackend("gen:6:void+gen:9:void", num_envs=3)
+
+    cfg = Config(track="gen:0-50", eval_laps=2)
+    ev = Evaluator(cfg, None, None, None)
+    clean = {"falls": 0, "best_lap_s": 30.0, "mean_lap_s": 40.0, "laps": 16}
+    assert ev.score(cfg.select_track, clean) == 40.0
+    assert ev.score(cfg.select_track, {**clean, "laps": 15}) is None  # one track did not finish
+    assert ev.score(cfg.select_track, {**clean, "falls": 1}) is None
+    assert ev.score("twisty", {**clean, "laps": 2}) == 30.0  # one track: its best lap
+    assert ev.score("twisty", {**clean, "best_lap_s": None}) is None

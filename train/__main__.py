@@ -117,6 +117,10 @@ def _demos_args(p: argparse.ArgumentParser) -> None:
                    "from every state (about 100x slower per frame than the expert) (default: %(default)s)")
     p.add_argument("--noise", type=float, default=0.0,
                    help="DART steering-noise std while labelling with the teacher (default: %(default)s)")
+    p.add_argument("--expert-margin", type=float, default=0.22, metavar="F",
+                   help="the expert teacher's racing line keeps this share of the mean road width from each "
+                   "edge (1.2 to 3 units); smaller is a faster teacher closer to the edge. Ratios such as "
+                   "bench.generalise's stay measured against the default expert (default: %(default)s)")
     p.add_argument("--render", choices=("model", "full"), default="model",
                    help="model: render at 66x200 directly; full: render 240x320 and apply "
                    "common.frames.to_model_input, as recorded sessions after prepare (default: %(default)s)")
@@ -175,6 +179,7 @@ def cmd_evaluate(args) -> dict:
 
 
 def cmd_demos(args) -> dict:
+    from envs.kartsim.expert import check_margin_frac
     from train.simdata import expert_dataset
 
     size = (66, 200) if args.render == "model" else (240, 320)
@@ -182,7 +187,7 @@ def cmd_demos(args) -> dict:
                             size=size, seed=args.seed, noise=args.noise, teacher=args.teacher,
                             tracks=_demo_tracks(args),
                             planner_config=_planner_config(args) if args.teacher == "planner" else None,
-                            progress=not args.json)
+                            expert_margin=check_margin_frac(args.expert_margin), progress=not args.json)
     result["out"] = args.out
     return result
 

@@ -29,8 +29,18 @@ DRIFT_STAY = 0.3  # ...and lasts while it needs this much...
 DRIFT_MIN_LEN = 1.1  # ...for at least this many seconds
 
 
-def expert_margin(track: Track) -> float:
-    return float(np.clip(0.22 * track.mean_width, 1.2, 3.0))
+MARGIN_FRAC = 0.22  # the racing line keeps the kart centre this share of the mean width inside each edge
+
+
+def expert_margin(track: Track, frac: float = MARGIN_FRAC) -> float:
+    """The expert line's distance from each road edge: ``frac`` of the mean width, 1.2 to 3.0 units."""
+    return float(np.clip(frac * track.mean_width, 1.2, 3.0))
+
+
+def check_margin_frac(frac: float) -> float:
+    if not 0.0 < frac < 0.5:
+        raise ValueError(f"the expert's margin is a share of the road's width, 0 < F < 0.5; got {frac}")
+    return float(frac)
 
 
 @nb.njit(cache=True)
@@ -112,9 +122,9 @@ _LINES: dict = {}
 class Expert:
     """Racing line, speed profile and drift zones of one track; ``actions`` for a batch."""
 
-    def __init__(self, track: Track):
+    def __init__(self, track: Track, margin_frac: float = MARGIN_FRAC):
         self.track = track
-        key = (track.source, track.length, expert_margin(track))
+        key = (track.source, track.length, expert_margin(track, check_margin_frac(margin_frac)))
         if key not in _LINES:  # the QP takes ~1 s: solve it once per track and process
             _LINES[key] = racing_line(track, margin=key[2])
         self.line = ln = _LINES[key]
@@ -175,14 +185,18 @@ def _smooth_profile(v: np.ndarray, ds: float) -> np.ndarray:
     return out
 
 
-def run_expert(track: str, laps: int, seed: int = 0, progress: bool = False) -> dict:
-    """Drive ``laps`` laps with the scripted expert, physics only (no rendering)."""
+def run_expert(track: str, laps: int, seed: int = 0, progress: bool = False,
+               margin_frac: float = MARGIN_FRAC) -> dict:
+    """Drive ``laps`` laps with the scripted expert, physics only (no rendering).
+
+    ``margin_frac``: its line's distance from each edge, as a share of the mean width (a smaller
+    one is a faster, riskier teacher; the reference every ratio is measured against is the default)."""
     from .line import lower_bound_s
     from .sim import KartBatch
 
     sim = KartBatch(1, track, laps=laps, render=False)
     sim.reset_kart(0, np.random.default_rng(seed))
-    expert = Expert(sim.track)
+    expert = Expert(sim.track, margin_frac)
     bar = None
     if progress:
         from tqdm import tqdm

@@ -18,7 +18,7 @@ import numpy as np
 
 from common import frames as fr
 from envs.vecenv import StepResult, VecEnvBackend
-from train.finetune.settings import RewardShaping
+from train.finetune.settings import RewardShaping, track_set
 
 __all__ = ["BACKENDS", "EMULATOR_BACKENDS", "KartSimBackend", "RewardShaping", "StepResult", "VecEnvBackend",
            "backend_names", "make_backend"]
@@ -64,7 +64,8 @@ def _info_array(info: dict, key: str, n: int, default=0.0) -> np.ndarray:
 class KartSimBackend(VecEnvBackend):
     """``envs.kartsim.VecKartSim`` at 66x200 behind ``VecEnvBackend``, with action repeat.
     ``track`` may be a distribution, ``gen:FIRST-END[:STYLE]``: every env then drives its own
-    generated track and draws a new one from those seeds at each reset.
+    generated track and draws a new one from those seeds at each reset; or a set ``T1+T2+...``:
+    one env per track, each keeping its own.
 
     The repeat runs in this class (one vector step per game frame), so an env
     can end during a repeated step: its reward stops there, its final frame is
@@ -87,7 +88,12 @@ class KartSimBackend(VecEnvBackend):
         spread = parse_range(track)  # gen:A-B: each env on its own generated track, a new one per episode
         if spread is not None:
             kw.setdefault("track_sampler", generated_tracks(*spread))
-        self.vec = kartsim.VecKartSim(num_envs, track if spread is None else None, size=fr.MODEL_SHAPE[:2],
+        members = track_set(track)
+        if members is not None:
+            if len(members) != num_envs:
+                raise ValueError(f"track set {track!r} has {len(members)} tracks for {num_envs} envs")
+            kw.setdefault("tracks", members)
+        self.vec = kartsim.VecKartSim(num_envs, track if spread is None and members is None else None, size=fr.MODEL_SHAPE[:2],
                                       seed=seed, laps=laps, reward=reward, **kw)
         self._seed = seed
         self._laps = np.zeros(num_envs)

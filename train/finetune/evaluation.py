@@ -2,7 +2,10 @@
 
 Every ``eval_every`` updates the actor drives ``eval_laps`` deterministic laps
 on each evaluation track (its own small envs, built in this process); the best
-0-fall lap on the training track keeps ``best.keras``. The baselines, once per
+0-fall lap on the training track keeps ``best.keras``. Training on a track
+distribution, the selection track is a set ``T1+T2+...`` of its tracks driven
+together (one env each): an evaluation counts when every env completed its laps
+with no fall, scored by the mean lap. The baselines, once per
 run: the scripted expert (where the backend has one, per frame as scripted)
 and the cloned policy (the actor before any update).
 """
@@ -16,7 +19,7 @@ from envs.vecenv import VecEnvBackend
 from train.finetune.checkpoint import export_actor
 from train.finetune.logs import RunLog
 from train.finetune.rollout import evaluate
-from train.finetune.settings import Config
+from train.finetune.settings import Config, track_set
 
 EVAL_SEED_OFFSET = 777  # evaluation envs are seeded apart from the training envs
 NO_BOUND_LAP_S = 180.0  # evaluation cap per lap without a lower bound (the real game)
@@ -27,22 +30,24 @@ class Evaluator:
         self.cfg, self.net, self.make_env, self.log, self.on_eval = cfg, net, make_env, log, on_eval
         self.evals: list[dict] = []  # one row per (evaluation, track)
         self.baselines: dict = {}
-        self.best_lap = float("inf")
+        self.best_lap = float("inf")  # the selection score of best.keras (a set: its mean lap)
         self._envs: dict[tuple[str, int], VecEnvBackend] = {}
 
     def env(self, track: str, repeat: int) -> VecEnvBackend:
         if (track, repeat) not in self._envs:
-            self._envs[(track, repeat)] = self.make_env(track, self.cfg.eval_envs, repeat,
+            members = track_set(track)
+            n = self.cfg.eval_envs if members is None else len(members)
+            self._envs[(track, repeat)] = self.make_env(track, n, repeat,
                                                         self.cfg.seed + EVAL_SEED_OFFSET)
         return self._envs[(track, repeat)]
 
     def lower_bound(self, track: str) -> float | None:
-        """kartsim's lap-time bound; other backends (the real game) have none."""
+        """kartsim's lap-time bound (a set: its longest); other backends (the real game) have none."""
         if self.cfg.env != "kartsim":
             return None
         from envs import kartsim
 
-        return float(kartsim.lower_bound_s(track))
+        return max(float(kartsim.lower_bound_s(t)) for t in (track_set(track) or [track]))
 
     def max_frames(self, track: str, fps: float) -> int:
         """Evaluation cap: --eval-max-s, or by default 2.5x the lower bound per lap (+10 s to start);
@@ -79,14 +84,26 @@ class Evaluator:
                    "return": res["return"]}
             rows.append(row)
             self.log.scalars(f"eval_{track}", row, frames)
-            if track == c.select_track and res["best_lap_s"] and res["falls"] == 0 and res["best_lap_s"] < self.best_lap:
-                self.best_lap = res["best_lap_s"]
+            score = self.score(track, res)
+            if track == c.select_track and score is not None and score < self.best_lap:
+                self.best_lap = score
                 export_actor(self.net, os.path.join(c.out, "best.keras"))
         self.evals += rows
         self.log.table("eval.csv", self.evals)
         if self.on_eval:
             self.on_eval(rows, trainer)
         return rows
+
+    def score(self, track: str, res: dict) -> float | None:
+        """What best.keras is chosen by (lower is better), or None when this evaluation cannot count:
+        one track, its best lap without a fall; a set, its mean lap when every env completed its laps
+        without a fall."""
+        if res["falls"] or not res["best_lap_s"]:
+            return None
+        members = track_set(track)
+        if members is None:
+            return res["best_lap_s"]
+        return res["mean_lap_s"] if res["laps"] >= len(members) * self.cfg.eval_laps else None
 
     # ---- checkpoint part ----
     def get_state(self) -> dict:

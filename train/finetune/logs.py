@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 
 from common import atomic
 
@@ -15,7 +16,8 @@ class RunLog:
         self._tb = None
 
     def scalars(self, prefix: str, row: dict, step: int) -> None:
-        """The row's numbers as TensorBoard scalars ``prefix/name`` at ``step`` (game frames)."""
+        """The row's numbers as TensorBoard scalars ``prefix/name`` at ``step`` (game frames); characters
+        TensorBoard tags do not take (a track's ``gen:7:void``, a set's ``+``) become ``_``."""
         if not self.tensorboard:
             return
         import tensorflow as tf
@@ -25,7 +27,7 @@ class RunLog:
         with self._tb.as_default(step=step):
             for k, v in row.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("update", "frames"):
-                    tf.summary.scalar(f"{prefix}/{k}", v)
+                    tf.summary.scalar(re.sub(r"[^A-Za-z0-9._/-]", "_", f"{prefix}/{k}"), v)
         self._tb.flush()
 
     def table(self, name: str, rows: list[dict]) -> None:

@@ -7,23 +7,28 @@ import matplotlib
 matplotlib.use("Agg")  # headless: no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 
+from train.finetune.settings import track_label, track_set  # noqa: E402
+
 
 def plot_curves(trainer, path: str) -> str:
     c = trainer.cfg
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     for i, track in enumerate(c.eval_tracks):
-        rows = [e for e in trainer.evals if e["track"] == track and e["best_lap_s"]]
+        # a set of tracks is drawn by its mean lap (its best lap would be its shortest track's)
+        key_lap = "mean_lap_s" if track_set(track) else "best_lap_s"
+        rows = [e for e in trainer.evals if e["track"] == track and e[key_lap]]
         color = f"C{i}"
-        label = f"fine-tuned, {track}" + (" (held out)" if track != c.track else "")
-        ax1.plot([r["frames"] for r in rows], [r["best_lap_s"] for r in rows], "o-", color=color, label=label)
+        name = track_label(track) + (", mean lap" if track_set(track) else "")
+        label = f"fine-tuned, {name}" + (" (held out)" if track != c.track and not track_set(track) else "")
+        ax1.plot([r["frames"] for r in rows], [r[key_lap] for r in rows], "o-", color=color, label=label)
         falls = [r for r in rows if r["falls"]]
         if falls:
-            ax1.plot([r["frames"] for r in falls], [r["best_lap_s"] for r in falls], "x", color="red", ms=9)
+            ax1.plot([r["frames"] for r in falls], [r[key_lap] for r in falls], "x", color="red", ms=9)
         base = trainer.baselines.get(track, {})
         for key, style in (("cloned", "--"), ("expert", ":")):
-            lap = (base.get(key) or {}).get("best_lap_s")
+            lap = (base.get(key) or {}).get(key_lap)
             if lap:
-                ax1.axhline(lap, ls=style, color=color, alpha=0.7, label=f"{key}, {track}")
+                ax1.axhline(lap, ls=style, color=color, alpha=0.7, label=f"{key}, {name}")
     # the bound sits ~25% below every policy: drawn as a line it would flatten tenths of a second
     bound = trainer.baselines.get(c.track, {}).get("lower_bound_s")
     if c.warmup_frames:

@@ -18,6 +18,32 @@ from dataclasses import asdict, dataclass, field
 
 from common.defaults import HELD_OUT, MODEL
 
+SET_SEP = "+"  # T1+T2+...: an evaluation set, one env per track, driven together
+
+
+def track_set(name) -> list[str] | None:
+    """The tracks of an evaluation set ``T1+T2+...``; None for one track (or a distribution)."""
+    if not isinstance(name, str) or SET_SEP not in name:
+        return None
+    parts = name.split(SET_SEP)
+    if not all(parts):
+        raise ValueError(f"evaluation set {name!r}: expected T1{SET_SEP}T2{SET_SEP}... with no empty name")
+    return parts
+
+
+def selection_set(seeds: range, style: str, n: int) -> str:
+    """``n`` tracks of a training distribution, evenly spaced over its seeds, as one evaluation set."""
+    from envs.kartsim.generate import track_name
+
+    n = min(n, len(seeds))
+    return SET_SEP.join(track_name(seeds[i * len(seeds) // n], style) for i in range(n))
+
+
+def track_label(name: str) -> str:
+    """A short name for plots: an evaluation set is named by its size and first track."""
+    members = track_set(name)
+    return name if members is None else f"{len(members)} tracks ({members[0]}, ...)"
+
 
 def option(default=dataclasses.MISSING, help: str = "", *, flag: str | None = None, group: str | None = None,
            default_factory=dataclasses.MISSING, **meta):
@@ -89,8 +115,9 @@ class Config:
     track: str = option("rainbow", "training track (kartsim name or track JSON; a label for the emulator envs)",
                         group=RUN)
     eval_tracks: tuple[str, ...] | None = option(
-        None, "comma-separated evaluation tracks, \"\" for none (default: the training track, and on "
-        f"kartsim also the held-out track, {HELD_OUT})", group=RUN)
+        None, "comma-separated evaluation tracks, \"\" for none; T1+T2+... is one set driven together, one "
+        "env per track (default: the training track, and on kartsim also the held-out track, "
+        f"{HELD_OUT}; for a track distribution see --select-tracks)", group=RUN)
     env: str = option("kartsim", "environment backend: kartsim, mk64 (your ROM, --rom/--state), mupen-test "
                       "(the GPL test ROM), or module:factory", group=RUN)
     frames: int = option(2_000_000, "training budget in game frames, all envs", group=RUN)
@@ -117,6 +144,10 @@ class Config:
                                     nested="r-")
     eval_every: int = option(40, "updates between evaluations", group=EVAL)
     eval_laps: int = option(2, "deterministic laps per evaluation", group=EVAL)
+    select_tracks: int = option(8, "training on a track distribution (gen:A-B): best.keras is chosen on this "
+                                "many of its tracks (evenly spaced seeds, one set driven together), kept when "
+                                "every one completes its laps with no fall and their mean lap is the lowest "
+                                "yet; 0: chosen on the held-out track", group=EVAL)
     eval_max_s: float | None = option(None, "game-second cap per evaluation (default: 10 + 2.5 x lower bound "
                                       "x laps; 3 minutes a lap without a bound)", group=EVAL)
     # the policy and kartsim are deterministic; more envs vary the start jitter
@@ -145,6 +176,8 @@ class Config:
             # a track distribution (gen:A-B) is not one track to lap: evaluate on the held-out
             # track (it chooses best.keras) and on rainbow
             first = ("rainbow",) if spread is not None else (self.track,)
+            if spread is not None and self.select_tracks > 0:
+                extra = (selection_set(*spread, self.select_tracks), *extra)
             self.eval_tracks = tuple(dict.fromkeys((*extra, *first) if spread is not None else (*first, *extra)))
         else:
             self.eval_tracks = tuple(self.eval_tracks)
@@ -152,7 +185,7 @@ class Config:
     @property
     def select_track(self) -> str:
         """The evaluation track whose laps choose best.keras: the training track, or (training on a
-        distribution of tracks) the first evaluation track."""
+        distribution of tracks) the first evaluation track: by default a set of its tracks."""
         return self.track if self.track in self.eval_tracks else self.eval_tracks[0]
 
     def env_options(self) -> dict:

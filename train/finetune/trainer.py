@@ -234,6 +234,9 @@ class Trainer:
             "held_out_cloned": {t: (b.get("cloned") or {}).get("best_lap_s") for t, b in self.baselines.items()
                                 if t != c.track},
             "evals": len(train_evals), "out": c.out,
+            # what best.keras was chosen on, and its score there (a set of tracks: the mean lap)
+            "selected_on": c.select_track if c.eval_tracks else None,
+            "best_score_s": self.best_lap if self.best_lap != float("inf") else None,
             **({"env_stats": self.env.stats()} if self.env.stats() else {}),
         }
 
