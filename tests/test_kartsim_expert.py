@@ -29,3 +29,15 @@ def test_a_smaller_margin_is_a_faster_expert_that_stays_on_a_void_track():
     for bad in (0.0, 0.5, -0.1):
         with pytest.raises(ValueError, match="share of the road's width"):
             check_margin_frac(bad)
+
+
+def test_a_teacher_keeps_its_void_margin_only_where_there_is_no_run_off():
+    from envs.kartsim.expert import teacher_margin
+    from envs.kartsim.track import load
+
+    void, grass = load("gen:6:void"), load("gen:6:grass")
+    assert void.void and not grass.void
+    assert teacher_margin(void, 0.10, 0.22) == 0.22 and teacher_margin(grass, 0.10, 0.22) == 0.10
+    assert teacher_margin(void, 0.10) == 0.10  # no void margin given: one margin everywhere
+    with pytest.raises(ValueError, match="share of the road's width"):
+        teacher_margin(void, 0.10, 0.6)

@@ -121,6 +121,10 @@ def _demos_args(p: argparse.ArgumentParser) -> None:
                    help="the expert teacher's racing line keeps this share of the mean road width from each "
                    "edge (1.2 to 3 units); smaller is a faster teacher closer to the edge. Ratios such as "
                    "bench.generalise's stay measured against the default expert (default: %(default)s)")
+    p.add_argument("--expert-void-margin", type=float, metavar="F",
+                   help="the same on tracks with no run-off, where leaving the road is a fall: e.g. "
+                   "--expert-margin 0.10 --expert-void-margin 0.22 cuts close only where the grass forgives "
+                   "(default: --expert-margin)")
     p.add_argument("--render", choices=("model", "full"), default="model",
                    help="model: render at 66x200 directly; full: render 240x320 and apply "
                    "common.frames.to_model_input, as recorded sessions after prepare (default: %(default)s)")
@@ -187,7 +191,9 @@ def cmd_demos(args) -> dict:
                             size=size, seed=args.seed, noise=args.noise, teacher=args.teacher,
                             tracks=_demo_tracks(args),
                             planner_config=_planner_config(args) if args.teacher == "planner" else None,
-                            expert_margin=check_margin_frac(args.expert_margin), progress=not args.json)
+                            expert_margin=check_margin_frac(args.expert_margin),
+                            expert_void_margin=None if args.expert_void_margin is None
+                            else check_margin_frac(args.expert_void_margin), progress=not args.json)
     result["out"] = args.out
     return result
 

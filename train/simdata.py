@@ -27,18 +27,21 @@ from common import action as act
 from common import frames
 from dataset.arrays import write_arrays
 from envs.kartsim.dart import DartNoise
-from envs.kartsim.expert import MARGIN_FRAC, Expert
+from envs.kartsim.expert import MARGIN_FRAC, Expert, teacher_margin
 
 TEACHERS = ("expert", "planner")
 
 
-def make_teacher(teacher: str, env, config=None, seed: int = 0, expert_margin: float = MARGIN_FRAC):
+def make_teacher(teacher: str, env, config=None, seed: int = 0, expert_margin: float = MARGIN_FRAC,
+                 expert_void_margin: float | None = None):
     """``label() -> action (5,)`` for the env's current state, by ``teacher``; ``reset()`` after env resets.
 
-    ``expert_margin``: the expert's line distance from each edge, a share of the mean width."""
+    ``expert_margin``: the expert's line distance from each edge, a share of the mean width;
+    ``expert_void_margin``: the same on tracks with no run-off (None: ``expert_margin``)."""
     if teacher == "expert":
         sim = env.unwrapped.sim
-        expert = Expert(env.unwrapped.track, expert_margin)
+        track = env.unwrapped.track
+        expert = Expert(track, teacher_margin(track, expert_margin, expert_void_margin))
 
         class _Expert:
             def label(self):
@@ -67,7 +70,8 @@ def make_teacher(teacher: str, env, config=None, seed: int = 0, expert_margin: f
 
 def drive_expert(track: str, n_frames: int, *, size=(66, 200), seed: int = 0, noise: float = 0.0,
                  progress: bool = True, teacher: str = "expert", planner_config=None,
-                 expert_margin: float = MARGIN_FRAC) -> tuple[np.ndarray, np.ndarray, dict]:
+                 expert_margin: float = MARGIN_FRAC, expert_void_margin: float | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Let ``teacher`` drive kartsim for ``n_frames`` steps; return model-input frames, its labels, stats.
 
     ``noise``: std of the DART steering perturbation (see DartNoise); labels stay the teacher's.
@@ -79,7 +83,7 @@ def drive_expert(track: str, n_frames: int, *, size=(66, 200), seed: int = 0, no
 
     env = kartsim.make(track=track, size=size, seed=seed, laps=10_000)
     obs, info = env.reset(seed=seed)
-    teach = make_teacher(teacher, env, planner_config, seed, expert_margin)
+    teach = make_teacher(teacher, env, planner_config, seed, expert_margin, expert_void_margin)
     dart = DartNoise(noise, seed)
     xs = np.empty((n_frames, *frames.MODEL_SHAPE), np.uint8)
     ys = np.empty((n_frames, act.SIZE), np.float32)
@@ -96,7 +100,8 @@ def drive_expert(track: str, n_frames: int, *, size=(66, 200), seed: int = 0, no
         bar.update(1)
     bar.close()
     stats = {"track": track, "teacher": teacher, "frames": n_frames, "noise": noise,
-             **({"expert_margin": expert_margin} if teacher == "expert" else {}), "laps": int(info.get("lap", 0)),
+             **({"expert_margin": teacher_margin(env.unwrapped.track, expert_margin, expert_void_margin)}
+                if teacher == "expert" else {}), "laps": int(info.get("lap", 0)),
              "lap_times": [round(float(t), 3) for t in info.get("lap_times", [])],
              "falls": falls + int(info.get("falls", 0)),
              "distance": round(float(env.unwrapped.sim.fs[0, physics.PROG]), 1)}  # race progress (units)
@@ -117,7 +122,7 @@ def split_sessions(n: int, cut: int, name: str, driver: str = "expert") -> list[
 def expert_dataset(out_dir: str, track: str = "luigi", n_frames: int = 600, *, val_fraction: float = 0.2,
                    size=(66, 200), seed: int = 0, noise: float = 0.0, progress: bool = True,
                    teacher: str = "expert", planner_config=None, tracks: list[str] | None = None,
-                   expert_margin: float = MARGIN_FRAC) -> dict:
+                   expert_margin: float = MARGIN_FRAC, expert_void_margin: float | None = None) -> dict:
     """Teacher demos -> prepared arrays. The last ``val_fraction`` of the drive is the val split
     (a contiguous stretch, like a held-out session, so val is not a shuffled copy of train).
 
@@ -132,7 +137,7 @@ def expert_dataset(out_dir: str, track: str = "luigi", n_frames: int = 600, *, v
         n_k = n_frames // len(names) + (1 if k < n_frames % len(names) else 0)
         xs, ys, stats = drive_expert(name, n_k, size=size, seed=seed + k, noise=noise, progress=progress,
                                      teacher=teacher, planner_config=planner_config,
-                                     expert_margin=expert_margin)
+                                     expert_margin=expert_margin, expert_void_margin=expert_void_margin)
         per_track.append(stats)
         cut = int(round(len(xs) * (1 - val_fraction)))
         for entry in split_sessions(len(xs), cut, f"sim-{name}", "expert"):
@@ -149,7 +154,8 @@ def expert_dataset(out_dir: str, track: str = "luigi", n_frames: int = 600, *, v
         stats = per_track[0]
     else:
         stats = {"tracks": names, "frames": n_frames, "noise": noise, "teacher": teacher,
-                 **({"expert_margin": expert_margin} if teacher == "expert" else {}),
+                 **({"expert_margin": expert_margin, "expert_void_margin": expert_void_margin}
+                    if teacher == "expert" else {}),
                  "laps": sum(s["laps"] for s in per_track), "falls": sum(s["falls"] for s in per_track)}
     write_arrays(out_dir, arrays, sessions, rate_hz=30, expert=stats)
     return stats

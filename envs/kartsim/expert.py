@@ -37,6 +37,12 @@ def expert_margin(track: Track, frac: float = MARGIN_FRAC) -> float:
     return float(np.clip(frac * track.mean_width, 1.2, 3.0))
 
 
+def teacher_margin(track: Track, frac: float = MARGIN_FRAC, void_frac: float | None = None) -> float:
+    """The margin share a teacher drives ``track`` with: ``void_frac``, when given, on a track with no
+    run-off (leaving the road is a fall), else ``frac``."""
+    return check_margin_frac(void_frac if track.void and void_frac is not None else frac)
+
+
 def check_margin_frac(frac: float) -> float:
     if not 0.0 < frac < 0.5:
         raise ValueError(f"the expert's margin is a share of the road's width, 0 < F < 0.5; got {frac}")
