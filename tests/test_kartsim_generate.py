@@ -225,3 +225,9 @@ def test_a_set_of_tracks_is_driven_together_and_chooses_best_keras_only_when_all
     assert ev.score(cfg.select_track, {**clean, "falls": 1}) is None
     assert ev.score("twisty", {**clean, "laps": 2}) == 30.0  # one track: its best lap
     assert ev.score("twisty", {**clean, "best_lap_s": None}) is None
+    rows = [{"track": cfg.select_track, "falls": 0}, {"track": "twisty", "falls": 0}, {"track": "rainbow", "falls": 0}]
+    assert ev.keeps(40.0, rows)
+    assert not ev.keeps(40.0, rows[:2] + [{"track": "rainbow", "falls": 1}])  # a held-out fall vetoes it
+    assert not ev.keeps(None, rows)
+    ev.best_lap = 39.0
+    assert not ev.keeps(40.0, rows)  # not better than the model kept

@@ -2,7 +2,8 @@
 
 Every ``eval_every`` updates the actor drives ``eval_laps`` deterministic laps
 on each evaluation track (its own small envs, built in this process); the best
-0-fall lap on the training track keeps ``best.keras``. Training on a track
+0-fall lap on the training track keeps ``best.keras``, from an evaluation with
+no fall on any of its tracks. Training on a track
 distribution, the selection track is a set ``T1+T2+...`` of its tracks driven
 together (one env each): an evaluation counts when every env completed its laps
 with no fall, scored by the mean lap. The baselines, once per
@@ -75,7 +76,7 @@ class Evaluator:
     def run(self, updates: int, frames: int, trainer=None) -> list[dict]:
         """One evaluation of the actor on every eval track; keeps ``best.keras``; logs ``eval.csv``."""
         c = self.cfg
-        rows = []
+        rows, score = [], None
         for track in c.eval_tracks:
             res = self._laps(track, c.action_repeat, self.net)
             row = {"update": updates, "frames": frames, "track": track,
@@ -84,15 +85,22 @@ class Evaluator:
                    "return": res["return"]}
             rows.append(row)
             self.log.scalars(f"eval_{track}", row, frames)
-            score = self.score(track, res)
-            if track == c.select_track and score is not None and score < self.best_lap:
-                self.best_lap = score
-                export_actor(self.net, os.path.join(c.out, "best.keras"))
+            if track == c.select_track:
+                score = self.score(track, res)
+        if self.keeps(score, rows):
+            self.best_lap = score
+            export_actor(self.net, os.path.join(c.out, "best.keras"))
         self.evals += rows
         self.log.table("eval.csv", self.evals)
         if self.on_eval:
             self.on_eval(rows, trainer)
         return rows
+
+    def keeps(self, score: float | None, rows: list[dict]) -> bool:
+        """Whether this evaluation's policy replaces best.keras: a better score, and no fall on any
+        evaluation track, even one whose laps are not the score (a held-out void track such as
+        rainbow vetoes a policy that falls there; its lap times choose nothing)."""
+        return score is not None and score < self.best_lap and not any(r["falls"] for r in rows)
 
     def score(self, track: str, res: dict) -> float | None:
         """What best.keras is chosen by (lower is better), or None when this evaluation cannot count:
