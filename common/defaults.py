@@ -9,10 +9,14 @@ columns) of the frames the C plugin posts to ``drive``: the N64's own 320x240
 framebuffer, box-downscaled in C from the 640x480 window. After
 ``common.frames.to_model_input`` it differs from the 640x480 frame by under a
 gray level on average (tests/test_frames.py), at a quarter of the bytes;
-``bench.drive`` measures both sizes.
+``bench.drive`` measures both sizes. ``EXPERT_MARGIN``: the share of the mean road
+width that kartsim's scripted expert keeps its racing line from each edge (the
+reference every lap-time ratio is measured against; ``train demos
+--expert-margin`` and ``envs.kartsim expert --margin`` change it for a teacher).
 """
 
 MODEL = "data/models/pilotnet.keras"
 DRIVE_PORT = 8082
 HELD_OUT = "twisty"
 POST_FRAME_HW = (240, 320)
+EXPERT_MARGIN = 0.22

@@ -15,7 +15,7 @@ import os
 import sys
 
 from common.cli import add_command, add_json, emit, reported
-from common.defaults import MODEL
+from common.defaults import EXPERT_MARGIN, MODEL
 
 PROG = "python -m train"
 
@@ -117,7 +117,7 @@ def _demos_args(p: argparse.ArgumentParser) -> None:
                    "from every state (about 100x slower per frame than the expert) (default: %(default)s)")
     p.add_argument("--noise", type=float, default=0.0,
                    help="DART steering-noise std while labelling with the teacher (default: %(default)s)")
-    p.add_argument("--expert-margin", type=float, default=0.22, metavar="F",
+    p.add_argument("--expert-margin", type=float, default=EXPERT_MARGIN, metavar="F",
                    help="the expert teacher's racing line keeps this share of the mean road width from each "
                    "edge (1.2 to 3 units); smaller is a faster teacher closer to the edge. Ratios such as "
                    "bench.generalise's stay measured against the default expert (default: %(default)s)")

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from common.cli import add_command, add_json, emit_json, fail, format_size, reported, size_arg
+from common.defaults import EXPERT_MARGIN
 
 PROG = "python -m envs.kartsim"
 _size = size_arg(minimum=8)
@@ -257,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--track", default="luigi")
     p.add_argument("--laps", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--margin", type=float, default=0.22, metavar="F",
+    p.add_argument("--margin", type=float, default=EXPERT_MARGIN, metavar="F",
                    help="its racing line's distance from each road edge, as a share of the mean width (1.2 to "
                    "3 units); smaller is faster and closer to the edge. Lap-time ratios everywhere are measured "
                    "against the default (default: %(default)s)")

@@ -16,6 +16,8 @@ import math
 import numba as nb
 import numpy as np
 
+from common.defaults import EXPERT_MARGIN
+
 from . import kart as K
 from .line import racing_line
 from .physics import DDIR, FALL, HOLD, HOP, IDX, TH, V, X, Y
@@ -29,7 +31,7 @@ DRIFT_STAY = 0.3  # ...and lasts while it needs this much...
 DRIFT_MIN_LEN = 1.1  # ...for at least this many seconds
 
 
-MARGIN_FRAC = 0.22  # the racing line keeps the kart centre this share of the mean width inside each edge
+MARGIN_FRAC = EXPERT_MARGIN  # the racing line keeps the kart centre this share of the mean width inside each edge
 
 
 def expert_margin(track: Track, frac: float = MARGIN_FRAC) -> float:
