@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: a real Xvfb display, the GPL test ROM, and the emulator ready to run it.
+"""Shared pytest fixtures: a real Xvfb display, the GPL test ROM, the emulator ready to run it, and a small
+void kartsim track with a quick planner setting.
 
 Also the CI rule: under ``CI`` (or ``KARTPILOT_REQUIRE_SYSTEM=1``) a test skipped
 because a system part is missing (Xvfb, mupen64plus, the test ROM, Chromium,
@@ -7,6 +8,7 @@ json-c headers, ...) fails the run instead; see ``require_system``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -37,6 +39,33 @@ def emulator_rom(test_rom) -> Path:
     if why:
         pytest.skip(why)
     return test_rom
+
+
+# A small void track (a lap of ~10-14 s): hairpins where leaving the road means falling.
+SMALL_VOID_TRACK = {"name": "small", "points": [[0, 0, 9], [50, 0, 9], [75, 12, 9], [70, 35, 9], [45, 40, 9],
+                                                [20, 30, 9], [-5, 38, 9], [-25, 20, 9]],
+                    "surface": {"offroad": "void", "kerb": 0.5}, "theme": "space"}
+
+
+@pytest.fixture(scope="session")
+def small_void_spec() -> dict:
+    return json.loads(json.dumps(SMALL_VOID_TRACK))  # a copy: a test may edit it
+
+
+@pytest.fixture(scope="session")
+def small_void_track(tmp_path_factory) -> str:
+    """SMALL_VOID_TRACK written as a track file (its path)."""
+    path = tmp_path_factory.mktemp("tracks") / "small.json"
+    path.write_text(json.dumps(SMALL_VOID_TRACK))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def fast_planner():
+    """A quick planner setting for tests (the CLI's default searches 4x as many candidates)."""
+    from envs.kartsim.planner import PlannerConfig
+
+    return PlannerConfig(samples=24, rounds=2, horizon=36, replan_every=3)
 
 
 @pytest.fixture

@@ -16,23 +16,15 @@ from envs.kartsim.expert import run_expert
 from envs.kartsim.movie import MovieError, load_movie, make_movie, replay, save_movie, track_hash
 from envs.kartsim.planner import Planner, PlannerConfig, plan_race, start_state
 
-# A small void track (a lap of ~10-14 s): hairpins where leaving the road means falling.
-SMALL = {"name": "small", "points": [[0, 0, 9], [50, 0, 9], [75, 12, 9], [70, 35, 9], [45, 40, 9], [20, 30, 9],
-                                     [-5, 38, 9], [-25, 20, 9]],
-         "surface": {"offroad": "void", "kerb": 0.5}, "theme": "space"}
-FAST = PlannerConfig(samples=24, rounds=2, horizon=36, replan_every=3)
+
+@pytest.fixture(scope="module")
+def small_track(small_void_track):
+    return small_void_track
 
 
 @pytest.fixture(scope="module")
-def small_track(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tracks") / "small.json"
-    path.write_text(json.dumps(SMALL))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def planned(small_track):
-    return plan_race(small_track, laps=2, seed=3, config=FAST)
+def planned(small_track, fast_planner):
+    return plan_race(small_track, laps=2, seed=3, config=fast_planner)
 
 
 def _cli(*args, env=None, timeout=600):
@@ -64,7 +56,7 @@ def test_planned_race_replays_exactly_and_beats_the_expert(small_track, planned,
     _bound_ok(planned["best_lap_s"], small_track)
 
 
-def test_planner_is_deterministic_and_labels_any_state(small_track):
+def test_planner_is_deterministic_and_labels_any_state(small_track, fast_planner):
     # a state off the planner's own line: the expert drove with a steering offset for a while
     env = ks.make(small_track, size=(8, 8), seed=1, laps=1)
     env.reset()
@@ -76,7 +68,7 @@ def test_planner_is_deterministic_and_labels_any_state(small_track):
     before = (sim.fs.copy(), sim.ist.copy(), sim.lapt.copy())
     labels = []
     for _ in range(2):
-        pl = Planner(small_track, 1, FAST, seed=5)
+        pl = Planner(small_track, 1, fast_planner, seed=5)
         labels.append([pl.label(sim.fs[0], sim.ist[0], sim.lapt[0]) for _ in range(3)])
     assert np.array_equal(np.array(labels[0]), np.array(labels[1]))
     a = labels[0][0]
@@ -85,7 +77,7 @@ def test_planner_is_deterministic_and_labels_any_state(small_track):
     for a, b in zip(before, (sim.fs, sim.ist, sim.lapt), strict=True):
         assert np.array_equal(a, b)  # labelling does not touch the state it was given
     # following the labels from there keeps the kart on the road and moving on
-    pl = Planner(small_track, 1, FAST, seed=5)
+    pl = Planner(small_track, 1, fast_planner, seed=5)
     prog0 = sim.fs[0, P.PROG]
     for _ in range(60):
         env.step(pl.label(sim.fs[0], sim.ist[0], sim.lapt[0]))
@@ -99,7 +91,7 @@ def test_start_state_is_the_plain_envs():
     assert np.array_equal(sim.fs, env.unwrapped.sim.fs) and np.array_equal(sim.ist, env.unwrapped.sim.ist)
 
 
-def test_cli_plan_replay_and_tracks_cache(small_track, tmp_path):
+def test_cli_plan_replay_and_tracks_cache(small_track, small_void_spec, tmp_path):
     env = {"KARTSIM_PLAN_CACHE": str(tmp_path / "cache")}
     res = _cli("tracks", "--track", small_track, "--json", env=env)
     assert res.returncode == 0, res.stderr
@@ -128,7 +120,7 @@ def test_cli_plan_replay_and_tracks_cache(small_track, tmp_path):
     assert [p.name for p in cached] == [f"{track_hash(small_track)}.json"]
     # the same track, edited: another version, so its plan is not the cached one and the movie is refused
     edited = tmp_path / "small.json"
-    edited.write_text(json.dumps({**SMALL, "points": [[x, y, w - 0.5] for x, y, w in SMALL["points"]]}))
+    edited.write_text(json.dumps({**small_void_spec, "points": [[x, y, w - 0.5] for x, y, w in small_void_spec["points"]]}))
     res = _cli("replay", str(movie), "--track", str(edited), "--json")
     assert res.returncode == 2 and str(movie) in res.stderr and "track hash" in res.stderr
     assert res.stderr.startswith("python -m envs.kartsim replay: error:")

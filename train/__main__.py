@@ -2,7 +2,7 @@
 
     python -m train --data DIR --out MODEL.keras [--epochs N] [--json]      train
     python -m train evaluate --model MODEL --track T --laps N [--json]      drive it in kartsim
-    python -m train demos --track T --frames N --out DIR [--noise S] [--teacher planner|expert]
+    python -m train demos --track T --frames N --out DIR [--noise S] [--teacher expert|planner|follower]
                                                                             teacher demos -> arrays
     python -m train dagger --track T --rounds N --out DIR [--json]          DAgger, the planner as oracle
     python -m train demos --gen-tracks K --frames N --out DIR               ... over K generated tracks
@@ -98,6 +98,9 @@ def _planner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--planner-margin", type=float, default=0.8,
                    help="planner: how far inside the road edge its line keeps the kart's centre, in track units; a "
                    "wider margin gives a line a clone can imitate without falling off a void track (default: %(default)s)")
+    p.add_argument("--planner-edge", type=float, metavar="U",
+                   help="planner: on a void track, penalise candidates that bring the kart centre closer than U units "
+                   "to the road edge (default: 1.2 for --teacher follower, else 0: none)")
 
 
 def _planner_config(args):
@@ -105,16 +108,23 @@ def _planner_config(args):
 
     if args.planner_margin < 0:
         raise ValueError(f"--planner-margin must be >= 0, got {args.planner_margin}")
-    return PlannerConfig(samples=args.planner_samples, rounds=args.planner_rounds, margin=args.planner_margin)
+    edge = args.planner_edge
+    if edge is None:
+        from envs.kartsim.follow import EDGE
+
+        edge = EDGE if getattr(args, "teacher", "planner") == "follower" else 0.0
+    return PlannerConfig(samples=args.planner_samples, rounds=args.planner_rounds, margin=args.planner_margin,
+                         edge=edge)
 
 
 def _demos_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--track", default="luigi", help="(default: %(default)s)")
     p.add_argument("--frames", type=int, default=18000, help="frames at 30 Hz (default: %(default)s = 10 min)")
     p.add_argument("--out", required=True, metavar="DIR", help="the prepared-arrays folder to write")
-    p.add_argument("--teacher", choices=("expert", "planner"), default="expert",
+    p.add_argument("--teacher", choices=("expert", "planner", "follower"), default="expert",
                    help="expert: the scripted expert; planner: the search that finds the fastest lap, replanning "
-                   "from every state (about 100x slower per frame than the expert) (default: %(default)s)")
+                   "from every state (about 100x slower per frame than the expert); follower: plans one race "
+                   "(with --planner-edge) and drives its line and drift timings closed-loop (default: %(default)s)")
     p.add_argument("--noise", type=float, default=0.0,
                    help="DART steering-noise std while labelling with the teacher (default: %(default)s)")
     p.add_argument("--expert-margin", type=float, default=EXPERT_MARGIN, metavar="F",
@@ -190,7 +200,7 @@ def cmd_demos(args) -> dict:
     result = expert_dataset(args.out, args.track, args.frames, val_fraction=args.val_fraction,
                             size=size, seed=args.seed, noise=args.noise, teacher=args.teacher,
                             tracks=_demo_tracks(args),
-                            planner_config=_planner_config(args) if args.teacher == "planner" else None,
+                            planner_config=_planner_config(args) if args.teacher != "expert" else None,
                             expert_margin=check_margin_frac(args.expert_margin),
                             expert_void_margin=None if args.expert_void_margin is None
                             else check_margin_frac(args.expert_void_margin), progress=not args.json)

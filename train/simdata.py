@@ -1,9 +1,11 @@
 """Teacher demonstrations from kartsim, written straight into prepared-array layout.
 
-Two teachers: ``expert`` (the scripted expert, envs/kartsim/expert.py) and
+Three teachers: ``expert`` (the scripted expert, envs/kartsim/expert.py),
 ``planner`` (envs/kartsim/planner.py: the search that finds the fastest lap;
 it labels every state it is shown, replanning each frame, so its demos teach
-its line and its drifts). DAgger with the planner as oracle is train/dagger.py.
+its line and its drifts) and ``follower`` (envs/kartsim/follow.py: a
+closed-loop driver of one planned race's line and timings, planned once with
+an edge margin, so its labels are a plain function of the state). DAgger with the planner as oracle is train/dagger.py.
 
 For tests, benchmarks and quick experiments: the real path is
 ``record --source sim`` -> ``dataset clean`` -> ``dataset prepare``; this
@@ -29,7 +31,7 @@ from dataset.arrays import write_arrays
 from envs.kartsim.dart import DartNoise
 from envs.kartsim.expert import MARGIN_FRAC, Expert, teacher_margin
 
-TEACHERS = ("expert", "planner")
+TEACHERS = ("expert", "planner", "follower")
 
 
 def make_teacher(teacher: str, env, config=None, seed: int = 0, expert_margin: float = MARGIN_FRAC,
@@ -65,6 +67,22 @@ def make_teacher(teacher: str, env, config=None, seed: int = 0, expert_margin: f
                 planner.reset()
 
         return _Planner()
+    if teacher == "follower":
+        from envs.kartsim.follow import PlannedLine
+
+        sim = env.unwrapped.sim
+        line = PlannedLine.plan(env.unwrapped.track.source, config, seed=seed)
+
+        class _Follower:
+            planned_lap_s = line.lap_s
+
+            def label(self):
+                return line.actions(sim.fs, sim.ist)[0]
+
+            def reset(self):
+                pass
+
+        return _Follower()
     raise ValueError(f"teacher must be one of {TEACHERS}, got {teacher!r}")
 
 
@@ -101,7 +119,8 @@ def drive_expert(track: str, n_frames: int, *, size=(66, 200), seed: int = 0, no
     bar.close()
     stats = {"track": track, "teacher": teacher, "frames": n_frames, "noise": noise,
              **({"expert_margin": teacher_margin(env.unwrapped.track, expert_margin, expert_void_margin)}
-                if teacher == "expert" else {}), "laps": int(info.get("lap", 0)),
+                if teacher == "expert" else {}),
+             **({"planned_lap_s": round(float(teach.planned_lap_s), 3)} if teacher == "follower" else {}), "laps": int(info.get("lap", 0)),
              "lap_times": [round(float(t), 3) for t in info.get("lap_times", [])],
              "falls": falls + int(info.get("falls", 0)),
              "distance": round(float(env.unwrapped.sim.fs[0, physics.PROG]), 1)}  # race progress (units)

@@ -75,6 +75,26 @@ def cmd_expert(args) -> dict:
     return out
 
 
+def cmd_follow(args) -> dict:
+    from .follow import PlannedLine, run_follower
+    from .movie import load_movie
+    from .planner import PlannerConfig
+
+    if args.movie:
+        movie = load_movie(args.movie)
+        track = args.track or movie["track"]
+        line = PlannedLine.from_movie(movie, track)
+    else:
+        track = args.track or "luigi"
+        line = PlannedLine.plan(track, PlannerConfig(edge=args.edge), seed=args.seed)
+    out = run_follower(track, args.laps, args.seed, line)
+    out["movie"] = args.movie
+    if not args.json:
+        print(f"{out['track']}: the follower of a planned lap of {out['planned_lap_s']} s: laps {out['lap_times']} "
+              f"best {out['best_lap_s']} s, falls {out['falls']}, mini-turbos {out['mini_turbos']}")
+    return out
+
+
 def _round(v):
     return None if v is None else round(float(v), 3)
 
@@ -82,29 +102,32 @@ def _round(v):
 def cmd_plan(args) -> dict:
     from .expert import run_expert
     from .line import lower_bound_s
-    from .planner import PlannerConfig, lap_gap
+    from .planner import PlannerConfig, edge_clearance, lap_gap
 
     cfg = PlannerConfig(samples=args.samples, rounds=args.rounds, horizon=args.horizon,
-                        replan_every=args.replan_every)
+                        replan_every=args.replan_every, edge=args.edge)
     done = _plan_and_store(args.track, args.laps, args.seed, cfg, progress=not args.json, out=args.out)
     res = done["result"]
     expert = run_expert(args.track, args.laps, args.seed)
     lb = lower_bound_s(args.track)
     best = res["best_lap_s"]
-    out = {"track": args.track, "laps": args.laps, "seed": args.seed,
+    least, near = edge_clearance(args.track, res["actions"], args.laps, args.seed)
+    out = {"track": args.track, "laps": args.laps, "seed": args.seed, "edge": args.edge,
            "lap_times": [_round(t) for t in res["lap_times"]], "best_lap_s": _round(best),
            "race_time_s": _round(res["race_time_s"]), "finished": res["finished"], "falls": res["falls"],
            "mini_turbos": res["mini_turbos"], "expert_best_lap_s": expert["best_lap_s"],
            "expert_lap_times": expert["lap_times"], "lower_bound_s": lb,
            "faster_than_expert": None if best is None else round(lap_gap(best, expert["best_lap_s"]), 4),
            "above_lower_bound": None if best is None else round(best / lb - 1.0, 4),
+           "closest_to_edge_u": round(least, 3), "near_edge_share": round(near, 4),
            "plan_time_s": round(res["plan_time_s"], 1), "frames": res["frames"], "rollouts": res["rollouts"],
            "out": str(args.out), "replay_matches": True, "cache": done["cache"], "cached": done["cached"]}
     if not args.json:
         print(f"{args.track}: planned laps {out['lap_times']} best {out['best_lap_s']} s "
               f"({100 * (out['faster_than_expert'] or 0):.1f}% faster than the expert's {out['expert_best_lap_s']} s, "
               f"{100 * (out['above_lower_bound'] or 0):.1f}% above the lower bound {lb} s), falls {out['falls']}, "
-              f"mini-turbos {out['mini_turbos']}; planned in {out['plan_time_s']} s; movie {args.out}")
+              f"mini-turbos {out['mini_turbos']}, closest to the road edge {out['closest_to_edge_u']} units; "
+              f"planned in {out['plan_time_s']} s; movie {args.out}")
     return out
 
 
@@ -245,6 +268,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=2, help="search rounds per replan (default: %(default)s)")
     p.add_argument("--horizon", type=int, default=40, help="frames searched ahead (default: %(default)s)")
     p.add_argument("--replan-every", type=int, default=2, help="frames executed per replan (default: %(default)s)")
+    p.add_argument("--edge", type=float, default=0.0, metavar="U",
+                   help="on a void track, keep the kart centre U units inside the road edge (candidates closer are "
+                   "penalised): a slightly slower race that a closed-loop driver can follow (default: %(default)s)")
+    add_json(p)
+    p = add_command(sub, "follow", cmd_follow,
+                    help="drive a planned race's line and drift timings closed-loop (the follower teacher)",
+                    description="Plan a race with --edge (or take --movie), then let the follower "
+                    "(envs/kartsim/follow.py) drive its best lap's line with its pedal, hop and drift timings, "
+                    "steering back to the line from wherever the kart is. Prints its lap times beside the "
+                    "planned lap's.")
+    p.add_argument("--track", help="built-in name, track .json path, or gen:SEED[:STYLE] (default: the movie's, "
+                   "else luigi)")
+    p.add_argument("--movie", help="follow this movie's best lap instead of planning one")
+    p.add_argument("--edge", type=float, default=1.2, metavar="U", help="the plan's edge setting (default: %(default)s)")
+    p.add_argument("--laps", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
     add_json(p)
     p = add_command(sub, "replay", cmd_replay,
                     help="replay an input movie in a plain env: lap times, falls, mini-turbos",

@@ -62,11 +62,14 @@ class PlannerConfig:
     knot: int = 8  # frames between offset knots
     margin: float = 0.8  # the tracker's line keeps the kart centre this far inside the road edge
     speed_weight: float = 0.3  # score = progress (units) + speed_weight * speed at the end
+    edge: float = 0.0  # keep the kart centre this far (units) inside the road edge (0: only falls count)
 
     def __post_init__(self):
         for name in ("samples", "rounds", "elite", "horizon", "replan_every", "knot"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"planner setting {name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.edge < 3.0:
+            raise ValueError(f"planner setting edge must be in [0, 3) units, got {self.edge}")
         if self.tail < 0:
             raise ValueError(f"planner setting tail must be >= 0, got {self.tail}")
         if self.replan_every > self.horizon:
@@ -115,11 +118,13 @@ def _track_cmd(fs, ist, n, off, pedal, rb, dsign, out, lxy, lhead, lkap, lnrm, o
 
 @nb.njit(cache=True)
 def _rollout(fs, ist, lapt, offs, pedals, rbs, dsigns, tail, acts, lxy, lhead, lkap, lnrm, of_centre, lds,
-             exy, ehead, ekap, enrm, vprof, dzone, eof, eds,
+             exy, ehead, ekap, enrm, vprof, dzone, eof, eds, cnrm, half, edge_min,
              xy, heading, s_arr, tex, class_of, tox, toy, inv_cell, near, nox, noy, near_cell,
              cp_s, cp_idx, length, offroad_speed, void, laps, rw):
     """Run every candidate (rows of fs/ist/lapt, already set to the start state) through its
-    commands, then ``tail`` frames of the expert. Fills ``acts`` (N, H, 5) with the actions taken."""
+    commands, then ``tail`` frames of the expert. Fills ``acts`` (N, H, 5) with the actions taken and
+    ``edge_min`` (N,) with the kart centre's least distance inside the road edge over those commands
+    (``cnrm``, ``half``: the centreline's normals and half widths)."""
     n = fs.shape[0]
     h = offs.shape[1]
     act = np.zeros((n, 5), np.float32)
@@ -133,6 +138,11 @@ def _rollout(fs, ist, lapt, offs, pedals, rbs, dsigns, tail, acts, lxy, lhead, l
                 acts[c, t, k] = act[c, k]
         P.step_batch(fs, ist, lapt, act, rew, fin, xy, heading, s_arr, tex, class_of, tox, toy, inv_cell,
                      near, nox, noy, near_cell, cp_s, cp_idx, length, offroad_speed, void, laps, rw)
+        for c in range(n):
+            if fs[c, P.FALL] <= 0.0 and fs[c, P.HOLD] <= 0.0:
+                i = ist[c, P.IDX]
+                lat = (fs[c, P.X] - xy[i, 0]) * cnrm[i, 0] + (fs[c, P.Y] - xy[i, 1]) * cnrm[i, 1]
+                edge_min[c] = min(edge_min[c], half[i] - abs(lat))
     for _ in range(tail):
         expert_batch(fs, ist, act, exy, ehead, ekap, enrm, vprof, dzone, eof, eds)
         P.step_batch(fs, ist, lapt, act, rew, fin, xy, heading, s_arr, tex, class_of, tox, toy, inv_cell,
@@ -188,6 +198,7 @@ class Planner:
         margin = min(self.cfg.margin, 0.45 * float(self.track.width.min()))
         self.line = racing_line(self.track, margin=margin)
         self.expert = Expert(self.track)
+        self._half = np.ascontiguousarray(self.track.width / 2.0)
         self.plan: Plan | None = None
         self.rollouts = 0  # candidate rollouts run so far
 
@@ -258,15 +269,18 @@ class Planner:
         rbs = np.stack([c.rb for c in cands])
         dsigns = np.stack([c.dsign for c in cands])
         acts = np.zeros((n, h, 5), np.float32)
+        edge_min = np.full(n, 1e9)
         ln, ex = self.line, self.expert
         eln = ex.line
         _rollout(fsb, isb, lpb, offs, pedals, rbs, dsigns, self.cfg.tail, acts,
                  ln.xy, ln.heading, ln.kappa, ln.nrm, ln.of_centre, ln.ds,
                  eln.xy, eln.heading, eln.kappa, eln.nrm, ex.vprof, ex.dzone, eln.of_centre, eln.ds,
-                 *b._args)
+                 self.track.nrm, self._half, edge_min, *b._args)
         self.rollouts += n
         falls = isb[:, P.FALLS] - ist[P.FALLS]
         score = fsb[:, P.PROG] + self.cfg.speed_weight * fsb[:, P.V] - 1e6 * falls
+        if self.cfg.edge > 0.0:  # closer to the edge than ``edge``: 100 units a unit
+            score -= 100.0 * np.maximum(0.0, self.cfg.edge - edge_min)
         return score, acts
 
     def replan(self, fs: np.ndarray, ist: np.ndarray, lapt: np.ndarray) -> tuple[np.ndarray, float]:
@@ -353,6 +367,27 @@ def plan_race(track: str, laps: int = 3, seed: int = 0, config: PlannerConfig | 
             "plan_time_s": time.perf_counter() - t0, "rollouts": planner.rollouts,
             "planner": {**cfg.to_dict(), "seed": planner_seed},
             "actions": np.array(actions, np.float32).reshape(-1, 5)}
+
+
+def edge_clearance(track: str, actions: np.ndarray, laps: int, seed: int = 0) -> tuple[float, float]:
+    """Replay ``actions`` from ``make(track, seed=seed, laps=laps)``'s start: the kart centre's least distance
+    inside the road edge (units, negative: off the road) and the share of frames on the road within 0.5 units
+    of its edge (falls and respawns not counted)."""
+    sim = start_state(track, laps, seed)
+    t = sim.track
+    least, near, n = np.inf, 0, 0
+    for a in np.asarray(actions, np.float32).reshape(-1, 5):
+        _, term, trunc = sim.step(a[None])
+        if sim.fs[0, P.FALL] <= 0.0 and sim.fs[0, P.HOLD] <= 0.0:
+            i = sim.ist[0, P.IDX]
+            lat = (sim.fs[0, P.X] - t.xy[i, 0]) * t.nrm[i, 0] + (sim.fs[0, P.Y] - t.xy[i, 1]) * t.nrm[i, 1]
+            d = t.width[i] / 2.0 - abs(lat)
+            least = min(least, d)
+            near += int(0.0 <= d < 0.5)
+            n += 1
+        if term[0] or trunc[0]:
+            break
+    return float(least), near / max(n, 1)
 
 
 def lap_gap(best: float, other: float) -> float:
