@@ -93,7 +93,15 @@ def test_checkpoint_resume_takes_the_same_next_update(files, tmp_path):
         Trainer(config(files, tmp_path / "r", envs=2, rollout=8, warmup_frames=32 * 4, resume=True))
 
 
-def test_cli_json_and_outputs(files, tmp_path):
+def test_cli_json_and_outputs(files, tmp_path, monkeypatch):
+    from envs.kartsim.movie import make_movie, store_plan
+    from envs.kartsim.planner import PlannerConfig, plan_race
+
+    # the planner's lap of the track, in a plan cache of its own: the summary and the table report it
+    monkeypatch.setenv("KARTSIM_PLAN_CACHE", str(tmp_path / "plans"))
+    movie = make_movie(plan_race(files["track"], laps=1, config=PlannerConfig(samples=12, rounds=1, horizon=24)),
+                       files["track"])
+    assert store_plan(movie)[1]
     out = tmp_path / "cli"
     cmd = [sys.executable, "-m", "train.finetune", "--model", files["model"], "--track", files["track"],
            "--eval-tracks", files["track"], "--frames", "1024", "--envs", "4", "--rollout", "8", "--action-repeat", "4",
@@ -108,6 +116,9 @@ def test_cli_json_and_outputs(files, tmp_path):
     assert summary["frames"] == 1024
     assert summary["decisions_per_s"] == pytest.approx(summary["frames_per_s"] / 4)
     assert summary["expert_best_lap_s"] > summary["lower_bound_s"] > 0
+    assert summary["planned_lap_s"] == pytest.approx(movie["best_lap_s"]) and summary["planned_lap_s"] > 0
+    assert summary["vs_planned"] is None or summary["vs_planned"] == pytest.approx(
+        summary["rl_best_lap_s"] / summary["planned_lap_s"] - 1.0)
     for name in ("curve.png", "eval.csv", "train.csv", "summary.json", "ckpt/state.npz", "ckpt/actor.keras"):
         assert (out / name).exists(), name
     assert "warmup" in (out / "train.csv").read_text()

@@ -78,6 +78,7 @@ def format_table(summary: dict) -> str:
     rows = [("scripted expert", summary["expert_best_lap_s"], mts.get("expert")),
             ("cloned (BC)", summary["bc_best_lap_s"], mts.get("cloned")),
             ("fine-tuned (PPO)", summary["rl_best_lap_s"], mts.get("fine_tuned")),
+            ("planner", summary.get("planned_lap_s"), None),
             ("lower bound", summary["lower_bound_s"], None)]
     lines = [f"best lap on {summary['track']}:"] + [
         f"  {name:<18}{fmt(v)}" + (f"   {n} mini-turbos in {mts.get('laps')} laps" if n is not None else "")

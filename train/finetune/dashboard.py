@@ -84,7 +84,8 @@ class Dashboard:
             "best_train_lap_s": min(col.laps) if col.laps else None,
             "baselines": {k: {"cloned": (v.get("cloned") or {}).get("best_lap_s"),
                               "expert": (v.get("expert") or {}).get("best_lap_s"),
-                              "lower_bound_s": v.get("lower_bound_s")} for k, v in t.baselines.items()},
+                              "lower_bound_s": v.get("lower_bound_s"),
+                              "planned_lap_s": v.get("planned_lap_s")} for k, v in t.baselines.items()},
             "returns": [[h["frames"], h["return_mean"]] for h in hist if h.get("return_mean") is not None],
             "reward_per_s": [[h["frames"], h["reward_per_s"]] for h in hist],
             "laps": {tr: [[e["frames"], e["best_lap_s"]] for e in evals if e["track"] == tr and e["best_lap_s"]]

@@ -50,6 +50,19 @@ class Evaluator:
 
         return max(float(kartsim.lower_bound_s(t)) for t in (track_set(track) or [track]))
 
+    def planned_lap(self, track: str) -> float | None:
+        """kartsim's planned best lap of ``track`` from the plan cache (``envs.kartsim plan``), the reference
+        a learned lap is measured against; None for a set, another backend, or a track never planned."""
+        if self.cfg.env != "kartsim" or track_set(track):
+            return None
+        from envs.kartsim.movie import cached_plan
+
+        try:
+            movie = cached_plan(track)
+        except (OSError, ValueError):
+            return None
+        return None if movie is None or movie.get("best_lap_s") is None else float(movie["best_lap_s"])
+
     def max_frames(self, track: str, fps: float) -> int:
         """Evaluation cap: --eval-max-s, or by default 2.5x the lower bound per lap (+10 s to start);
         without a bound (the real game) 3 minutes per lap."""
@@ -70,7 +83,8 @@ class Evaluator:
         for track in self.cfg.eval_tracks:
             expert = self._laps(track, 1) if self.env(track, 1).has_expert else {}
             cloned = self._laps(track, self.cfg.action_repeat, self.net)
-            self.baselines[track] = {"expert": expert, "cloned": cloned, "lower_bound_s": self.lower_bound(track)}
+            self.baselines[track] = {"expert": expert, "cloned": cloned, "lower_bound_s": self.lower_bound(track),
+                                     "planned_lap_s": self.planned_lap(track)}
         return self.baselines
 
     def run(self, updates: int, frames: int, trainer=None) -> list[dict]:

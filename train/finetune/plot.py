@@ -33,7 +33,9 @@ def plot_curves(trainer, path: str) -> str:
     bound = trainer.baselines.get(c.track, {}).get("lower_bound_s")
     if c.warmup_frames:
         ax1.axvline(c.warmup_frames, color="grey", lw=0.8)
-    title = "Lap time (x = eval had falls)" + (f"; {c.track} lower bound {bound:.2f} s" if bound else "")
+    planned = trainer.baselines.get(c.track, {}).get("planned_lap_s")
+    title = ("Lap time (x = eval had falls)" + (f"; {c.track} lower bound {bound:.2f} s" if bound else "")
+             + (f", planner {planned:.2f} s" if planned else ""))
     ax1.set(xlabel="game frames", ylabel="best evaluation lap (s)", title=title)
     ax1.legend(fontsize=7)
     hist = [h for h in trainer.history if h.get("return_mean") is not None]

@@ -219,6 +219,9 @@ class Trainer:
             "rl_best_lap_s": min(rl) if rl else None,
             "expert_best_lap_s": (base.get("expert") or {}).get("best_lap_s"),
             "lower_bound_s": base.get("lower_bound_s"),
+            # the planner's cached best lap (None: never planned) and how far the best fine-tuned lap is above it
+            "planned_lap_s": base.get("planned_lap_s"),
+            "vs_planned": (min(rl) / base["planned_lap_s"] - 1.0) if rl and base.get("planned_lap_s") else None,
             "falls": train_evals[-1]["falls"] if train_evals else None,
             "best_model_falls": 0 if rl else None,  # best.keras is kept only from 0-fall evaluations
             "evals_with_falls": sum(1 for e in train_evals if e["falls"]),
