@@ -73,6 +73,32 @@ def nearest_on_line(x, y, lxy, j0):
 
 
 @nb.njit(cache=True)
+def line_steer(fs, ist, n, lxy, lhead, lkap, lnrm, of_centre, ds, off):
+    """The steering law the expert, the planner's tracker and the follower share, for kart ``n`` on a line
+    shifted ``off`` units sideways: curvature feed-forward plus a Stanley-style correction of heading and
+    sideways error. Returns (nearest line sample j, look-ahead sample, sideways error e, wanted
+    counter-clockwise turn rate, the normal max turn rate at this speed)."""
+    m = lxy.shape[0]
+    x, y, th, v = fs[n, X], fs[n, Y], fs[n, TH], fs[n, V]
+    j = nearest_on_line(x, y, lxy, of_centre[ist[n, IDX]])
+    e = (x - lxy[j, 0]) * lnrm[j, 0] + (y - lxy[j, 1]) * lnrm[j, 1] - off
+    vp = max(v, 0.0)
+    look = (j + int(vp * K.DT / ds + 0.5)) % m  # one step ahead: steering acts at once
+    target = lhead[look] + np.arctan2(-KE * e, vp + 3.0)
+    w_ccw = vp * lkap[look] + KH * _wrap(target - th)
+    wmax = max(abs(v) / (K.R0 + K.R1 * abs(v)), 0.05)
+    return j, look, e, w_ccw, wmax
+
+
+@nb.njit(cache=True)
+def drift_stick(w_ccw, wmax, dd):
+    """The stick that turns a drift to side ``dd`` at ``w_ccw``: drift turn rate (clockwise positive) is
+    ``dd * wmax * (DRIFT_BASE + DRIFT_GAIN * steer * dd)``."""
+    frac = (-w_ccw) / (dd * wmax)
+    return dd * (frac - K.DRIFT_BASE) / K.DRIFT_GAIN, frac
+
+
+@nb.njit(cache=True)
 def expert_batch(fs, ist, out, lxy, lhead, lkap, lnrm, vprof, dzone, of_centre, ds):
     m = lxy.shape[0]
     for n in range(fs.shape[0]):
@@ -80,20 +106,13 @@ def expert_batch(fs, ist, out, lxy, lhead, lkap, lnrm, vprof, dzone, of_centre, 
         if fs[n, FALL] > 0.0 or fs[n, HOLD] > 0.0:
             out[n, 2] = 1.0
             continue
-        x, y, th, v = fs[n, X], fs[n, Y], fs[n, TH], fs[n, V]
-        j = nearest_on_line(x, y, lxy, of_centre[ist[n, IDX]])
-        e = (x - lxy[j, 0]) * lnrm[j, 0] + (y - lxy[j, 1]) * lnrm[j, 1]
+        th, v = fs[n, TH], fs[n, V]
+        j, look, e, w_ccw, wmax = line_steer(fs, ist, n, lxy, lhead, lkap, lnrm, of_centre, ds, 0.0)
         vp = max(v, 0.0)
-        look = (j + int(vp * K.DT / ds + 0.5)) % m  # one step ahead: steering acts at once
-        target = lhead[look] + np.arctan2(-KE * e, vp + 3.0)
-        w_ccw = vp * lkap[look] + KH * _wrap(target - th)
-        wmax = max(abs(v) / (K.R0 + K.R1 * abs(v)), 0.05)
         dd = ist[n, DDIR]
         drift_here = dzone[look]
         if dd != 0:
-            # drift turn rate = dd * wmax * (BASE + GAIN * steer * dd), clockwise positive
-            frac = (-w_ccw) / (dd * wmax)
-            steer = dd * (frac - K.DRIFT_BASE) / K.DRIFT_GAIN
+            steer, frac = drift_stick(w_ccw, wmax, dd)
             keep = drift_here == dd and frac > 0.15
             out[n, 4] = 1.0 if keep else 0.0
             if not keep:  # straighten up on release

@@ -31,7 +31,7 @@ import numpy as np
 
 from . import kart as K
 from . import physics as P
-from .expert import KE, KH, _wrap, nearest_on_line
+from .expert import _wrap, drift_stick, line_steer
 from .line import Line
 from .track import Track
 
@@ -44,25 +44,17 @@ SLACK = 1.0  # a drift is let go when it has carried the kart this far (units) i
 @nb.njit(cache=True)
 def follow_batch(fs, ist, out, lxy, lhead, lkap, lnrm, of_centre, ds, pedal, phase, side, slack):
     """Actions (N, 5) for karts in ``fs``/``ist``, following the line with its commands."""
-    m = lxy.shape[0]
     for n in range(fs.shape[0]):
         out[n, :] = 0.0
         if fs[n, P.FALL] > 0.0 or fs[n, P.HOLD] > 0.0:
             out[n, 2] = 1.0
             continue
-        x, y, th, v = fs[n, P.X], fs[n, P.Y], fs[n, P.TH], fs[n, P.V]
-        j = nearest_on_line(x, y, lxy, of_centre[ist[n, P.IDX]])
-        e = (x - lxy[j, 0]) * lnrm[j, 0] + (y - lxy[j, 1]) * lnrm[j, 1]
-        vp = max(v, 0.0)
-        look = (j + int(vp * K.DT / ds + 0.5)) % m  # one step ahead: steering acts at once
-        target = lhead[look] + np.arctan2(-KE * e, vp + 3.0)
-        w_ccw = vp * lkap[look] + KH * _wrap(target - th)
-        wmax = max(abs(v) / (K.R0 + K.R1 * abs(v)), 0.05)
+        th, v = fs[n, P.TH], fs[n, P.V]
+        j, look, e, w_ccw, wmax = line_steer(fs, ist, n, lxy, lhead, lkap, lnrm, of_centre, ds, 0.0)
         dd = ist[n, P.DDIR]
         r = 0
         if dd != 0:
-            frac = (-w_ccw) / (dd * wmax)
-            steer = dd * (frac - K.DRIFT_BASE) / K.DRIFT_GAIN
+            steer, _ = drift_stick(w_ccw, wmax, dd)
             r = 1 if phase[look] == PHASE_DRIFT and side[look] == dd else 0  # release where the planner did
             if -dd * e > (slack if fs[n, P.CHARGE] >= K.MT_CHARGE else 2.0 * slack):
                 r = 0  # carried this far to the drift's inside of the line: let it go

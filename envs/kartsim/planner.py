@@ -41,13 +41,12 @@ import numpy as np
 
 from . import kart as K
 from . import physics as P
-from .expert import Expert, _wrap, expert_batch, nearest_on_line
+from .expert import Expert, _wrap, drift_stick, expert_batch, line_steer
 from .line import racing_line
 from .sim import KartBatch
 from .track import Track
 
 PEDAL_A, PEDAL_COAST, PEDAL_B = 0, 1, 2
-KE, KH = 1.6, 5.0  # tracker gains (the expert's)
 
 
 @dataclass(frozen=True)
@@ -88,19 +87,11 @@ def _track_cmd(fs, ist, n, off, pedal, rb, dsign, out, lxy, lhead, lkap, lnrm, o
     if fs[n, P.FALL] > 0.0 or fs[n, P.HOLD] > 0.0:
         out[n, 2] = 1.0
         return
-    m = lxy.shape[0]
-    x, y, th, v = fs[n, P.X], fs[n, P.Y], fs[n, P.TH], fs[n, P.V]
-    j = nearest_on_line(x, y, lxy, of_centre[ist[n, P.IDX]])
-    e = (x - lxy[j, 0]) * lnrm[j, 0] + (y - lxy[j, 1]) * lnrm[j, 1] - off
-    vp = max(v, 0.0)
-    look = (j + int(vp * K.DT / ds + 0.5)) % m
-    target = lhead[look] + np.arctan2(-KE * e, vp + 3.0)
-    w_ccw = vp * lkap[look] + KH * _wrap(target - th)
-    wmax = max(abs(v) / (K.R0 + K.R1 * abs(v)), 0.05)
+    th, v = fs[n, P.TH], fs[n, P.V]
+    j, look, e, w_ccw, wmax = line_steer(fs, ist, n, lxy, lhead, lkap, lnrm, of_centre, ds, off)
     dd = ist[n, P.DDIR]
     if dd != 0:
-        frac = (-w_ccw) / (dd * wmax)
-        steer = dd * (frac - K.DRIFT_BASE) / K.DRIFT_GAIN
+        steer, _ = drift_stick(w_ccw, wmax, dd)
     else:
         steer = -w_ccw / wmax
         if fs[n, P.HOP] > 0.0 and fs[n, P.HOP] - K.DT <= 0.0 and rb != 0 and dsign != 0:
