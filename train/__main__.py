@@ -99,8 +99,8 @@ def _planner_args(p: argparse.ArgumentParser) -> None:
                    help="planner: how far inside the road edge its line keeps the kart's centre, in track units; a "
                    "wider margin gives a line a clone can imitate without falling off a void track (default: %(default)s)")
     p.add_argument("--planner-edge", type=float, metavar="U",
-                   help="planner: on a void track, penalise candidates that bring the kart centre closer than U units "
-                   "to the road edge (default: 1.2 for --teacher follower, else 0: none)")
+                   help="planner: penalise candidates that bring the kart centre closer than U units to the road "
+                   "edge (default: 1.2 for --teacher follower, else 0: none)")
 
 
 def _planner_config(args):

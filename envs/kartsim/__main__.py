@@ -83,7 +83,7 @@ def cmd_follow(args) -> dict:
     if args.movie:
         movie = load_movie(args.movie)
         track = args.track or movie["track"]
-        line = PlannedLine.from_movie(movie, track)
+        line = PlannedLine.from_movie(movie, track, src=str(args.movie))
     else:
         track = args.track or "luigi"
         line = PlannedLine.plan(track, PlannerConfig(edge=args.edge), seed=args.seed)
@@ -269,8 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--horizon", type=int, default=40, help="frames searched ahead (default: %(default)s)")
     p.add_argument("--replan-every", type=int, default=2, help="frames executed per replan (default: %(default)s)")
     p.add_argument("--edge", type=float, default=0.0, metavar="U",
-                   help="on a void track, keep the kart centre U units inside the road edge (candidates closer are "
-                   "penalised): a slightly slower race that a closed-loop driver can follow (default: %(default)s)")
+                   help="keep the kart centre U units inside the road edge (candidates closer are penalised): a "
+                   "slightly slower race that a closed-loop driver can follow (default: %(default)s)")
     add_json(p)
     p = add_command(sub, "follow", cmd_follow,
                     help="drive a planned race's line and drift timings closed-loop (the follower teacher)",
@@ -281,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--track", help="built-in name, track .json path, or gen:SEED[:STYLE] (default: the movie's, "
                    "else luigi)")
     p.add_argument("--movie", help="follow this movie's best lap instead of planning one")
-    p.add_argument("--edge", type=float, default=1.2, metavar="U", help="the plan's edge setting (default: %(default)s)")
+    p.add_argument("--edge", type=float, default=1.2, metavar="U",
+                   help="the plan's edge setting, as plan --edge; not used with --movie (default: %(default)s)")
     p.add_argument("--laps", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     add_json(p)

@@ -10,7 +10,10 @@ is a plain function of the state, like the expert:
   its heading, so the path's curvature is the planner's own yaw rate over
   speed, frame by frame, and is the steering feed-forward;
 * its **commands** along that line are the planner's, per line sample: the
-  pedal (A, coast or B), R held or not, and which way each hop lands;
+  pedal (A, coast or B), and the planner kart's phase (on the ground, in a hop,
+  drifting) with the drift's side: it hops where the planner's kart is in the
+  air or drifting, lands to the planner's side and lets go where the planner's
+  drift ends (or sooner, when the drift carries it inside the line);
 * steering is the expert's law (curvature feed-forward plus a Stanley-style
   correction of heading and sideways error, in drift or not), so off the line
   it steers back to it.
@@ -32,7 +35,7 @@ import numpy as np
 from . import kart as K
 from . import physics as P
 from .expert import _wrap, drift_stick, line_steer
-from .line import Line
+from .line import Line, nearest_points
 from .track import Track
 
 PEDAL_A, PEDAL_COAST, PEDAL_B = 0, 1, 2
@@ -99,13 +102,14 @@ class PlannedLine:
     slack: float = SLACK
 
     @classmethod
-    def from_movie(cls, movie: dict, track: str | None = None) -> PlannedLine:
-        """The line of the movie's best lap (replayed in a plain KartBatch, physics only)."""
+    def from_movie(cls, movie: dict, track: str | None = None, src: str = "<movie>") -> PlannedLine:
+        """The line of the movie's best lap (replayed in a plain KartBatch, physics only); ``src`` names the
+        movie in errors."""
         from .movie import check_track
         from .planner import start_state
         from .track import resample_closed
 
-        name = check_track(movie, "<movie>", track)
+        name = check_track(movie, src, track)
         sim = start_state(name, int(movie["laps"]), int(movie["seed"]))
         tr = sim.track
         rows = []
@@ -117,11 +121,11 @@ class PlannedLine:
                 break
         times = [float(t) for t in sim.info(0)["lap_times"]]
         if not times:
-            raise ValueError("the movie completes no lap: there is no line to follow")
+            raise ValueError(f"{src}: the movie completes no lap: there is no line to follow")
         best = int(np.argmin(times))
         lap_rows = [r for r in rows if int(r[1][P.LAP]) == best and r[0][P.FALL] <= 0.0 and r[0][P.HOLD] <= 0.0]
         if len(lap_rows) < 20:
-            raise ValueError(f"the movie's lap {best + 1} has too few frames to follow ({len(lap_rows)})")
+            raise ValueError(f"{src}: the movie's lap {best + 1} has too few frames to follow ({len(lap_rows)})")
         fs = np.array([r[0] for r in lap_rows])
         xy = fs[:, [P.X, P.Y]]
         th = np.unwrap(fs[:, P.TH])
@@ -138,9 +142,7 @@ class PlannedLine:
         for i in range(len(sd) - 2, -1, -1):  # a hop carries the side of the drift it lands in
             if ph[i] == PHASE_HOP:
                 sd[i] = sd[i + 1] if ph[i + 1] != PHASE_GROUND else 0
-        dense = np.column_stack([xy, np.arange(len(xy), dtype=float)])
-        res, length = resample_closed(dense, tr.ds)
-        lxy = res[:, :2]
+        lxy, length = resample_closed(xy, tr.ds)
         m = len(lxy)
         cum = np.concatenate([[0.0], np.cumsum(seg)])
         s_line = np.arange(m) * (length / m)
@@ -149,11 +151,7 @@ class PlannedLine:
         head = (head + np.pi) % (2 * np.pi) - np.pi
         kap = np.interp(s_line, cum, kap_f)
         nrm = np.column_stack([-np.sin(head), np.cos(head)])
-        of_c = np.empty(len(tr.xy), np.int64)
-        for i in range(0, len(tr.xy), 256):
-            d = ((tr.xy[i:i + 256, None, :] - lxy[None, :, :]) ** 2).sum(-1)
-            of_c[i:i + 256] = d.argmin(1)
-        line = Line(np.ascontiguousarray(lxy), head, kap, nrm, length / m, length, of_c)
+        line = Line(lxy, head, kap, nrm, length / m, length, nearest_points(tr.xy, lxy))
         return cls(tr, line, ped[k].astype(np.int64), ph[k].astype(np.int64), sd[k].astype(np.int64), times[best], best)
 
     @classmethod

@@ -117,12 +117,17 @@ def racing_line(track: Track, margin: float, lam: float = 0.02) -> Line:
     _, lnrm, lhead, lkap = frame_of(lxy, llen)
     ker = np.ones(5) / 5  # curvature from a 0.5-unit spacing is noisy: light smoothing
     lkap = np.convolve(np.concatenate([lkap[-2:], lkap, lkap[:2]]), ker, mode="valid")
-    # nearest line point of each centreline sample (chunked brute force)
-    of_c = np.empty(len(track.xy), np.int64)
-    for i in range(0, len(track.xy), 256):
-        d = ((track.xy[i:i + 256, None, :] - lxy[None, :, :]) ** 2).sum(-1)
-        of_c[i:i + 256] = d.argmin(1)
-    return Line(lxy, lhead, lkap, lnrm, llen / len(lxy), llen, of_c)
+    return Line(lxy, lhead, lkap, lnrm, llen / len(lxy), llen, nearest_points(track.xy, lxy))
+
+
+def nearest_points(centre: np.ndarray, lxy: np.ndarray) -> np.ndarray:
+    """For each centreline sample, the index of the nearest line point (chunked brute force): where the
+    line followers (expert, planner, follower) start their search from the kart's centreline sample."""
+    out = np.empty(len(centre), np.int64)
+    for i in range(0, len(centre), 256):
+        d = ((centre[i:i + 256, None, :] - lxy[None, :, :]) ** 2).sum(-1)
+        out[i:i + 256] = d.argmin(1)
+    return out
 
 
 def speed_profile(kappa: np.ndarray, ds: float, vcap: float, turn_frac: float, accel: float,

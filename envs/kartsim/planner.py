@@ -108,6 +108,15 @@ def _track_cmd(fs, ist, n, off, pedal, rb, dsign, out, lxy, lhead, lkap, lnrm, o
 
 
 @nb.njit(cache=True)
+def inside_edge(fs, ist, n, xy, cnrm, half):
+    """How far kart ``n``'s centre is inside the road edge (units; negative: off the road), measured from
+    its centreline sample (``xy``, ``cnrm``: the centreline's points and normals, ``half``: half widths)."""
+    i = ist[n, P.IDX]
+    lat = (fs[n, P.X] - xy[i, 0]) * cnrm[i, 0] + (fs[n, P.Y] - xy[i, 1]) * cnrm[i, 1]
+    return half[i] - abs(lat)
+
+
+@nb.njit(cache=True)
 def _rollout(fs, ist, lapt, offs, pedals, rbs, dsigns, tail, acts, lxy, lhead, lkap, lnrm, of_centre, lds,
              exy, ehead, ekap, enrm, vprof, dzone, eof, eds, cnrm, half, edge_min,
              xy, heading, s_arr, tex, class_of, tox, toy, inv_cell, near, nox, noy, near_cell,
@@ -131,9 +140,7 @@ def _rollout(fs, ist, lapt, offs, pedals, rbs, dsigns, tail, acts, lxy, lhead, l
                      near, nox, noy, near_cell, cp_s, cp_idx, length, offroad_speed, void, laps, rw)
         for c in range(n):
             if fs[c, P.FALL] <= 0.0 and fs[c, P.HOLD] <= 0.0:
-                i = ist[c, P.IDX]
-                lat = (fs[c, P.X] - xy[i, 0]) * cnrm[i, 0] + (fs[c, P.Y] - xy[i, 1]) * cnrm[i, 1]
-                edge_min[c] = min(edge_min[c], half[i] - abs(lat))
+                edge_min[c] = min(edge_min[c], inside_edge(fs, ist, c, xy, cnrm, half))
     for _ in range(tail):
         expert_batch(fs, ist, act, exy, ehead, ekap, enrm, vprof, dzone, eof, eds)
         P.step_batch(fs, ist, lapt, act, rew, fin, xy, heading, s_arr, tex, class_of, tox, toy, inv_cell,
@@ -366,13 +373,12 @@ def edge_clearance(track: str, actions: np.ndarray, laps: int, seed: int = 0) ->
     of its edge (falls and respawns not counted)."""
     sim = start_state(track, laps, seed)
     t = sim.track
+    half = np.ascontiguousarray(t.width / 2.0)
     least, near, n = np.inf, 0, 0
     for a in np.asarray(actions, np.float32).reshape(-1, 5):
         _, term, trunc = sim.step(a[None])
         if sim.fs[0, P.FALL] <= 0.0 and sim.fs[0, P.HOLD] <= 0.0:
-            i = sim.ist[0, P.IDX]
-            lat = (sim.fs[0, P.X] - t.xy[i, 0]) * t.nrm[i, 0] + (sim.fs[0, P.Y] - t.xy[i, 1]) * t.nrm[i, 1]
-            d = t.width[i] / 2.0 - abs(lat)
+            d = float(inside_edge(sim.fs, sim.ist, 0, t.xy, t.nrm, half))
             least = min(least, d)
             near += int(0.0 <= d < 0.5)
             n += 1
