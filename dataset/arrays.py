@@ -29,11 +29,14 @@ import numpy as np
 
 from common import action as act
 from common import frames as fr
+from common import state as kstate
 
 KIND = "kartpilot-prepared"  # manifest "kind": marks a folder this writer may replace
 MANIFEST = "manifest.json"
 PARTS = ("train", "val")
 FILES = (MANIFEST, *(f"{part}_{what}.npy" for part in PARTS for what in ("frames", "actions")))
+STATE_FILES = tuple(f"{part}_state.npy" for part in PARTS)  # only with state features (common.state)
+OURS = FILES + STATE_FILES
 
 
 class ArraysError(ValueError):
@@ -77,7 +80,7 @@ def check_target(out: str | os.PathLike, *, replace: bool, inputs: Iterable[str 
     if not is_prepared(out):
         raise ArraysError(f"{out} is not a prepared-data folder of ours (no manifest.json of `dataset "
                           f"prepare`); refusing to replace it: it holds {_names(entries)}")
-    foreign = [e for e in entries if e not in FILES or not (out / e).is_file() or (out / e).is_symlink()]
+    foreign = [e for e in entries if e not in OURS or not (out / e).is_file() or (out / e).is_symlink()]
     if foreign:
         raise ArraysError(f"{out} holds files that are not prepared arrays ({_names(foreign)}); refusing to "
                           f"replace it: move them away or choose another --out")
@@ -102,10 +105,12 @@ class ArraysWriter:
     ``counts``: the most rows each split may get (the arrays shrink to what was
     written). Use as a context manager: leaving it without ``commit`` (an
     error, Ctrl-C) removes the temporary folder and leaves ``out`` untouched.
+    ``state``: also keep each row's kart state features (``{part}_state.npy``,
+    ``common.state`` layout, named in the manifest's ``state_fields``).
     """
 
     def __init__(self, out: str | os.PathLike, counts: dict[str, int], *, replace: bool = False,
-                 inputs: Iterable[str | os.PathLike] = ()):
+                 inputs: Iterable[str | os.PathLike] = (), state: bool = False):
         self.out = Path(out)
         check_target(self.out, replace=replace, inputs=inputs)
         unknown = set(counts) - set(PARTS)
@@ -117,34 +122,54 @@ class ArraysWriter:
             shutil.rmtree(self.tmp)
         self.tmp.mkdir()
         self.rows = dict.fromkeys(PARTS, 0)
-        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.state = bool(state)
+        self._arrays: dict[str, tuple[np.ndarray, ...]] = {}
         try:
             for part in PARTS:
                 n = int(counts.get(part, 0))
                 self._arrays[part] = (
                     _reserved_memmap(self.tmp / f"{part}_frames.npy", np.uint8, (n, *fr.MODEL_SHAPE)),
                     _reserved_memmap(self.tmp / f"{part}_actions.npy", np.float32, (n, act.SIZE)),
-                )
+                ) + ((_reserved_memmap(self.tmp / f"{part}_state.npy", np.float32, (n, kstate.SIZE)),)
+                     if self.state else ())
         except BaseException:
             self.abort()
             raise
 
-    def add(self, part: str, frame: np.ndarray, action) -> int:
-        """One model-input frame (66x200x3 uint8) and its action; returns its row in ``part``."""
-        frames_arr, actions_arr = self._arrays[part]
+    def _check_state(self, state, rows: int) -> np.ndarray | None:
+        if not self.state:
+            if state is not None:
+                raise ValueError("state rows given to an ArraysWriter made without state=True")
+            return None
+        arr = None if state is None else np.asarray(state, np.float32).reshape(-1, kstate.SIZE)
+        if arr is None or len(arr) != rows:
+            raise kstate.StateMismatch(f"this writer keeps state features: {rows} row(s) of "
+                                       f"{kstate.SIZE} floats needed, got {None if state is None else np.shape(state)}")
+        return arr
+
+    def add(self, part: str, frame: np.ndarray, action, state=None) -> int:
+        """One model-input frame (66x200x3 uint8), its action (and its state row, with
+        ``state=True``); returns its row in ``part``."""
+        srow = self._check_state(state, 1)
+        arrays = self._arrays[part]
         i = self.rows[part]
-        frames_arr[i] = frame
-        actions_arr[i] = act.clip_batch(np.asarray(action, np.float32))
+        arrays[0][i] = frame
+        arrays[1][i] = act.clip_batch(np.asarray(action, np.float32))
+        if srow is not None:
+            arrays[2][i] = srow[0]
         self.rows[part] = i + 1
         return i
 
-    def add_many(self, part: str, frames: np.ndarray, actions: np.ndarray) -> tuple[int, int]:
+    def add_many(self, part: str, frames: np.ndarray, actions: np.ndarray, state=None) -> tuple[int, int]:
         """A block of rows at once; returns their (start, end) in ``part``."""
-        frames_arr, actions_arr = self._arrays[part]
+        srows = self._check_state(state, len(frames))
+        arrays = self._arrays[part]
         start, end = self.rows[part], self.rows[part] + len(frames)
         for c in range(0, len(frames), 4096):  # bounded copies: frames may be memory-mapped
-            frames_arr[start + c:min(end, start + c + 4096)] = frames[c:c + 4096]
-        actions_arr[start:end] = act.clip_batch(np.asarray(actions, np.float32))
+            arrays[0][start + c:min(end, start + c + 4096)] = frames[c:c + 4096]
+        arrays[1][start:end] = act.clip_batch(np.asarray(actions, np.float32))
+        if srows is not None:
+            arrays[2][start:end] = srows
         self.rows[part] = end
         return start, end
 
@@ -159,18 +184,19 @@ class ArraysWriter:
             self._arrays.clear()
             for part in PARTS:
                 if self.rows[part] < sizes[part]:
-                    _shrink(self.tmp, part, self.rows[part])
+                    _shrink(self.tmp, part, self.rows[part], self.state)
             manifest = {
                 "kind": KIND,
                 "transform": fr.TRANSFORM,
                 "action_fields": list(act.FIELDS),
                 "train": self.rows["train"],
                 "val": self.rows["val"],
+                **({"state_fields": list(kstate.FIELDS)} if self.state else {}),
                 **meta,
                 "sessions": sessions or [],
             }
             (self.tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-            for name in FILES:
+            for name in FILES + (STATE_FILES if self.state else ()):
                 _fsync(self.tmp / name)
             _fsync(self.tmp)
             self._swap()
@@ -189,7 +215,7 @@ class ArraysWriter:
         self.tmp.rename(out)
         _fsync(out.parent)
         if old is not None:  # only our own files, then the folder
-            for name in FILES:
+            for name in OURS:
                 (old / name).unlink(missing_ok=True)
             old.rmdir()
 
@@ -205,15 +231,18 @@ class ArraysWriter:
             self.abort()
 
 
-def write_arrays(out_dir: str | os.PathLike, splits: dict[str, tuple[np.ndarray, np.ndarray]],
+def write_arrays(out_dir: str | os.PathLike, splits: dict[str, tuple[np.ndarray, ...]],
                  sessions: list | None = None, *, replace: bool = True, **meta) -> str:
-    """Whole arrays -> a prepared folder (``splits``: part -> (frames, actions)), with a manifest
-    like prepare's. ``replace``: an existing prepared folder of ours is replaced (never anything
-    else). Returns ``out_dir``."""
-    counts = {part: len(f) for part, (f, _) in splits.items()}
-    with ArraysWriter(out_dir, counts, replace=replace) as w:
-        for part, (f, a) in splits.items():
-            w.add_many(part, np.asarray(f, np.uint8), np.asarray(a, np.float32))
+    """Whole arrays -> a prepared folder (``splits``: part -> (frames, actions) or
+    (frames, actions, state)), with a manifest like prepare's. ``replace``: an existing prepared
+    folder of ours is replaced (never anything else). Returns ``out_dir``."""
+    counts = {part: len(v[0]) for part, v in splits.items()}
+    with_state = {len(v) == 3 for v in splits.values()}
+    if len(with_state) > 1:
+        raise ValueError("every split needs state rows, or none")
+    with ArraysWriter(out_dir, counts, replace=replace, state=with_state == {True}) as w:
+        for part, (f, a, *st) in splits.items():
+            w.add_many(part, np.asarray(f, np.uint8), np.asarray(a, np.float32), st[0] if st else None)
         w.commit(sessions, **meta)
     return str(out_dir)
 
@@ -233,8 +262,8 @@ def _reserved_memmap(path: Path, dtype, shape) -> np.memmap:
     return arr
 
 
-def _shrink(folder: Path, part: str, n: int) -> None:
-    for name in (f"{part}_frames.npy", f"{part}_actions.npy"):
+def _shrink(folder: Path, part: str, n: int, state: bool = False) -> None:
+    for name in (f"{part}_frames.npy", f"{part}_actions.npy", *((f"{part}_state.npy",) if state else ())):
         src = np.load(folder / name, mmap_mode="r")
         dst = _reserved_memmap(folder / (name + ".tmp"), src.dtype, (n, *src.shape[1:]))
         for c in range(0, n, 4096):

@@ -41,10 +41,15 @@ def load_policy(path: str | os.PathLike, intra_threads: int = 1):
     from train.policy import Policy
 
     try:
-        return Policy(path)
+        policy = Policy(path)
     except FileNotFoundError as exc:
         raise DriveError(str(exc)) from exc
     except TransformMismatch as exc:
         raise DriveError(f"refusing model {path}: {exc}") from exc
     except ValueError as exc:  # not a .keras file, or a model that is not PilotNet-shaped
         raise DriveError(f"cannot use model {path}: {exc}") from exc
+    if policy.needs_state:
+        raise DriveError(f"refusing model {path}: it takes kart state features beside each frame "
+                         "(trained with `train demos --state`), and the plugin's polls carry frames only; "
+                         "such a model drives in kartsim (train evaluate, train.finetune), not here yet")
+    return policy

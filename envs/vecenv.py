@@ -16,6 +16,10 @@ Semantics (gymnasium 1.x vector-env conventions, at decision level):
   returned with the ending flag is the episode's last frame, so a truncated
   episode can be bootstrapped from it.
 * Observations are ``(N, 66, 200, 3)`` uint8 model inputs (``common.frames``).
+  A backend with ``has_state`` also gives each observation's kart state
+  features (``common.state``): ``state()`` returns the ``(N, SIZE)`` float32
+  rows of the observations the last ``reset``/``step`` returned (an ended
+  env's rows are its last frame's, like its observation).
 * ``reward`` is already shaped; ``info`` carries arrays of ``progress``,
   ``lap``, ``speed``, ``falls`` per env (and ``mini_turbos`` where the backend
   can count them), and ``new_laps``: the ``(env, seconds)`` of laps completed
@@ -53,6 +57,7 @@ class VecEnvBackend:
     action_repeat: int  # game frames one step advances each env
     track: str
     has_expert: bool = False
+    has_state: bool = False
 
     @property
     def fps(self) -> int:
@@ -69,6 +74,10 @@ class VecEnvBackend:
 
     def close(self) -> None:
         pass
+
+    def state(self) -> np.ndarray | None:
+        """The kart state features of the last returned observations, or None where the backend has none."""
+        return None
 
     def expert_actions(self) -> np.ndarray:
         """The scripted expert's (N, 5) actions; only where ``has_expert``."""

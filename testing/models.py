@@ -12,20 +12,27 @@ import numpy as np
 
 from common import action as act
 from common import frames as fr
+from common import state as kstate
 from train.model import ActionRange, FrameInput, build_pilotnet
 
 
-def tiny_pilotnet(seed: int = 0) -> keras.Model:
-    """PilotNet's layout (FrameInput, convs, flatten, dense, softsign, ActionRange), few weights."""
+def tiny_pilotnet(seed: int = 0, state: bool = False) -> keras.Model:
+    """PilotNet's layout (FrameInput, convs, flatten, dense, softsign, ActionRange), few weights.
+    ``state``: with the kart state input joined after ``flatten``, as ``build_pilotnet(state=True)``."""
     keras.utils.set_random_seed(seed)
     inp = keras.Input(fr.MODEL_SHAPE, dtype="uint8", name="frames")
-    x = FrameInput(name="frame_input")(inp)
+    x = FrameInput(state_fields=kstate.FIELDS if state else None, name="frame_input")(inp)
     x = keras.layers.Conv2D(4, 5, strides=4, activation="relu", name="conv1")(x)
     x = keras.layers.Conv2D(8, 3, strides=3, activation="relu", name="conv2")(x)
     x = keras.layers.Flatten(name="flatten")(x)
+    inputs = inp
+    if state:
+        sinp = keras.Input((kstate.SIZE,), dtype="float32", name="state")
+        x = keras.layers.Concatenate(name="features")([x, sinp])
+        inputs = {"frames": inp, "state": sinp}
     x = keras.layers.Dense(16, activation="relu", name="fc16")(x)
     x = keras.layers.Dense(5, activation="softsign", name="softsign")(x)
-    return keras.Model(inp, ActionRange(name="action")(x), name="tiny_pilotnet")
+    return keras.Model(inputs, ActionRange(name="action")(x), name="tiny_pilotnet")
 
 
 def constant_pilotnet(action):

@@ -41,9 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Let a kartsim teacher drive and write prepared arrays directly (tests, quick experiments). "
         "The full pipeline is record --source sim -> dataset clean -> dataset prepare."))
     _dagger_args(add_command(
-        sub, "dagger", cmd_dagger, help="DAgger with the planner as the oracle",
-        description="DAgger with the planner as the oracle: round 0 clones planner demos (DART noise); each "
-        "later round lets the latest clone drive, has the planner label the states it visits, aggregates the "
+        sub, "dagger", cmd_dagger, help="DAgger with the planner (or the follower) as the oracle",
+        description="DAgger with the planner (or the follower) as the oracle: round 0 clones the oracle's demos "
+        "(DART noise); each later round lets the latest clone drive, has the oracle label the states it visits, "
+        "aggregates the "
         "labels, retrains the clone and evaluates it. Writes OUT/data-rNN/, OUT/clone-rNN.keras and "
         "OUT/dagger.json (lap times and falls per round)."))
     return p
@@ -139,6 +140,10 @@ def _demos_args(p: argparse.ArgumentParser) -> None:
                    help="model: render at 66x200 directly; full: render 240x320 and apply "
                    "common.frames.to_model_input, as recorded sessions after prepare (default: %(default)s)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="(default: %(default)s)")
+    p.add_argument("--state", action="store_true",
+                   help="also keep each frame's kart state features (speed, offset from the centreline, "
+                   "heading, drift, charge, hop, boost, position along the lap: common.state); a model "
+                   "trained on them sees them beside the frame (kartsim only: drive refuses such a model)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gen-tracks", type=int, metavar="K",
                    help="multi-track demos: drive K generated tracks (gen:S for S from --gen-seed on) instead of "
@@ -179,6 +184,13 @@ def _dagger_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-laps", type=int, default=1, help="laps of each round's evaluation (default: %(default)s)")
     p.add_argument("--eval-max-seconds", type=float, default=None,
                    help="game-time limit of each evaluation (default: 60 s per lap + 30 s)")
+    p.add_argument("--teacher", choices=("planner", "follower"), default="planner",
+                   help="the oracle: planner replans from every state the clone visits; follower drives one "
+                   "planned race's line and timings (with --planner-edge), labels at the expert's cost "
+                   "(default: %(default)s)")
+    p.add_argument("--state", action="store_true",
+                   help="the clones see the kart state features beside the frame (common.state; see "
+                   "`train demos --state`)")
     p.add_argument("--seed", type=int, default=0)
     _planner_args(p)
     add_json(p)
@@ -203,7 +215,8 @@ def cmd_demos(args) -> dict:
                             planner_config=_planner_config(args) if args.teacher != "expert" else None,
                             expert_margin=check_margin_frac(args.expert_margin),
                             expert_void_margin=None if args.expert_void_margin is None
-                            else check_margin_frac(args.expert_void_margin), progress=not args.json)
+                            else check_margin_frac(args.expert_void_margin), progress=not args.json,
+                            state=args.state)
     result["out"] = args.out
     return result
 
@@ -214,7 +227,8 @@ def cmd_dagger(args) -> dict:
     return dagger(args.out, args.track, rounds=args.rounds, demo_frames=args.demo_frames,
                   frames_per_round=args.frames_per_round, noise=args.noise, epochs=args.epochs,
                   batch_size=args.batch_size, eval_laps=args.eval_laps, eval_max_seconds=args.eval_max_seconds,
-                  seed=args.seed, planner_config=_planner_config(args), progress=not args.json)
+                  seed=args.seed, planner_config=_planner_config(args), progress=not args.json,
+                  teacher=args.teacher, state=args.state)
 
 
 def cmd_train(args) -> dict:

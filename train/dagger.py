@@ -1,12 +1,16 @@
 """DAgger with the planner as the oracle (Ross et al. 2011; NeuralKart did this with its search AI).
 
-Round 0: the planner drives (with DART steering noise) and labels every frame;
-a clone is trained on those labels. Round r >= 1:
+The oracle is the planner (``teacher="planner"``) or the follower of one planned
+race (``teacher="follower"``: its labels are a plain function of the state, so a
+round costs little more than the clone's own driving). Round 0: the oracle
+drives (with DART steering noise) and labels every frame; a clone is trained on
+those labels. Round r >= 1:
 
-1. the latest clone drives (``frames_per_round`` frames, from its own pixels);
-2. the planner labels the states the clone actually visits (``Planner.label``:
-   the action it would take from there; frames spent falling or held by
-   Lakitu carry no decision and are left out);
+1. the latest clone drives (``frames_per_round`` frames, from its own pixels,
+   and with ``state`` from the kart state features beside them);
+2. the oracle labels the states the clone actually visits (``Planner.label``:
+   the action it would take from there; the follower's action there; frames
+   spent falling or held by Lakitu carry no decision and are left out);
 3. the labels are aggregated with every earlier round's;
 4. a clone is trained afresh on the aggregate;
 5. it is evaluated closed-loop (``train.evaluate``: lap times, falls, ...).
@@ -27,6 +31,7 @@ from tqdm.auto import tqdm
 
 from common import action as act
 from common import frames
+from common import state as kstate
 from common.atomic import write_text
 from dataset.arrays import write_arrays
 from train.simdata import drive_expert, split_sessions
@@ -37,48 +42,60 @@ def _write_report(path: Path, report: dict) -> None:
 
 
 def clone_visits(model_path: str, track: str, n_frames: int, *, seed: int, planner_config=None,
-                 planner_seed: int = 0, progress: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
-    """The clone drives ``n_frames`` frames; the planner labels each state it reaches.
-    Returns model-input frames, planner labels and stats (falls, skipped frames, distance)."""
+                 planner_seed: int = 0, progress: bool = False, teacher: str = "planner"
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
+    """The clone drives ``n_frames`` frames; the oracle (``teacher``) labels each state it reaches.
+    Returns model-input frames, labels, their state rows (a state model; else None) and stats
+    (falls, skipped frames, distance)."""
     from envs import kartsim
     from envs.kartsim import physics as P
-    from envs.kartsim.planner import Planner
+    from envs.kartsim.state import batch_features
     from train.policy import Policy
+    from train.simdata import make_teacher
 
     policy = Policy(model_path)
     env = kartsim.make(track=track, size=frames.MODEL_SHAPE[:2], seed=seed, laps=10_000)
     obs, _ = env.reset(seed=seed)
     sim = env.unwrapped.sim
-    planner = Planner(env.unwrapped.track.source, sim.laps, planner_config, seed=planner_seed)
-    xs, ys = [], []
+    oracle = make_teacher(teacher, env, planner_config, planner_seed)
+    xs, ys, ss = [], [], []
     skipped = 0
     bar = tqdm(total=n_frames, desc=f"dagger {track}", unit="frame", disable=not progress)
     for _ in range(n_frames):
         x = frames.to_model_input(obs)
-        label = act.as_action(planner.label(sim.fs[0], sim.ist[0], sim.lapt[0]))
+        label = act.as_action(oracle.label())
+        row = batch_features(sim) if policy.needs_state else None
         if sim.fs[0, P.FALL] > 0 or sim.fs[0, P.HOLD] > 0:
             skipped += 1  # falling or held by Lakitu: no decision to learn
         else:
             xs.append(x)
             ys.append(label)
-        obs, _, term, trunc, info = env.step(policy(x[None])[0])
+            if row is not None:
+                ss.append(row[0])
+        obs, _, term, trunc, info = env.step((policy(x[None], row) if row is not None else policy(x[None]))[0])
         if term or trunc:
             obs, _ = env.reset()
-            planner.reset()
+            oracle.reset()
         bar.update(1)
     bar.close()
     stats = {"frames_driven": n_frames, "labelled": len(xs), "skipped_falling": skipped,
              "falls": int(sim.ist[0, P.FALLS]), "distance": round(float(sim.fs[0, P.PROG]), 1)}
     env.close()
     empty = np.zeros((0, *frames.MODEL_SHAPE), np.uint8)
-    return (np.stack(xs) if xs else empty), np.array(ys, np.float32).reshape(-1, act.SIZE), stats
+    state = np.array(ss, np.float32).reshape(-1, kstate.SIZE) if policy.needs_state else None
+    return (np.stack(xs) if xs else empty), np.array(ys, np.float32).reshape(-1, act.SIZE), state, stats
 
 
 def dagger(out_dir: str, track: str = "luigi", *, rounds: int = 3, demo_frames: int = 3000,
            frames_per_round: int = 1500, noise: float = 0.3, epochs: int = 5, batch_size: int = 64,
            val_fraction: float = 0.2, eval_laps: int = 1, eval_max_seconds: float | None = None,
-           seed: int = 0, planner_config=None, progress: bool = True) -> dict:
-    """Run DAgger for ``rounds`` rounds after round 0; return (and write) the per-round report."""
+           seed: int = 0, planner_config=None, progress: bool = True, teacher: str = "planner",
+           state: bool = False) -> dict:
+    """Run DAgger for ``rounds`` rounds after round 0; return (and write) the per-round report.
+    ``teacher``: the oracle, ``planner`` or ``follower``; ``state``: the clones see the kart state
+    features beside the frame (``common.state``)."""
+    if teacher not in ("planner", "follower"):
+        raise ValueError(f"the DAgger oracle must be planner or follower, got {teacher!r}")
     from train.evaluate import evaluate
     from train.fit import train
 
@@ -90,7 +107,7 @@ def dagger(out_dir: str, track: str = "luigi", *, rounds: int = 3, demo_frames: 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report_path = out / "dagger.json"
-    report: dict = {"track": track, "teacher": "planner", "noise": noise, "seed": seed, "epochs": epochs,
+    report: dict = {"track": track, "teacher": teacher, "state": state, "noise": noise, "seed": seed, "epochs": epochs,
                     "demo_frames": demo_frames, "frames_per_round": frames_per_round, "eval_laps": eval_laps,
                     "planner": None if planner_config is None else planner_config.to_dict(), "rounds": []}
     parts: dict[str, list] = {"train": [], "val": []}
@@ -99,25 +116,26 @@ def dagger(out_dir: str, track: str = "luigi", *, rounds: int = 3, demo_frames: 
     for r in range(rounds + 1):
         t0 = time.perf_counter()
         if r == 0:
-            xs, ys, stats = drive_expert(track, demo_frames, seed=seed, noise=noise, progress=progress,
-                                         teacher="planner", planner_config=planner_config)
-            stats = {"driver": "planner (DART noise)", **stats}
+            xs, ys, *ss, stats = drive_expert(track, demo_frames, seed=seed, noise=noise, progress=progress,
+                                              teacher=teacher, planner_config=planner_config, state=state)
+            ss = ss[0] if state else None
+            stats = {"driver": f"{teacher} (DART noise)", **stats}
         else:
-            xs, ys, stats = clone_visits(str(out / f"clone-r{r - 1:02d}.keras"), track, frames_per_round,
-                                         seed=seed + r, planner_config=planner_config, planner_seed=seed + r,
-                                         progress=progress)
+            xs, ys, ss, stats = clone_visits(str(out / f"clone-r{r - 1:02d}.keras"), track, frames_per_round,
+                                             seed=seed + r, planner_config=planner_config,
+                                             planner_seed=seed + r if teacher == "planner" else seed,
+                                             progress=progress, teacher=teacher)
             stats = {"driver": f"clone-r{r - 1:02d}", **stats}
         cut = int(round(len(xs) * (1 - val_fraction)))
         for part, lo, hi in (("train", 0, cut), ("val", cut, len(xs))):
-            parts[part].append((xs[lo:hi], ys[lo:hi]))
+            parts[part].append((xs[lo:hi], ys[lo:hi]) + ((ss[lo:hi],) if state else ()))
         for s in split_sessions(len(xs), cut, f"dagger-r{r:02d}-{track}"):
             n = s["frames"]
             s["rows"] = [offsets[s["split"]], offsets[s["split"]] + n]
             offsets[s["split"]] += n
             sessions.append(s)
         data = out / f"data-r{r:02d}"
-        agg = {p: (np.concatenate([x for x, _ in parts[p]]), np.concatenate([y for _, y in parts[p]]))
-               for p in ("train", "val")}
+        agg = {p: tuple(np.concatenate(cols) for cols in zip(*parts[p], strict=True)) for p in ("train", "val")}
         if len(agg["train"][0]) == 0 or len(agg["val"][0]) == 0:
             raise ValueError(f"dagger round {r}: no labelled frames to train on (every frame was spent falling)")
         write_arrays(data, agg, sessions, rate_hz=30, dagger_round=r)

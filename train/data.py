@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from common import action as act
 from common import frames
+from common import state as kstate
 
 SPLITS = ("train", "val")
 
@@ -42,6 +43,7 @@ class Arrays:
     split: str
     frames: np.ndarray  # (N, 66, 200, 3) uint8, memory-mapped
     actions: np.ndarray  # (N, 5) float32
+    state: np.ndarray | None = None  # (N, common.state.SIZE) float32 where the arrays keep state features
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -60,11 +62,14 @@ def load_manifest(data_dir: str) -> dict:
     fields = manifest.get("action_fields")
     if fields is not None and list(fields) != list(act.FIELDS):
         raise ValueError(f"{path}: action_fields {fields!r} differ from this code's {list(act.FIELDS)!r}")
+    if manifest.get("state_fields") is not None:
+        kstate.check_fields(manifest["state_fields"], source=f"prepared data {data_dir}")
     return manifest
 
 
-def load_split(data_dir: str, split: str) -> Arrays:
-    """Memory-map ``{split}_frames.npy`` / ``{split}_actions.npy`` and check their shapes."""
+def load_split(data_dir: str, split: str, state: bool = False) -> Arrays:
+    """Memory-map ``{split}_frames.npy`` / ``{split}_actions.npy`` (and ``{split}_state.npy``
+    with ``state``) and check their shapes."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     fpath = os.path.join(data_dir, f"{split}_frames.npy")
@@ -78,7 +83,16 @@ def load_split(data_dir: str, split: str) -> Arrays:
         raise ValueError(f"{fpath}: expected (N, 66, 200, 3) uint8, got {fr.shape} {fr.dtype}")
     if ac.shape != (len(fr), act.SIZE):
         raise ValueError(f"{apath}: expected ({len(fr)}, {act.SIZE}) actions, got {ac.shape}")
-    return Arrays(data_dir, split, fr, np.asarray(ac, np.float32))
+    st = None
+    if state:
+        spath = os.path.join(data_dir, f"{split}_state.npy")
+        if not os.path.exists(spath):
+            raise FileNotFoundError(f"{spath} missing: the manifest names state_fields, the file is gone")
+        st = np.load(spath, mmap_mode="r")
+        if st.shape != (len(fr), kstate.SIZE):
+            raise ValueError(f"{spath}: expected ({len(fr)}, {kstate.SIZE}) state rows, got {st.shape}")
+        st = np.asarray(st, np.float32)
+    return Arrays(data_dir, split, fr, np.asarray(ac, np.float32), st)
 
 
 class Source:
@@ -89,6 +103,12 @@ class Source:
         weights = weights or [1.0] * len(parts)
         self.weights = [w for p, w in zip(parts, weights, strict=True) if len(p)]
         self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+        kinds = {p.state is not None for p in self.parts}
+        if len(kinds) > 1:
+            raise kstate.StateMismatch("some of these prepared arrays keep state features and some do not: "
+                                       + ", ".join(f"{p.path} ({'state' if p.state is not None else 'frames only'})"
+                                                   for p in self.parts))
+        self.has_state = kinds == {True}
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -105,20 +125,21 @@ class Source:
                 out.append(rng.choice(idx, size=int(round(frac * len(idx))), replace=False))
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
-    def gather(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Frames and actions at global indices ``idx``, in sorted order (mostly sequential
-        page reads; order inside a batch does not matter to SGD, so no reorder copy)."""
+    def gather(self, idx: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Frames and actions (and state rows, where kept) at global indices ``idx``, in sorted
+        order (mostly sequential page reads; order inside a batch does not matter to SGD)."""
         idx = np.sort(np.asarray(idx, np.int64))
         bounds = np.searchsorted(idx, self.offsets)
-        fr, ac = [], []
+        fr, ac, st = [], [], []
         for p, part in enumerate(self.parts):
             local = idx[bounds[p] : bounds[p + 1]] - self.offsets[p]
             if len(local):
                 fr.append(part.frames[local])
                 ac.append(part.actions[local])
-        if len(fr) == 1:
-            return fr[0], ac[0]
-        return np.concatenate(fr), np.concatenate(ac)
+                if self.has_state:
+                    st.append(part.state[local])
+        out = [fr, ac] + ([st] if self.has_state else [])
+        return tuple(a[0] if len(a) == 1 else np.concatenate(a) for a in out)
 
 
 def augment(x: tf.Tensor, y: tf.Tensor, brightness: float = 0.2, flip: bool = True):
@@ -160,6 +181,8 @@ def make_dataset(
     flip: bool = True,
 ) -> tuple[tf.data.Dataset, int]:
     """tf.data over ``source``: (uint8 frames, float32 actions) batches, and steps per epoch.
+    With state features the inputs are ``{"frames", "state"}``, and frames are never flipped
+    (the lap-position features of a mirrored frame would describe another track).
 
     Training: reshuffled every epoch, augmented, endless (use ``steps``).
     Validation: in order, not augmented, one pass.
@@ -168,11 +191,17 @@ def make_dataset(
         raise ValueError("no samples to build a dataset from")
     n_epoch = len(source.epoch_index()) if training else len(source)
     steps = max(1, math.ceil(n_epoch / batch_size))
+    with_state = source.has_state
+    flip = flip and not with_state
 
     def load(idx):
-        fr, ac = tf.numpy_function(source.gather, [idx], [tf.uint8, tf.float32], stateful=False)
+        types = [tf.uint8, tf.float32] + ([tf.float32] if with_state else [])
+        fr, ac, *st = tf.numpy_function(source.gather, [idx], types, stateful=False)
         fr.set_shape((None, *frames.MODEL_SHAPE))
         ac.set_shape((None, act.SIZE))
+        if with_state:
+            st[0].set_shape((None, kstate.SIZE))
+            return {"frames": fr, "state": st[0]}, ac
         return fr, ac
 
     if training:
@@ -190,7 +219,12 @@ def make_dataset(
     # threads preempt the model's compute threads and cost ~20% of the training throughput.
     ds = ds.map(load, num_parallel_calls=1, deterministic=not training)
     if training and (flip or brightness > 0):
-        ds = ds.map(_compiled_augment(brightness, flip), num_parallel_calls=1)
+        aug = _compiled_augment(brightness, flip)
+        if with_state:
+            ds = ds.map(lambda x, y: ({"frames": aug(x["frames"], y)[0], "state": x["state"]}, y),
+                        num_parallel_calls=1)
+        else:
+            ds = ds.map(aug, num_parallel_calls=1)
     opts = tf.data.Options()
     opts.autotune.enabled = False
     opts.threading.private_threadpool_size = 1
@@ -202,15 +236,16 @@ def load_sources(
 ) -> tuple[Source, Source, dict]:
     """Train and val Sources (+ corrections oversampled into train) and the manifest."""
     manifest = load_manifest(data_dir)
-    train_parts, weights = [load_split(data_dir, "train")], [1.0]
-    val_parts = [load_split(data_dir, "val")]
+    state = manifest.get("state_fields") is not None
+    train_parts, weights = [load_split(data_dir, "train", state)], [1.0]
+    val_parts = [load_split(data_dir, "val", state)]
     if corrections:
         if corrections_weight <= 0:
             raise ValueError(f"--corrections-weight must be > 0, got {corrections_weight}")
-        load_manifest(corrections)
-        train_parts.append(load_split(corrections, "train"))
+        cstate = load_manifest(corrections).get("state_fields") is not None
+        train_parts.append(load_split(corrections, "train", cstate))
         weights.append(corrections_weight)
-        val_parts.append(load_split(corrections, "val"))
+        val_parts.append(load_split(corrections, "val", cstate))
     train, val = Source(train_parts, weights), Source(val_parts)
     if not len(train):
         raise ValueError(f"{data_dir}: the train split is empty")

@@ -118,7 +118,10 @@ def evaluate(
 
 
 def run_laps(env, policy, drive: Drive, seed: int, laps: int, bar) -> tuple[dict, bool]:
-    """Step until the race ends (or is cut off); returns the last info and whether it finished."""
+    """Step until the race ends (or is cut off); returns the last info and whether it finished.
+    A state model (``policy.needs_state``) sees the kart's state features beside each frame."""
+    from envs.kartsim.state import batch_features
+
     sim = env.unwrapped
     obs, info = env.reset(seed=seed)
     with bar:
@@ -129,7 +132,10 @@ def run_laps(env, policy, drive: Drive, seed: int, laps: int, bar) -> tuple[dict
                 action = sim.expert_action()
             else:
                 t0 = time.perf_counter()
-                action = policy(x[None])[0]
+                if getattr(policy, "needs_state", False):
+                    action = policy(x[None], batch_features(sim.sim))[0]
+                else:
+                    action = policy(x[None])[0]
                 drive.infer_s += time.perf_counter() - t0
             obs, _, terminated, truncated, info = env.step(action)
             drive.record(info, sim.position())

@@ -29,8 +29,9 @@ from tqdm.auto import tqdm
 
 from common import action as act
 from common import atomic
+from common import state as kstate
 from train import data as tdata
-from train.model import build_pilotnet, euclidean_loss, load_model, save_model
+from train.model import build_pilotnet, euclidean_loss, load_model, save_model, state_fields
 
 
 def run_dir(out: str) -> str:
@@ -212,7 +213,7 @@ def train(
     train_src, val_src, manifest = tdata.load_sources(data, corrections, corrections_weight)
     train_ds, steps = tdata.make_dataset(train_src, batch_size, brightness=brightness, flip=flip)
     val_ds, _ = tdata.make_dataset(val_src, batch_size, training=False)
-    run = open_run(out, resume, lr, dropout)
+    run = open_run(out, resume, lr, dropout, state=train_src.has_state)
     thr = Throughput(len(train_src.epoch_index()))
     early = ResumableEarlyStopping(patience, [float(r["val_loss"]) for r in run.rows if r.get("val_loss")])
     callbacks = run_callbacks(run, early, thr, steps if progress else None, epochs)
@@ -240,13 +241,18 @@ class Run:
         self.fresh = False  # True: a new run, whose first row replaces any earlier log
 
 
-def open_run(out: str, resume: bool, lr: float, dropout: float) -> Run:
-    """Resume from ``last.keras`` and ``log.csv`` (the epochs done = the rows logged), or start fresh."""
+def open_run(out: str, resume: bool, lr: float, dropout: float, state: bool = False) -> Run:
+    """Resume from ``last.keras`` and ``log.csv`` (the epochs done = the rows logged), or start fresh.
+    ``state``: the data keeps state features, so the model takes them (``build_pilotnet(state=True)``)."""
     rdir = run_dir(out)
     os.makedirs(rdir, exist_ok=True)
     last, csv_path = os.path.join(rdir, "last.keras"), os.path.join(rdir, "log.csv")
     if resume and os.path.exists(last):
         model = load_model(last, compile=True)
+        if (state_fields(model) is not None) != state:
+            raise kstate.StateMismatch(f"--resume: {last} {'takes' if state_fields(model) else 'does not take'} "
+                                       f"state features and the data {'does not keep' if not state else 'keeps'} "
+                                       "them; train into a new --out")
         if model.optimizer is None:
             compile_model(model, lr)
         return Run(out, model, read_log(csv_path))
@@ -254,7 +260,7 @@ def open_run(out: str, resume: bool, lr: float, dropout: float) -> Run:
         print(f"--resume: no {last} yet, starting fresh", file=sys.stderr)
     # a fresh run keeps an earlier run's log.csv until its own first epoch replaces it (atomically),
     # so a crash or a full disk before then loses nothing
-    run = Run(out, compile_model(build_pilotnet(dropout), lr), [])
+    run = Run(out, compile_model(build_pilotnet(dropout, state=state), lr), [])
     run.fresh = True
     return run
 

@@ -32,6 +32,7 @@ from keras import layers, ops
 
 from common import action as act
 from common import atomic, frames
+from common import state as kstate
 
 PACKAGE = "kartpilot"
 EPS = 1e-6
@@ -46,10 +47,11 @@ ACTION_LAYOUT = {
 class FrameInput(layers.Layer):
     """uint8 frames -> float32 in [-1, 1]; carries the transform + action layout."""
 
-    def __init__(self, transform=None, action_layout=None, **kwargs):
+    def __init__(self, transform=None, action_layout=None, state_fields=None, **kwargs):
         super().__init__(**kwargs)
         self.transform = dict(transform if transform is not None else frames.TRANSFORM)
         self.action_layout = dict(action_layout if action_layout is not None else ACTION_LAYOUT)
+        self.state_fields = list(state_fields) if state_fields else None  # None: frames only
 
     def call(self, x):
         return ops.cast(x, "float32") / 127.5 - 1.0
@@ -58,7 +60,8 @@ class FrameInput(layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "transform": self.transform, "action_layout": self.action_layout}
+        return {**super().get_config(), "transform": self.transform, "action_layout": self.action_layout,
+                "state_fields": self.state_fields}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -89,22 +92,36 @@ def euclidean_loss(y_true, y_pred):
     return ops.sqrt(ops.sum(ops.square(diff), axis=-1) + EPS) - float(np.sqrt(EPS))
 
 
-def build_pilotnet(dropout: float = 0.0) -> keras.Model:
-    """PilotNet: (66, 200, 3) uint8 -> (5,) action vector. ``dropout`` after each hidden dense."""
+def build_pilotnet(dropout: float = 0.0, state: bool = False) -> keras.Model:
+    """PilotNet: (66, 200, 3) uint8 -> (5,) action vector. ``dropout`` after each hidden dense.
+
+    ``state``: a second input, the kart state features (``common.state``, float32
+    ``(SIZE,)``), joined to the flattened convolution features (layer ``features``)
+    before the dense stack; the model's inputs are then ``{"frames", "state"}``."""
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     inp = keras.Input(shape=frames.MODEL_SHAPE, dtype="uint8", name="frames")
-    x = FrameInput(name="frame_input")(inp)
+    x = FrameInput(state_fields=kstate.FIELDS if state else None, name="frame_input")(inp)
     for i, (filters, k, s) in enumerate(((24, 5, 2), (36, 5, 2), (48, 5, 2), (64, 3, 1), (64, 3, 1))):
         x = layers.Conv2D(filters, k, strides=s, activation="relu", name=f"conv{i + 1}")(x)
     x = layers.Flatten(name="flatten")(x)
+    inputs = inp
+    if state:
+        sinp = keras.Input(shape=(kstate.SIZE,), dtype="float32", name="state")
+        x = layers.Concatenate(name="features")([x, sinp])
+        inputs = {"frames": inp, "state": sinp}
     for units in (1164, 100, 50, 10):
         x = layers.Dense(units, activation="relu", name=f"fc{units}")(x)
         if dropout and units != 10:
             x = layers.Dropout(dropout, name=f"drop{units}")(x)
     x = layers.Dense(act.SIZE, activation="softsign", name="softsign")(x)
     out = ActionRange(name="action")(x)
-    return keras.Model(inp, out, name="pilotnet")
+    return keras.Model(inputs, out, name="pilotnet")
+
+
+def state_fields(model: keras.Model) -> list[str] | None:
+    """The state layout a model takes beside its frames (None: frames only)."""
+    return _frame_layer(model, model.name).state_fields
 
 
 def save_model(model: keras.Model, path: str | os.PathLike) -> str:
@@ -147,6 +164,8 @@ def load_model(path: str | os.PathLike, *, compile: bool = False) -> keras.Model
     cfg = read_model_config(path)
     frames.check_transform(cfg.get("transform"), source=f"model {path}")
     _check_action_layout(cfg.get("action_layout"), path)
+    if cfg.get("state_fields"):
+        kstate.check_fields(cfg["state_fields"], source=f"model {path}")
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=True)
     except FileNotFoundError:

@@ -40,10 +40,15 @@ def val_session_rows(manifest: dict, n_val: int, limit: int = 900) -> tuple[str,
 
 
 def steering_trace(model, data_dir: str, manifest: dict, path: str) -> str:
-    val = tdata.load_split(data_dir, "val")
+    val = tdata.load_split(data_dir, "val", manifest.get("state_fields") is not None)
     name, start, end = val_session_rows(manifest, len(val))
     x = np.asarray(val.frames[start:end])
-    pred = np.concatenate([np.asarray(model(x[i : i + 256], training=False)) for i in range(0, len(x), 256)])
+    st = None if val.state is None else np.asarray(val.state[start:end])
+
+    def inputs(i):
+        return x[i : i + 256] if st is None else {"frames": x[i : i + 256], "state": st[i : i + 256]}
+
+    pred = np.concatenate([np.asarray(model(inputs(i), training=False)) for i in range(0, len(x), 256)])
     rec = val.actions[start:end]
     t = np.arange(len(x)) / float(manifest.get("rate_hz", 30) or 30)
     fig, ax = plt.subplots(figsize=(9, 3.5))

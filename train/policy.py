@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from common import action as act
 from common import frames
+from common import state as kstate
 
 
 class Policy:
@@ -25,6 +26,8 @@ class Policy:
 
     ``model`` is a keras model from ``train.model`` or a path to a ``.keras`` file
     (loaded with the transform check). A single frame ``(66, 200, 3)`` gives ``(5,)``.
+    A model built with state features (``needs_state``) is called as
+    ``policy(frames, state)`` with ``(N, common.state.SIZE)`` float32 state rows.
     """
 
     def __init__(self, model, *, warm: bool = True):
@@ -36,17 +39,27 @@ class Policy:
         else:
             self.path = None
         self.model = model
-        spec = tf.TensorSpec(shape=(None, *frames.MODEL_SHAPE), dtype=tf.uint8, name="frames")
+        from train.model import state_fields
 
-        @tf.function(input_signature=[spec], reduce_retracing=True)
-        def infer(x):
-            return tf.cast(model(x, training=False), tf.float32)
+        self.needs_state = state_fields(model) is not None
+        spec = tf.TensorSpec(shape=(None, *frames.MODEL_SHAPE), dtype=tf.uint8, name="frames")
+        sspec = tf.TensorSpec(shape=(None, kstate.SIZE), dtype=tf.float32, name="state")
+
+        if self.needs_state:
+            @tf.function(input_signature=[spec, sspec], reduce_retracing=True)
+            def infer(x, s):
+                return tf.cast(model({"frames": x, "state": s}, training=False), tf.float32)
+        else:
+            @tf.function(input_signature=[spec], reduce_retracing=True)
+            def infer(x):
+                return tf.cast(model(x, training=False), tf.float32)
 
         self._infer = infer.get_concrete_function()
         if warm:
-            self(np.zeros((1, *frames.MODEL_SHAPE), np.uint8))
+            self(np.zeros((1, *frames.MODEL_SHAPE), np.uint8), np.zeros((1, kstate.SIZE), np.float32))
 
-    def __call__(self, batch) -> np.ndarray:
+    def __call__(self, batch, state=None) -> np.ndarray:
+        """Actions for frames (and, for a state model, their state rows; ignored otherwise)."""
         arr = np.asarray(batch)
         single = arr.ndim == 3
         if single:
@@ -60,12 +73,23 @@ class Policy:
             raise ValueError(f"policy input must be uint8 frames, got dtype {arr.dtype}")
         if arr.shape[0] == 0:
             return np.zeros((0, act.SIZE), np.float32)
-        out = act.clip_batch(self._infer(tf.convert_to_tensor(arr)).numpy())
+        args = [tf.convert_to_tensor(arr)]
+        if self.needs_state:
+            if state is None:
+                raise kstate.StateMismatch(
+                    f"model {self.path or self.model.name} takes kart state features beside each frame "
+                    f"({', '.join(kstate.FIELDS[:4])}, ...: common.state); none were given")
+            srow = np.asarray(state, np.float32).reshape(-1, kstate.SIZE) if np.size(state) else None
+            if srow is None or len(srow) != len(arr):
+                raise kstate.StateMismatch(f"state must be ({len(arr)}, {kstate.SIZE}) float32 rows, "
+                                           f"one per frame; got shape {np.shape(state)}")
+            args.append(tf.convert_to_tensor(srow))
+        out = act.clip_batch(self._infer(*args).numpy())
         # NaN can only come from a broken model; neutral input is the safe answer.
         if not np.isfinite(out).all():
             out = np.where(np.isfinite(out), out, act.NEUTRAL)
         return out[0] if single else out
 
-    def act(self, frame) -> np.ndarray:
-        """One frame as recorded (any size) -> one action vector."""
-        return self(frames.to_model_input(np.asarray(frame)))
+    def act(self, frame, state=None) -> np.ndarray:
+        """One frame as recorded (any size) (and its state row, for a state model) -> one action vector."""
+        return self(frames.to_model_input(np.asarray(frame)), state)

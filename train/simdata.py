@@ -27,9 +27,11 @@ from tqdm.auto import tqdm
 
 from common import action as act
 from common import frames
+from common import state as kstate
 from dataset.arrays import write_arrays
 from envs.kartsim.dart import DartNoise
 from envs.kartsim.expert import MARGIN_FRAC, Expert, teacher_margin
+from envs.kartsim.state import batch_features
 
 TEACHERS = ("expert", "planner", "follower")
 
@@ -88,9 +90,10 @@ def make_teacher(teacher: str, env, config=None, seed: int = 0, expert_margin: f
 
 def drive_expert(track: str, n_frames: int, *, size=(66, 200), seed: int = 0, noise: float = 0.0,
                  progress: bool = True, teacher: str = "expert", planner_config=None,
-                 expert_margin: float = MARGIN_FRAC, expert_void_margin: float | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Let ``teacher`` drive kartsim for ``n_frames`` steps; return model-input frames, its labels, stats.
+                 expert_margin: float = MARGIN_FRAC, expert_void_margin: float | None = None,
+                 state: bool = False) -> tuple[np.ndarray, ...]:
+    """Let ``teacher`` drive kartsim for ``n_frames`` steps; return model-input frames, its labels, stats
+    (and, with ``state``, each frame's kart state features, ``common.state``: frames, labels, state, stats).
 
     ``noise``: std of the DART steering perturbation (see DartNoise); labels stay the teacher's.
     ``teacher="planner"`` labels each frame by a replan from the state reached (``planner_config``:
@@ -105,11 +108,14 @@ def drive_expert(track: str, n_frames: int, *, size=(66, 200), seed: int = 0, no
     dart = DartNoise(noise, seed)
     xs = np.empty((n_frames, *frames.MODEL_SHAPE), np.uint8)
     ys = np.empty((n_frames, act.SIZE), np.float32)
+    ss = np.empty((n_frames, kstate.SIZE), np.float32) if state else None
     falls = 0
     bar = tqdm(total=n_frames, desc=f"{teacher} {track}", unit="frame", disable=not progress)
     for i in range(n_frames):
         label = act.as_action(teach.label())
         xs[i], ys[i] = frames.to_model_input(obs), label
+        if ss is not None:
+            ss[i] = batch_features(env.unwrapped.sim)[0]
         obs, _, terminated, truncated, info = env.step(dart.perturb(label))
         if terminated or truncated:
             falls += int(info.get("falls", 0))
@@ -125,7 +131,7 @@ def drive_expert(track: str, n_frames: int, *, size=(66, 200), seed: int = 0, no
              "falls": falls + int(info.get("falls", 0)),
              "distance": round(float(env.unwrapped.sim.fs[0, physics.PROG]), 1)}  # race progress (units)
     env.close()
-    return xs, ys, stats
+    return (xs, ys, ss, stats) if state else (xs, ys, stats)
 
 
 def split_sessions(n: int, cut: int, name: str, driver: str = "expert") -> list[dict]:
@@ -141,22 +147,26 @@ def split_sessions(n: int, cut: int, name: str, driver: str = "expert") -> list[
 def expert_dataset(out_dir: str, track: str = "luigi", n_frames: int = 600, *, val_fraction: float = 0.2,
                    size=(66, 200), seed: int = 0, noise: float = 0.0, progress: bool = True,
                    teacher: str = "expert", planner_config=None, tracks: list[str] | None = None,
-                   expert_margin: float = MARGIN_FRAC, expert_void_margin: float | None = None) -> dict:
+                   expert_margin: float = MARGIN_FRAC, expert_void_margin: float | None = None,
+                   state: bool = False) -> dict:
     """Teacher demos -> prepared arrays. The last ``val_fraction`` of the drive is the val split
     (a contiguous stretch, like a held-out session, so val is not a shuffled copy of train).
+    ``state``: keep each frame's kart state features too (``{split}_state.npy``), for a model
+    that sees them beside the frame.
 
     ``tracks``: drive each of these instead of ``track`` (multi-track cloning), ``n_frames``
     shared out evenly, track ``k`` started with seed ``seed + k``; each track's tail is its val."""
     if teacher not in TEACHERS:
         raise ValueError(f"teacher must be one of {TEACHERS}, got {teacher!r}")
     names = list(tracks) if tracks else [track]
-    splits: dict = {"train": ([], []), "val": ([], [])}
+    splits: dict = {"train": ([], [], []), "val": ([], [], [])}
     sessions, per_track, at = [], [], {"train": 0, "val": 0}
     for k, name in enumerate(names):
         n_k = n_frames // len(names) + (1 if k < n_frames % len(names) else 0)
-        xs, ys, stats = drive_expert(name, n_k, size=size, seed=seed + k, noise=noise, progress=progress,
-                                     teacher=teacher, planner_config=planner_config,
-                                     expert_margin=expert_margin, expert_void_margin=expert_void_margin)
+        xs, ys, *ss, stats = drive_expert(name, n_k, size=size, seed=seed + k, noise=noise, progress=progress,
+                                          teacher=teacher, planner_config=planner_config,
+                                          expert_margin=expert_margin, expert_void_margin=expert_void_margin,
+                                          state=state)
         per_track.append(stats)
         cut = int(round(len(xs) * (1 - val_fraction)))
         for entry in split_sessions(len(xs), cut, f"sim-{name}", "expert"):
@@ -164,11 +174,13 @@ def expert_dataset(out_dir: str, track: str = "luigi", n_frames: int = 600, *, v
             labels = ys[:cut] if entry["split"] == "train" else ys[cut:]
             splits[entry["split"]][0].append(part)
             splits[entry["split"]][1].append(labels)
+            if state:
+                splits[entry["split"]][2].append(ss[0][:cut] if entry["split"] == "train" else ss[0][cut:])
             start = at[entry["split"]]
             entry["rows"] = [start, start + len(part)]
             at[entry["split"]] += len(part)
             sessions.append(entry)
-    arrays = {k: (np.concatenate(v[0]), np.concatenate(v[1])) for k, v in splits.items()}
+    arrays = {k: tuple(np.concatenate(a) for a in (v if state else v[:2])) for k, v in splits.items()}
     if tracks is None:
         stats = per_track[0]
     else:

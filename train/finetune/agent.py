@@ -38,25 +38,30 @@ import numpy as np
 import tensorflow as tf
 
 from common import action as act
+from common import state as kstate
+from common.frames import MODEL_SHAPE
 
 FEATURE_LAYER = "flatten"
+STATE_FEATURE_LAYER = "features"  # a state model's flattened frame features joined with its state input
 BUTTONS = (2, 3, 4)  # a, b, rb indices in the action vector
 LOG_2PI = math.log(2.0 * math.pi)
 
 
 def split_cloned(cloned: keras.Model) -> tuple[keras.Model, list[keras.layers.Dense]]:
-    """(trunk model frames -> features, the cloned Dense layers above it in order)."""
+    """(trunk model frames -> features, the cloned Dense layers above it in order). A state model's
+    trunk takes ``{"frames", "state"}`` and returns the conv features with the state rows joined on."""
+    names = [layer.name for layer in cloned.layers]
+    split = STATE_FEATURE_LAYER if STATE_FEATURE_LAYER in names else FEATURE_LAYER
     try:
-        feat = cloned.get_layer(FEATURE_LAYER).output
+        feat = cloned.get_layer(split).output
     except ValueError as exc:
         raise ValueError(
             f"model {cloned.name!r} has no {FEATURE_LAYER!r} layer: finetune needs a PilotNet "
             "built by train.model.build_pilotnet"
         ) from exc
-    names = [layer.name for layer in cloned.layers]
     dense = [
         layer
-        for layer in cloned.layers[names.index(FEATURE_LAYER) + 1 :]
+        for layer in cloned.layers[names.index(split) + 1 :]
         if isinstance(layer, keras.layers.Dense)
     ]
     if not dense or dense[-1].units != act.SIZE or dense[-1].activation is not keras.activations.softsign:
@@ -157,23 +162,27 @@ class ActorCritic:
         self.frame_stack = frame_stack
         self.init_log_std = float(init_log_std)
         self.trunk, dense = split_cloned(cloned)
+        from train.model import state_fields
+
+        self.needs_state = state_fields(cloned) is not None  # the trunk also takes state rows (common.state)
         self.feature_dim = int(dense[0].kernel.shape[0])
         self.head = build_head(dense, frame_stack, "actor_head")
         self.ref_head = build_head(dense, frame_stack, "reference_head")
         self.ref_head.trainable = False
         self.critic = build_critic(self.feature_dim * frame_stack, critic_hidden, seed)
         self.log_std = keras.Variable(np.array([init_log_std], np.float32), name="log_std")
-        spec = tf.TensorSpec((None, *cloned.input.shape[1:]), tf.uint8)
-        self._features = tf.function(lambda f: self.trunk(f, training=False), input_signature=[spec])
+        spec = tf.TensorSpec((None, *MODEL_SHAPE), tf.uint8)
+        sspec = tf.TensorSpec((None, kstate.SIZE if self.needs_state else 0), tf.float32)
+        self._features = tf.function(lambda f, s: self._trunk(f, s), input_signature=[spec, sspec])
         fspec = tf.TensorSpec((None, self.feature_dim * frame_stack), tf.float32)
         self._heads = tf.function(self._heads_impl, input_signature=[fspec])
-        self._act_graph = tf.function(lambda f: self._act_impl(f), input_signature=[spec])
+        self._act_graph = tf.function(lambda f, s: self._act_impl(f, s), input_signature=[spec, sspec])
         # Acting (see sample_frames): trunk, actor head and the sampling in one graph call. The
         # critic and the reference head do not decide the action: they run once per rollout over
         # all its features (ref_and_value), not once per step.
         # (called through their concrete functions: half the Python dispatch cost per step)
         seeds = tf.TensorSpec((2, 2), tf.int64)
-        self._sample_frames_fn = tf.function(self._sample_frames_impl, input_signature=[spec, seeds])
+        self._sample_frames_fn = tf.function(self._sample_frames_impl, input_signature=[spec, sspec, seeds])
         self._sample_feats_fn = tf.function(lambda f, s: self._sample_impl(self.head(f, training=False), s),
                                             input_signature=[fspec, seeds])
         self._concrete: dict = {}
@@ -189,14 +198,32 @@ class ActorCritic:
     def critic_weights(self):
         return self.critic.trainable_weights
 
-    def features(self, frames: np.ndarray) -> np.ndarray:
-        return self._features(tf.convert_to_tensor(frames)).numpy()
+    def _trunk(self, frames, state):
+        if self.needs_state:
+            return self.trunk({"frames": frames, "state": state}, training=False)
+        return self.trunk(frames, training=False)
+
+    def _inputs(self, frames: np.ndarray, state) -> tuple[tf.Tensor, tf.Tensor]:
+        """Frames and state rows as the graphs' tensors (an empty (N, 0) state for a frames-only model)."""
+        n = len(frames)
+        if not self.needs_state:
+            return tf.convert_to_tensor(frames), tf.zeros((n, 0), tf.float32)
+        if state is None:
+            raise kstate.StateMismatch(f"model {self.cloned.name!r} takes kart state features beside each frame, "
+                                       "and this env backend gives none (kartsim does: --env kartsim)")
+        st = np.asarray(state, np.float32)
+        if st.shape != (n, kstate.SIZE):
+            raise kstate.StateMismatch(f"state rows must be ({n}, {kstate.SIZE}), got {st.shape}")
+        return tf.convert_to_tensor(frames), tf.convert_to_tensor(st)
+
+    def features(self, frames: np.ndarray, state=None) -> np.ndarray:
+        return self._features(*self._inputs(frames, state)).numpy()
 
     def _heads_impl(self, feats):
         return self.head(feats), self.ref_head(feats), self.critic(feats)[:, 0]
 
-    def _act_impl(self, frames):
-        feats = self.trunk(frames, training=False)
+    def _act_impl(self, frames, state):
+        feats = self._trunk(frames, state)
         return (feats, *self._heads_impl(feats))
 
     def _sample_impl(self, z, seeds):
@@ -214,8 +241,8 @@ class ActorCritic:
             self._concrete[name] = getattr(self, name + "_fn").get_concrete_function()
         return self._concrete[name]
 
-    def _sample_frames_impl(self, frames, seeds):
-        feats = self.trunk(frames, training=False)
+    def _sample_frames_impl(self, frames, state, seeds):
+        feats = self._trunk(frames, state)
         return (feats, *self._sample_impl(self.head(feats, training=False), seeds))
 
     @staticmethod
@@ -223,22 +250,23 @@ class ActorCritic:
         """Per-call seeds of the stateless samplers, drawn from ``rng`` (checkpointed by the caller)."""
         return tf.constant(rng.integers(0, np.iinfo(np.int64).max, size=(2, 2), dtype=np.int64))
 
-    def sample_frames(self, frames: np.ndarray, rng: np.random.Generator):
-        """frame_stack 1: frames -> (features, env actions, steering x, buttons, log-prob), one graph call.
+    def sample_frames(self, frames: np.ndarray, rng: np.random.Generator, state=None):
+        """frame_stack 1: frames (and state rows) -> (features, env actions, steering x, buttons,
+        log-prob), one graph call.
 
         Sampling runs in the graph from seeds drawn from ``rng``: the same ``rng``
         state gives the same actions, so a resumed run takes the same steps.
         """
         if self.frame_stack != 1:
             raise ValueError("sample_frames is for frame_stack=1; stacked actors call features, then sample_features")
-        feats, x, y, buttons, logp = self._graph("_sample_frames")(tf.convert_to_tensor(frames), self._seeds(rng))
+        feats, x, y, buttons, logp = self._graph("_sample_frames")(*self._inputs(frames, state), self._seeds(rng))
         x, buttons = x.numpy(), buttons.numpy()
         return feats.numpy(), to_env_actions(x, y.numpy(), buttons), x, buttons, logp.numpy()
 
-    def acting_graph(self, frames: np.ndarray, rng: np.random.Generator):
+    def acting_graph(self, frames: np.ndarray, rng: np.random.Generator, state=None):
         """(graph, args): ``sample_frames``' graph call with its inputs as tensors, so that
         ``graph(*args)`` is the acting forward pass alone (bench.finetune's forward limit)."""
-        return self._graph("_sample_frames"), (tf.convert_to_tensor(frames), self._seeds(rng))
+        return self._graph("_sample_frames"), (*self._inputs(frames, state), self._seeds(rng))
 
     def sample_features(self, feats: np.ndarray, rng: np.random.Generator):
         """(stacked) features -> (env actions, steering x, buttons, log-prob), sampled in the graph."""
@@ -251,11 +279,11 @@ class ActorCritic:
         ref_z, value = self._ref_value(tf.convert_to_tensor(feats, tf.float32))
         return ref_z.numpy(), value.numpy()
 
-    def features_and_heads(self, frames: np.ndarray):
+    def features_and_heads(self, frames: np.ndarray, state=None):
         """frames -> features, z, reference z, value (frame_stack 1: the heads see this frame only)."""
         if self.frame_stack != 1:
             raise ValueError("features_and_heads is for frame_stack=1; stacked actors call features, then heads")
-        return tuple(t.numpy() for t in self._act_graph(tf.convert_to_tensor(frames)))
+        return tuple(t.numpy() for t in self._act_graph(*self._inputs(frames, state)))
 
     def heads(self, feats: np.ndarray):
         """(stacked features) -> z, reference z, value as numpy."""

@@ -74,6 +74,7 @@ class KartSimBackend(VecEnvBackend):
     """
 
     has_expert = True
+    has_state = True
 
     def __init__(self, track: str = "rainbow", num_envs: int = 24, action_repeat: int = 4,
                  seed: int | None = 0, shaping: RewardShaping | None = None, laps: int = 3, **kw):
@@ -100,26 +101,35 @@ class KartSimBackend(VecEnvBackend):
         self._falls = np.zeros(num_envs)
         self._mts = np.zeros(num_envs)  # mini-turbos fired this episode
         self._pending = np.zeros(num_envs, bool)  # ended last frame: the next vec step resets it
+        self._state: np.ndarray | None = None  # state features of the last returned observations
 
     def reset(self, seed: int | None = None) -> np.ndarray:
+        from envs.kartsim.state import batch_features
+
         obs, info = self.vec.reset(seed=self._seed if seed is None else seed)
         self._laps = _info_array(info, "lap", self.num_envs)
         self._falls = _info_array(info, "falls", self.num_envs)
         self._mts = _info_array(info, "mini_turbos", self.num_envs)
         self._pending[:] = False
+        self._state = batch_features(self.vec.sim)
         return np.asarray(obs, np.uint8)
+
+    def state(self) -> np.ndarray:
+        return self._state
 
     def expert_actions(self) -> np.ndarray:
         return np.asarray(self.vec.expert_actions(), np.float32)
 
     def step(self, actions: np.ndarray) -> StepResult:
+        from envs.kartsim.state import batch_features
+
         n = self.num_envs
         actions = np.asarray(actions, np.float32)
         total = np.zeros(n)
         term = np.zeros(n, bool)
         trunc = np.zeros(n, bool)
         ended = np.zeros(n, bool)  # ended earlier in this step: ignore its new episode's reward
-        final_obs = None
+        final_obs = final_state = None
         lap_end, falls_end, mts_end = np.zeros(n), np.zeros(n), np.zeros(n)  # an ended episode's counts
         new_laps: list[tuple[int, float]] = []
         for k in range(self.action_repeat):
@@ -143,6 +153,9 @@ class KartSimBackend(VecEnvBackend):
                     obs = self.vec.observe()
                 final_obs = np.array(obs, np.uint8) if final_obs is None else final_obs
                 final_obs[done_now] = obs[done_now]
+                now = batch_features(self.vec.sim)
+                final_state = now if final_state is None else final_state
+                final_state[done_now] = now[done_now]
                 lap_end[done_now], falls_end[done_now] = laps[done_now], falls[done_now]
                 mts_end[done_now] = mts[done_now]
             term |= done_now & te
@@ -153,6 +166,9 @@ class KartSimBackend(VecEnvBackend):
         obs = np.asarray(obs, np.uint8)
         if final_obs is not None:  # an ended env shows its last frame, as next-step autoreset does
             obs = np.where(ended[:, None, None, None], final_obs, obs)
+        self._state = batch_features(self.vec.sim)  # ~20 numbers per kart: cheap beside the frame
+        if final_state is not None:
+            self._state = np.where(ended[:, None], final_state, self._state)
         out_info = {
             "progress": _info_array(info, "progress", n),
             "lap": np.where(ended, lap_end, self._laps),
@@ -173,6 +189,9 @@ class KartSimBackend(VecEnvBackend):
         self._laps, self._falls = state["laps"].copy(), state["falls"].copy()
         self._mts = state["mini_turbos"].copy()
         self._pending = state["pending"].copy()
+        from envs.kartsim.state import batch_features
+
+        self._state = batch_features(self.vec.sim)
 
     def close(self) -> None:
         self.vec.close()

@@ -61,6 +61,7 @@ class Collector:
         self.rng = np.random.default_rng(seed)
         n = env.num_envs
         self.obs = env.reset(seed=seed)
+        self.state = env.state() if net.needs_state else None  # the obs' kart state rows (state models)
         self.stack = FeatureStack(n, net.frame_stack, net.feature_dim)
         self.scaler = RewardScaler(n, gamma) if scale_rewards else None
         self.valid = np.ones(n, bool)  # False: this step only resets the env (next-step autoreset)
@@ -85,10 +86,10 @@ class Collector:
             t0 = time.perf_counter()
             # one graph call per step: trunk, actor head and sampling (value and reference: below)
             if net.frame_stack == 1:
-                feats, actions, x, buttons, logp = net.sample_frames(self.obs, self.rng)
+                feats, actions, x, buttons, logp = net.sample_frames(self.obs, self.rng, self.state)
                 stacked = self.stack.push(feats)
             else:
-                stacked = self.stack.push(net.features(self.obs))
+                stacked = self.stack.push(net.features(self.obs, self.state))
                 actions, x, buttons, logp = net.sample_features(stacked, self.rng)
             t1 = time.perf_counter()
             res = env.step(actions)
@@ -113,6 +114,8 @@ class Collector:
             self.stack.fresh |= ~self.valid
             self.valid = ~done
             self.obs = res.obs
+            if net.needs_state:
+                self.state = env.state()
             if self.on_step is not None:
                 self.on_step(res.obs, self)
         # The critic and the frozen reference head do not change during the rollout: one call over
@@ -130,7 +133,7 @@ class Collector:
 
     def stack_peek(self) -> np.ndarray:
         """Stacked features of the current obs without advancing the stack."""
-        feats = self.net.features(self.obs)
+        feats = self.net.features(self.obs, self.state)
         k = self.stack.k
         if k == 1:
             return feats
@@ -139,7 +142,8 @@ class Collector:
         return buf.reshape(len(feats), -1)
 
     def get_state(self) -> dict:
-        return {"rng": self.rng.bit_generator.state, "obs": self.obs.copy(), "stack": self.stack.buf.copy(),
+        return {"rng": self.rng.bit_generator.state, "obs": self.obs.copy(),
+                **({"state": self.state.copy()} if self.state is not None else {}), "stack": self.stack.buf.copy(),
                 "fresh": self.stack.fresh.copy(), "valid": self.valid.copy(),
                 "ep_return": self.ep_return.copy(), "ep_len": self.ep_len.copy(),
                 "episodes": list(self.episodes), "laps": list(self.laps),
@@ -148,6 +152,8 @@ class Collector:
     def set_state(self, s: dict) -> None:
         self.rng.bit_generator.state = s["rng"]
         self.obs, self.valid = s["obs"].copy(), s["valid"].copy()
+        if "state" in s:
+            self.state = s["state"].copy()
         self.stack.buf, self.stack.fresh = s["stack"].copy(), s["fresh"].copy()
         self.ep_return, self.ep_len = s["ep_return"].copy(), s["ep_len"].copy()
         self.episodes, self.laps = list(s["episodes"]), list(s["laps"])
@@ -176,7 +182,7 @@ def evaluate(env: VecEnvBackend, laps: int, max_frames: int, net: ag.ActorCritic
         if net is None:
             actions = env.expert_actions()
         else:
-            z, _, _ = net.heads(stack.push(net.features(obs)))
+            z, _, _ = net.heads(stack.push(net.features(obs, env.state() if net.needs_state else None)))
             actions = net.act(z, None)[0]
         res = env.step(actions)
         frames += env.action_repeat
