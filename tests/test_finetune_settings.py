@@ -211,3 +211,30 @@ def test_a_fresh_run_refuses_an_out_holding_another_run(tiny_model, tmp_path):
     assert (out / "best.keras").read_bytes() == b"the previous run's best model"
     with pytest.raises(FileNotFoundError, match=r"state\.npz"):
         Trainer(dataclasses.replace(cfg, resume=True))
+
+
+def test_curve_skips_the_baselines_of_a_track_neither_policy_laps(tmp_path, monkeypatch):
+    import types
+
+    import matplotlib.axes
+
+    from train.finetune.plot import plot_curves
+
+    drawn = []
+    real = matplotlib.axes.Axes.axhline
+    monkeypatch.setattr(matplotlib.axes.Axes, "axhline",
+                        lambda self, y, **kw: drawn.append((kw.get("label"), y)) or real(self, y, **kw))
+    cfg = types.SimpleNamespace(eval_tracks=["rainbow", "twisty"], track="rainbow", warmup_frames=100)
+    evals = [{"track": "rainbow", "frames": 100, "best_lap_s": 41.0, "mean_lap_s": 41.5, "falls": 0},
+             {"track": "twisty", "frames": 100, "best_lap_s": None, "mean_lap_s": None, "falls": 0}]
+    baselines = {"rainbow": {"cloned": {"best_lap_s": 41.5}, "expert": {"best_lap_s": 41.1},
+                             "lower_bound_s": 31.5, "planned_lap_s": 36.5},
+                 "twisty": {"cloned": {"best_lap_s": None}, "expert": {"best_lap_s": 31.0}}}
+    trainer = types.SimpleNamespace(cfg=cfg, evals=evals, baselines=baselines, history=[])
+    assert os.path.exists(plot_curves(trainer, str(tmp_path / "curve.png")))
+    assert drawn == [("cloned, rainbow", 41.5), ("expert, rainbow", 41.1)]
+    # once the fine-tuned policy laps twisty, its baselines are drawn beside it
+    evals[1].update(best_lap_s=40.0, mean_lap_s=40.0)
+    drawn.clear()
+    plot_curves(trainer, str(tmp_path / "curve.png"))
+    assert ("expert, twisty", 31.0) in drawn

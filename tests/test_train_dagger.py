@@ -67,3 +67,25 @@ def test_dagger_rounds_aggregate_planner_labels_and_report(tmp_path):
         assert isinstance(r["lap_times"], list) and isinstance(r["falls"], int) and r["laps"] == len(r["lap_times"])
     on_disk = json.loads((out / "dagger.json").read_text())
     assert on_disk["rounds"] == rep["rounds"]
+
+
+def test_dagger_with_the_follower_as_oracle_and_state_features(tmp_path):
+    from common import state as kstate
+    from train.dagger import dagger
+    from train.model import load_model, state_fields
+
+    out = tmp_path / "dagger-follow"
+    rep = dagger(str(out), "luigi", rounds=1, demo_frames=80, frames_per_round=50, noise=0.3, epochs=1,
+                 batch_size=16, eval_laps=1, eval_max_seconds=5.0, seed=1, planner_config=SMALL, progress=False,
+                 teacher="follower", state=True)
+    assert rep["teacher"] == "follower" and rep["state"] is True
+    r0, r1 = rep["rounds"]
+    assert r0["collected"]["driver"].startswith("follower") and r0["collected"]["planned_lap_s"] > 0
+    assert r1["labels_total"] == 80 + r1["collected"]["labelled"]
+    man = tdata.load_manifest(r1["data"])
+    assert man["state_fields"] == list(kstate.FIELDS)
+    rows = np.load(os.path.join(r1["data"], "train_state.npy"))
+    assert rows.shape == (man["train"], kstate.SIZE) and rows[:, 0].max() > 0  # speeds of the drives
+    assert state_fields(load_model(r1["model"])) == list(kstate.FIELDS)
+    with pytest.raises(ValueError, match="oracle"):
+        dagger(str(tmp_path / "x"), "luigi", teacher="expert")

@@ -209,8 +209,8 @@ class ActorCritic:
         if not self.needs_state:
             return tf.convert_to_tensor(frames), tf.zeros((n, 0), tf.float32)
         if state is None:
-            raise kstate.StateMismatch(f"model {self.cloned.name!r} takes kart state features beside each frame, "
-                                       "and this env backend gives none (kartsim does: --env kartsim)")
+            raise kstate.StateMismatch(f"model {self.cloned.name!r} takes kart state features beside each frame "
+                                       "(common.state); none were given")
         st = np.asarray(state, np.float32)
         if st.shape != (n, kstate.SIZE):
             raise kstate.StateMismatch(f"state rows must be ({n}, {kstate.SIZE}), got {st.shape}")

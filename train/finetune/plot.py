@@ -25,6 +25,8 @@ def plot_curves(trainer, path: str) -> str:
         if falls:
             ax1.plot([r["frames"] for r in falls], [r[key_lap] for r in falls], "x", color="red", ms=9)
         base = trainer.baselines.get(track, {})
+        if not rows and not (base.get("cloned") or {}).get(key_lap):
+            continue  # neither policy laps it: its expert line would only stretch the lap axis
         for key, style in (("cloned", "--"), ("expert", ":")):
             lap = (base.get(key) or {}).get(key_lap)
             if lap:

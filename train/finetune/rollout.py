@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from common import state as kstate
 from envs.vecenv import VecEnvBackend
 from train.finetune import agent as ag
 
@@ -60,6 +61,10 @@ class Collector:
         self.net, self.env, self.gamma = net, env, gamma
         self.rng = np.random.default_rng(seed)
         n = env.num_envs
+        if net.needs_state and not env.has_state:
+            raise kstate.StateMismatch(
+                f"the model takes kart state features beside each frame (common.state) and the "
+                f"{type(env).__name__} backend gives none; kartsim does (--env kartsim, without --ray)")
         self.obs = env.reset(seed=seed)
         self.state = env.state() if net.needs_state else None  # the obs' kart state rows (state models)
         self.stack = FeatureStack(n, net.frame_stack, net.feature_dim)
