@@ -25,6 +25,8 @@ layout exists yet, so drive refuses a state model.
 
 from __future__ import annotations
 
+import numpy as np
+
 LAP_FREQS = (1, 2, 4, 8, 16, 32)
 FIELDS = ("speed", "offset", "heading_sin", "heading_cos", "drift", "charge", "airborne", "boost",
           *(f"lap_{fn}{k}" for k in LAP_FREQS for fn in ("sin", "cos")))
@@ -33,6 +35,21 @@ SIZE = len(FIELDS)
 
 class StateMismatch(ValueError):
     """A model's state layout differs from this code's, or state was missing or misshapen."""
+
+
+def as_rows(state, n: int, *, source: str) -> np.ndarray:
+    """``state`` as ``(n, SIZE)`` float32 rows, one per frame (a single ``(SIZE,)`` row when n is 1);
+    StateMismatch naming ``source`` when it is missing or misshapen."""
+    if state is None:
+        raise StateMismatch(f"{source} takes kart state features beside each frame (common.state); "
+                            "none were given")
+    arr = np.asarray(state, np.float32)
+    if arr.ndim == 1 and n == 1:
+        arr = arr[None]
+    if arr.shape != (n, SIZE):
+        raise StateMismatch(f"{source}: state must be ({n}, {SIZE}) float32 rows, one per frame; "
+                            f"got shape {arr.shape}")
+    return arr
 
 
 def check_fields(fields, *, source: str) -> None:

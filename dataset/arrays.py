@@ -141,11 +141,7 @@ class ArraysWriter:
             if state is not None:
                 raise ValueError("state rows given to an ArraysWriter made without state=True")
             return None
-        arr = None if state is None else np.asarray(state, np.float32).reshape(-1, kstate.SIZE)
-        if arr is None or len(arr) != rows:
-            raise kstate.StateMismatch(f"this writer keeps state features: {rows} row(s) of "
-                                       f"{kstate.SIZE} floats needed, got {None if state is None else np.shape(state)}")
-        return arr
+        return kstate.as_rows(state, rows, source=f"the arrays writer of {self.out}")
 
     def add(self, part: str, frame: np.ndarray, action, state=None) -> int:
         """One model-input frame (66x200x3 uint8), its action (and its state row, with

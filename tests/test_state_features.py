@@ -155,3 +155,25 @@ def test_finetune_feeds_state_rows_and_exports():
     with pytest.raises(kstate.StateMismatch, match="KartSimBackend backend gives none"):
         Collector(net, env, 0.99, seed=0)
     env.close()
+
+
+def test_an_ended_env_gives_the_rows_of_its_last_frame():
+    from train.finetune.envs import KartSimBackend
+
+    # truncated after 6 game frames: with a repeat of 4 it ends inside the second step, and the rows
+    # it shows with the ending flag are those of that frame, as one frame at a time shows them
+    throttle = np.tile(np.array([[0, 0, 1, 0, 0]], np.float32), (2, 1))
+    a = KartSimBackend(track="luigi", num_envs=2, action_repeat=4, seed=0, max_time_s=0.2)
+    b = KartSimBackend(track="luigi", num_envs=2, action_repeat=1, seed=0, max_time_s=0.2)
+    a.reset(), b.reset()
+    np.testing.assert_array_equal(a.state(), b.state())
+    a.step(throttle)
+    res = a.step(throttle)
+    assert res.truncated.all()
+    for _ in range(6):
+        rb = b.step(throttle)
+    assert rb.truncated.all()
+    np.testing.assert_allclose(a.state(), b.state(), rtol=1e-6)
+    assert a.state()[0, 0] > 0  # moving: the last frame's rows, not the next episode's standstill
+    assert not np.allclose(a.state(), batch_features(a.vec.sim))
+    a.close(), b.close()

@@ -22,8 +22,8 @@ SMALL = PlannerConfig(samples=16, rounds=1, horizon=36)
 
 def test_planner_demos_drive_the_planners_faster_line():
     # 9 s from the grid, no noise: the planner's labels, executed, cover more track than the expert's
-    xs_p, ys_p, st_p = drive_expert("luigi", 270, seed=2, teacher="planner", planner_config=SMALL, progress=False)
-    xs_e, ys_e, st_e = drive_expert("luigi", 270, seed=2, teacher="expert", progress=False)
+    xs_p, ys_p, _, st_p = drive_expert("luigi", 270, seed=2, teacher="planner", planner_config=SMALL, progress=False)
+    xs_e, ys_e, _, st_e = drive_expert("luigi", 270, seed=2, teacher="expert", progress=False)
     assert xs_p.shape == (270, 66, 200, 3) and ys_p.shape == (270, 5)
     assert st_p["teacher"] == "planner" and st_p["falls"] == 0
     assert st_p["distance"] > st_e["distance"], (st_p, st_e)

@@ -116,9 +116,8 @@ def dagger(out_dir: str, track: str = "luigi", *, rounds: int = 3, demo_frames: 
     for r in range(rounds + 1):
         t0 = time.perf_counter()
         if r == 0:
-            xs, ys, *ss, stats = drive_expert(track, demo_frames, seed=seed, noise=noise, progress=progress,
-                                              teacher=teacher, planner_config=planner_config, state=state)
-            ss = ss[0] if state else None
+            xs, ys, ss, stats = drive_expert(track, demo_frames, seed=seed, noise=noise, progress=progress,
+                                             teacher=teacher, planner_config=planner_config, state=state)
             stats = {"driver": f"{teacher} (DART noise)", **stats}
         else:
             xs, ys, ss, stats = clone_visits(str(out / f"clone-r{r - 1:02d}.keras"), track, frames_per_round,

@@ -75,15 +75,8 @@ class Policy:
             return np.zeros((0, act.SIZE), np.float32)
         args = [tf.convert_to_tensor(arr)]
         if self.needs_state:
-            if state is None:
-                raise kstate.StateMismatch(
-                    f"model {self.path or self.model.name} takes kart state features beside each frame "
-                    f"({', '.join(kstate.FIELDS[:4])}, ...: common.state); none were given")
-            srow = np.asarray(state, np.float32).reshape(-1, kstate.SIZE) if np.size(state) else None
-            if srow is None or len(srow) != len(arr):
-                raise kstate.StateMismatch(f"state must be ({len(arr)}, {kstate.SIZE}) float32 rows, "
-                                           f"one per frame; got shape {np.shape(state)}")
-            args.append(tf.convert_to_tensor(srow))
+            rows = kstate.as_rows(state, len(arr), source=f"model {self.path or self.model.name}")
+            args.append(tf.convert_to_tensor(rows))
         out = act.clip_batch(self._infer(*args).numpy())
         # NaN can only come from a broken model; neutral input is the safe answer.
         if not np.isfinite(out).all():

@@ -91,9 +91,9 @@ def make_teacher(teacher: str, env, config=None, seed: int = 0, expert_margin: f
 def drive_expert(track: str, n_frames: int, *, size=(66, 200), seed: int = 0, noise: float = 0.0,
                  progress: bool = True, teacher: str = "expert", planner_config=None,
                  expert_margin: float = MARGIN_FRAC, expert_void_margin: float | None = None,
-                 state: bool = False) -> tuple[np.ndarray, ...]:
-    """Let ``teacher`` drive kartsim for ``n_frames`` steps; return model-input frames, its labels, stats
-    (and, with ``state``, each frame's kart state features, ``common.state``: frames, labels, state, stats).
+                 state: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
+    """Let ``teacher`` drive kartsim for ``n_frames`` steps; return model-input frames, its labels, each
+    frame's kart state features (``common.state``; None without ``state``) and stats.
 
     ``noise``: std of the DART steering perturbation (see DartNoise); labels stay the teacher's.
     ``teacher="planner"`` labels each frame by a replan from the state reached (``planner_config``:
@@ -131,7 +131,7 @@ def drive_expert(track: str, n_frames: int, *, size=(66, 200), seed: int = 0, no
              "falls": falls + int(info.get("falls", 0)),
              "distance": round(float(env.unwrapped.sim.fs[0, physics.PROG]), 1)}  # race progress (units)
     env.close()
-    return (xs, ys, ss, stats) if state else (xs, ys, stats)
+    return xs, ys, ss, stats
 
 
 def split_sessions(n: int, cut: int, name: str, driver: str = "expert") -> list[dict]:
@@ -163,7 +163,7 @@ def expert_dataset(out_dir: str, track: str = "luigi", n_frames: int = 600, *, v
     sessions, per_track, at = [], [], {"train": 0, "val": 0}
     for k, name in enumerate(names):
         n_k = n_frames // len(names) + (1 if k < n_frames % len(names) else 0)
-        xs, ys, *ss, stats = drive_expert(name, n_k, size=size, seed=seed + k, noise=noise, progress=progress,
+        xs, ys, ss, stats = drive_expert(name, n_k, size=size, seed=seed + k, noise=noise, progress=progress,
                                           teacher=teacher, planner_config=planner_config,
                                           expert_margin=expert_margin, expert_void_margin=expert_void_margin,
                                           state=state)
@@ -175,7 +175,7 @@ def expert_dataset(out_dir: str, track: str = "luigi", n_frames: int = 600, *, v
             splits[entry["split"]][0].append(part)
             splits[entry["split"]][1].append(labels)
             if state:
-                splits[entry["split"]][2].append(ss[0][:cut] if entry["split"] == "train" else ss[0][cut:])
+                splits[entry["split"]][2].append(ss[:cut] if entry["split"] == "train" else ss[cut:])
             start = at[entry["split"]]
             entry["rows"] = [start, start + len(part)]
             at[entry["split"]] += len(part)

@@ -40,6 +40,7 @@ import tensorflow as tf
 from common import action as act
 from common import state as kstate
 from common.frames import MODEL_SHAPE
+from train.model import state_fields
 
 FEATURE_LAYER = "flatten"
 STATE_FEATURE_LAYER = "features"  # a state model's flattened frame features joined with its state input
@@ -162,8 +163,6 @@ class ActorCritic:
         self.frame_stack = frame_stack
         self.init_log_std = float(init_log_std)
         self.trunk, dense = split_cloned(cloned)
-        from train.model import state_fields
-
         self.needs_state = state_fields(cloned) is not None  # the trunk also takes state rows (common.state)
         self.feature_dim = int(dense[0].kernel.shape[0])
         self.head = build_head(dense, frame_stack, "actor_head")
@@ -208,13 +207,8 @@ class ActorCritic:
         n = len(frames)
         if not self.needs_state:
             return tf.convert_to_tensor(frames), tf.zeros((n, 0), tf.float32)
-        if state is None:
-            raise kstate.StateMismatch(f"model {self.cloned.name!r} takes kart state features beside each frame "
-                                       "(common.state); none were given")
-        st = np.asarray(state, np.float32)
-        if st.shape != (n, kstate.SIZE):
-            raise kstate.StateMismatch(f"state rows must be ({n}, {kstate.SIZE}), got {st.shape}")
-        return tf.convert_to_tensor(frames), tf.convert_to_tensor(st)
+        rows = kstate.as_rows(state, n, source=f"model {self.cloned.name!r}")
+        return tf.convert_to_tensor(frames), tf.convert_to_tensor(rows)
 
     def features(self, frames: np.ndarray, state=None) -> np.ndarray:
         return self._features(*self._inputs(frames, state)).numpy()

@@ -101,21 +101,27 @@ class KartSimBackend(VecEnvBackend):
         self._falls = np.zeros(num_envs)
         self._mts = np.zeros(num_envs)  # mini-turbos fired this episode
         self._pending = np.zeros(num_envs, bool)  # ended last frame: the next vec step resets it
-        self._state: np.ndarray | None = None  # state features of the last returned observations
+        self._ended_state: tuple | None = None  # (ended envs, their last frame's state rows) of the last step
 
     def reset(self, seed: int | None = None) -> np.ndarray:
-        from envs.kartsim.state import batch_features
-
         obs, info = self.vec.reset(seed=self._seed if seed is None else seed)
         self._laps = _info_array(info, "lap", self.num_envs)
         self._falls = _info_array(info, "falls", self.num_envs)
         self._mts = _info_array(info, "mini_turbos", self.num_envs)
         self._pending[:] = False
-        self._state = batch_features(self.vec.sim)
+        self._ended_state = None
         return np.asarray(obs, np.uint8)
 
     def state(self) -> np.ndarray:
-        return self._state
+        """Computed when asked (a frames-only policy never pays for it); an env that ended during
+        the last step gives the rows of its last frame, kept at the end."""
+        from envs.kartsim.state import batch_features
+
+        rows = batch_features(self.vec.sim)
+        if self._ended_state is not None:
+            ended, final = self._ended_state
+            rows = np.where(ended[:, None], final, rows)
+        return rows
 
     def expert_actions(self) -> np.ndarray:
         return np.asarray(self.vec.expert_actions(), np.float32)
@@ -166,9 +172,7 @@ class KartSimBackend(VecEnvBackend):
         obs = np.asarray(obs, np.uint8)
         if final_obs is not None:  # an ended env shows its last frame, as next-step autoreset does
             obs = np.where(ended[:, None, None, None], final_obs, obs)
-        self._state = batch_features(self.vec.sim)  # ~20 numbers per kart: cheap beside the frame
-        if final_state is not None:
-            self._state = np.where(ended[:, None], final_state, self._state)
+        self._ended_state = None if final_state is None else (ended, final_state)
         out_info = {
             "progress": _info_array(info, "progress", n),
             "lap": np.where(ended, lap_end, self._laps),
@@ -189,9 +193,7 @@ class KartSimBackend(VecEnvBackend):
         self._laps, self._falls = state["laps"].copy(), state["falls"].copy()
         self._mts = state["mini_turbos"].copy()
         self._pending = state["pending"].copy()
-        from envs.kartsim.state import batch_features
-
-        self._state = batch_features(self.vec.sim)
+        self._ended_state = None
 
     def close(self) -> None:
         self.vec.close()
