@@ -93,6 +93,52 @@ def test_checkpoint_resume_takes_the_same_next_update(files, tmp_path):
         Trainer(config(files, tmp_path / "r", envs=2, rollout=8, warmup_frames=32 * 4, resume=True))
 
 
+def test_averaged_actor_is_evaluated_and_scheduled_std_is_set_not_learned(files, tmp_path):
+    """--actor-ema: the running average of the head is what an evaluation drives and best.keras holds,
+    the trained head is put back after it, and a resume keeps the average; --final-log-std: log-std
+    follows its line from --init-log-std and no gradient moves it."""
+    kw = dict(envs=4, rollout=8, frames=6 * 8 * 4 * 4, actor_ema=0.5, init_log_std=-1.0, final_log_std=-2.0)
+    t = Trainer(config(files, tmp_path / "e", **kw))
+    assert all(w is not t.net.log_std for w in t.net.actor_weights)
+    expect = t.net.head_weights()
+    for k in range(3):
+        want_log_std = -1.0 - 1.0 * (k * 8 * 4 * 4) / t.cfg.frames
+        row = t.train_update()
+        assert row["std"] == pytest.approx(np.exp(want_log_std), rel=1e-6)  # set by the schedule, not learned
+        expect = [0.5 * a + 0.5 * w for a, w in zip(expect, t.net.head_weights(), strict=True)]
+    for got, want in zip(t.ema, expect, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    trained = t.net.head_weights()
+    assert any(not np.allclose(a, b) for a, b in zip(trained, t.ema, strict=True))  # the average lags
+    row = t.run_eval()[0]
+    for a, b in zip(t.net.head_weights(), trained, strict=True):  # the trained head is back
+        np.testing.assert_array_equal(a, b)
+    with t.net.using_head(t.ema):  # the same deterministic laps as the evaluation: it drove the average
+        again = t.evaluator._laps(files["track"], t.cfg.action_repeat, t.net)
+    assert again["return"] == pytest.approx(row["return"], rel=1e-9)
+    raw = t.evaluator._laps(files["track"], t.cfg.action_repeat, t.net)
+    assert raw["return"] != pytest.approx(row["return"], rel=1e-9)
+    if os.path.exists(os.path.join(t.cfg.out, "best.keras")):  # it holds the average, not the trained head
+        from train.model import load_model
+
+        best = load_model(os.path.join(t.cfg.out, "best.keras"))
+        np.testing.assert_allclose(best.get_layer(t.net.head.layers[1].name).get_weights()[0], t.ema[0],
+                                   rtol=1e-6)
+    t.save()
+    r = Trainer(config(files, tmp_path / "e", resume=True, **kw))
+    for a, b in zip(r.ema, t.ema, strict=True):
+        np.testing.assert_array_equal(a, b)
+    t.close()
+    r.close()
+    # a checkpoint without an average cannot resume an averaged run
+    t2 = Trainer(config(files, tmp_path / "f", envs=4, rollout=8))
+    t2.train_update()
+    t2.save()
+    t2.close()
+    with pytest.raises(ValueError, match="averaged actor"):
+        Trainer(config(files, tmp_path / "f", envs=4, rollout=8, actor_ema=0.5, resume=True))
+
+
 def test_cli_json_and_outputs(files, tmp_path, monkeypatch):
     from envs.kartsim.movie import make_movie, store_plan
     from envs.kartsim.planner import PlannerConfig, plan_race
@@ -132,6 +178,10 @@ def test_cli_refuses_a_missing_model(tmp_path):
                            "--frames", "10", "--out", str(tmp_path / "o")], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 2 and "nope.keras" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "train.finetune", "--actor-ema", "1.0", "--frames", "10",
+                           "--out", str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--actor-ema must be in [0, 1)" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.browser

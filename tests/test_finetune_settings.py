@@ -56,7 +56,7 @@ def test_every_setting_is_an_option_with_help_and_round_trips():
             assert dest in by_dest, f"{cls.__name__}.{f.name} has no option"
             action = by_dest[dest]
             assert action.help and len(action.help) > 8, f"--{dest} has no help"
-            if f.name in ("eval_tracks", "eval_max_s", "rom", "state", "ray", "ray_resource"):
+            if f.name in ("eval_tracks", "eval_max_s", "rom", "state", "ray", "ray_resource", "final_log_std"):
                 continue  # None defaults: set below
             new = _changed(f.default)
             if isinstance(new, bool):
@@ -65,12 +65,13 @@ def test_every_setting_is_an_option_with_help_and_round_trips():
                 argv += [action.option_strings[0], str(new)]
             want[(into, f.name)] = new
     argv += ["--eval-tracks", "luigi,twisty", "--eval-max-s", "12.5", "--rom", "r.z64", "--state", "s.st",
-             "--ray", "auto", "--ray-resource", "gpu"]
+             "--ray", "auto", "--ray-resource", "gpu", "--final-log-std", "-2.5"]
     cfg = config_from(parser.parse_args(argv))
     for (into, name), value in want.items():
         got = getattr(getattr(cfg, into) if into else cfg, name)
         assert got == pytest.approx(value) if isinstance(value, float) else got == value, (into, name, got)
     assert cfg.eval_tracks == ("luigi", "twisty") and cfg.eval_max_s == 12.5 and cfg.ray == "auto"
+    assert cfg.final_log_std == -2.5
     assert cfg.rom == os.path.abspath("r.z64") and cfg.state == os.path.abspath("s.st")
     assert cfg.env_options() == {"rom": cfg.rom, "state": cfg.state}
     # defaults: the CLI without options is Config()

@@ -94,7 +94,10 @@ def main(argv=None) -> int:
     from train.finetune.plot import plot_curves
     from train.finetune.trainer import Trainer, write_summary
 
-    cfg = config_from(args)
+    try:
+        cfg = config_from(args)
+    except ValueError as exc:  # a setting out of range (--actor-ema 1.0), an evaluation set with an empty name
+        fail(PROG, describe(exc))
     dash = None
     if args.dashboard is not None:
         from train.finetune.dashboard import Dashboard

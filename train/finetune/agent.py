@@ -31,6 +31,7 @@ actor back as a plain PilotNet ``.keras`` that drive and evaluate load.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import keras
@@ -156,12 +157,13 @@ class ActorCritic:
     """Trainable head + critic on top of the frozen cloned trunk (see module doc)."""
 
     def __init__(self, cloned: keras.Model, *, frame_stack: int = 1, init_log_std: float = -1.6,
-                 critic_hidden: tuple[int, ...] = (256, 64), seed: int = 0):
+                 critic_hidden: tuple[int, ...] = (256, 64), seed: int = 0, learn_std: bool = True):
         if frame_stack < 1:
             raise ValueError(f"frame_stack must be >= 1, got {frame_stack}")
         self.cloned = cloned
         self.frame_stack = frame_stack
         self.init_log_std = float(init_log_std)
+        self.learn_std = learn_std  # False: the trainer sets log_std on a schedule and no gradient moves it
         self.trunk, dense = split_cloned(cloned)
         self.needs_state = state_fields(cloned) is not None  # the trunk also takes state rows (common.state)
         self.feature_dim = int(dense[0].kernel.shape[0])
@@ -191,7 +193,24 @@ class ActorCritic:
 
     @property
     def actor_weights(self):
-        return [*self.head.trainable_weights, self.log_std]
+        return [*self.head.trainable_weights, *([self.log_std] if self.learn_std else [])]
+
+    def head_weights(self) -> list[np.ndarray]:
+        return [np.asarray(w) for w in self.head.get_weights()]
+
+    @contextlib.contextmanager
+    def using_head(self, weights: list[np.ndarray] | None):
+        """Act with other head weights (an averaged actor) inside the block, then put the trained ones
+        back; None: the trained head as is."""
+        if weights is None:
+            yield self
+            return
+        own = self.head_weights()
+        self.head.set_weights(weights)
+        try:
+            yield self
+        finally:
+            self.head.set_weights(own)
 
     @property
     def critic_weights(self):

@@ -132,6 +132,11 @@ class Config:
     frame_stack: int = option(1, "features of the last k frames (temporal option; 1 = the cloned model as is)",
                               group=POLICY)
     init_log_std: float = option(-1.6, "steering log-std at start", group=POLICY)
+    final_log_std: float | None = option(None, "steering log-std at the end of --frames, reached linearly from "
+                                         "--init-log-std after warm-up (none: log-std is learned)", group=POLICY)
+    actor_ema: float = option(0.0, "keep a running average of the actor head, updated after each update with "
+                              "this decay (0.98: about the last 50 updates), and evaluate and export that "
+                              "average instead of the latest weights (0: the latest weights)", group=POLICY)
     rollout: int = option(64, "decisions per env per update", group=PPO)
     warmup_frames: int = option(60_000, "frames of frozen-cloned rollouts that train only the critic", group=PPO)
     kl_coef: float = option(0.2, "KL(pi || cloned) weight after warm-up", group=PPO)
@@ -164,6 +169,8 @@ class Config:
     ray_cpus_per_actor: float = option(1.0, "CPUs each env actor reserves", group=RAY)
 
     def __post_init__(self):
+        if not 0.0 <= self.actor_ema < 1.0:
+            raise ValueError(f"--actor-ema must be in [0, 1), got {self.actor_ema}")
         spread = None
         if self.env == "kartsim":
             from envs.kartsim.generate import parse_range

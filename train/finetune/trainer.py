@@ -65,7 +65,7 @@ class Trainer:
         self.cloned = cloned if cloned is not None else load_model(cfg.model)
         os.makedirs(cfg.out, exist_ok=True)
         self.net = ActorCritic(self.cloned, frame_stack=cfg.frame_stack, init_log_std=cfg.init_log_std,
-                               seed=cfg.seed)
+                               seed=cfg.seed, learn_std=cfg.final_log_std is None)
         self.learner = ppo.Learner(self.net, cfg.ppo, seed=cfg.seed)
         self.env = build_env(cfg, cfg.track, cfg.envs, cfg.action_repeat, cfg.seed, ray=True)
         self.collector = Collector(self.net, self.env, cfg.ppo.gamma, cfg.seed, cfg.scale_rewards, on_step)
@@ -75,6 +75,8 @@ class Trainer:
         self.updates = 0
         self.wall_s = 0.0  # training wall time (acting + stepping + learning), evaluation excluded
         self.history: list[dict] = []  # one row per update
+        # --actor-ema: the running average of the actor head, the policy evaluated and exported
+        self.ema = self.net.head_weights() if cfg.actor_ema else None
         self.stop_requested = False  # set from a signal handler: finish the update, save, summarise
         if cfg.resume:
             self.load()
@@ -97,6 +99,20 @@ class Trainer:
     def lr_frac(self) -> float:
         return max(1.0 - self.frames / max(self.cfg.frames, 1), 0.0)
 
+    def log_std_now(self) -> float | None:
+        """--final-log-std: the steering log-std for the next rollout, linear from --init-log-std at the end
+        of warm-up to --final-log-std at --frames; None when log-std is learned."""
+        c = self.cfg
+        if c.final_log_std is None:
+            return None
+        frac = min(max(self.frames - c.warmup_frames, 0) / max(c.frames - c.warmup_frames, 1), 1.0)
+        return c.init_log_std + (c.final_log_std - c.init_log_std) * frac
+
+    def average_actor(self) -> None:
+        """Fold the actor head's latest weights into the running average (--actor-ema)."""
+        d = self.cfg.actor_ema
+        self.ema = [d * a + (1.0 - d) * w for a, w in zip(self.ema, self.net.head_weights(), strict=True)]
+
     # ---- one update ----
     def batch_from(self, buf: dict) -> dict:
         """GAE over the rollout (truncations bootstrapped from the last frame's value), flattened."""
@@ -114,10 +130,15 @@ class Trainer:
         """Collect one rollout and learn from it; returns the update's log row."""
         t0 = time.perf_counter()
         actor = not self.warming_up
+        log_std = self.log_std_now()
+        if log_std is not None:
+            self.net.log_std.assign([log_std])
         buf = self.collector.collect(self.cfg.rollout)
         t1 = time.perf_counter()
         stats = self.learner.update(self.batch_from(buf), lr_frac=self.lr_frac(), kl_coef=self.kl_weight(),
                                     actor=actor)
+        if actor and self.ema is not None:
+            self.average_actor()
         return self.record(buf, stats, actor, t0, t1, time.perf_counter())
 
     def record(self, buf: dict, stats: dict, actor: bool, t0: float, t1: float, t2: float) -> dict:
@@ -147,7 +168,9 @@ class Trainer:
         return self.evaluator.run_baselines()
 
     def run_eval(self) -> list[dict]:
-        return self.evaluator.run(self.updates, self.frames, self)
+        """One evaluation of the policy: the averaged actor with --actor-ema, else the latest."""
+        with self.net.using_head(self.ema):
+            return self.evaluator.run(self.updates, self.frames, self)
 
     # ---- checkpoint / resume ----
     def state_path(self) -> str:
@@ -158,7 +181,7 @@ class Trainer:
         state = {"config": asdict(self.cfg), "learner": self.learner.get_state(),
                  "collector": self.collector.get_state(), "env": self.env.get_state(), "frames": self.frames,
                  "updates": self.updates, "wall_s": self.wall_s, "history": self.history,
-                 "evaluation": self.evaluator.get_state()}
+                 "evaluation": self.evaluator.get_state(), "ema": self.ema}
         ck.save_state(self.state_path(), state)
         ck.export_actor(self.net, os.path.join(self.cfg.out, "ckpt", "actor.keras"))
         self.log.table("train.csv", self.history)
@@ -174,6 +197,10 @@ class Trainer:
             self.evaluator.set_state(state["evaluation"])
             self.frames, self.updates, self.wall_s = state["frames"], state["updates"], state["wall_s"]
             self.history = state["history"]
+            if self.ema is not None:
+                if state.get("ema") is None:
+                    raise ValueError("it holds no averaged actor (--actor-ema)")
+                self.ema = [np.asarray(w) for w in state["ema"]]
         except (KeyError, ValueError, TypeError, NotImplementedError) as exc:
             # another --envs/--track/--env, or an older kartsim's state
             raise ValueError(f"--resume: the state in {path} does not fit this run ({exc!r}); was it written "
@@ -233,6 +260,8 @@ class Trainer:
                             "fine_tuned": best_eval.get("mini_turbos"), "laps": c.eval_laps},
             "wall_s": self.wall_s,
             "updates": self.updates, "envs": self.env.num_envs, "action_repeat": self.env.action_repeat,
+            # the policy evaluated and exported: the averaged actor (--actor-ema) or the latest weights
+            "actor_ema": c.actor_ema, "final_log_std": c.final_log_std,
             "track": c.track, "held_out": {e["track"]: e["best_lap_s"] for e in held[-len(c.eval_tracks):]},
             "held_out_cloned": {t: (b.get("cloned") or {}).get("best_lap_s") for t, b in self.baselines.items()
                                 if t != c.track},
