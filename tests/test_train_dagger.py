@@ -67,6 +67,30 @@ def test_dagger_rounds_aggregate_planner_labels_and_report(tmp_path):
         assert isinstance(r["lap_times"], list) and isinstance(r["falls"], int) and r["laps"] == len(r["lap_times"])
     on_disk = json.loads((out / "dagger.json").read_text())
     assert on_disk["rounds"] == rep["rounds"]
+    # best.keras is a copy of the chosen round's clone
+    from train.dagger import best_round
+
+    assert rep["best_round"] == best_round(rep["rounds"], 1)["round"]
+    chosen = rep["rounds"][rep["best_round"]]["model"]
+    assert (out / "best.keras").read_bytes() == open(chosen, "rb").read()
+
+
+def test_best_round_prefers_completed_laps_then_fewest_falls_then_best_lap():
+    from train.dagger import best_round
+
+    def r(n, laps, falls, lap, autonomy=1.0):
+        return {"round": n, "laps": laps, "falls": falls, "best_lap_s": lap, "autonomy": autonomy}
+
+    # the rainbow rounds of the README: no lap, no lap, 1 fall at 42.27 s, 3 falls at 45.33 s, no lap
+    rounds = [r(0, 2, 20, 79.13), r(1, 0, 96, None, 0.51), r(2, 2, 1, 42.27), r(3, 2, 3, 45.33),
+              r(4, 0, 100, None, 0.49)]
+    assert best_round(rounds, 2)["round"] == 2
+    assert best_round(rounds + [r(5, 2, 1, 41.0)], 2)["round"] == 5  # same falls: the faster lap
+    assert best_round(rounds + [r(5, 2, 0, 50.0)], 2)["round"] == 5  # no fall beats a faster lap with one
+    assert best_round([r(0, 1, 0, 30.0), r(1, 2, 4, 45.0)], 2)["round"] == 1  # completed its laps
+    assert best_round([r(0, 0, 9, None, 0.4), r(1, 0, 9, None, 0.7)], 2)["round"] == 1  # drove more itself
+    with pytest.raises(ValueError):
+        best_round([], 2)
 
 
 def test_dagger_with_the_follower_as_oracle_and_state_features(tmp_path):

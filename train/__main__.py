@@ -45,8 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="DAgger with the planner (or the follower) as the oracle: round 0 clones the oracle's demos "
         "(DART noise); each later round lets the latest clone drive, has the oracle label the states it visits, "
         "aggregates the "
-        "labels, retrains the clone and evaluates it. Writes OUT/data-rNN/, OUT/clone-rNN.keras and "
-        "OUT/dagger.json (lap times and falls per round)."))
+        "labels, retrains the clone and evaluates it. Writes OUT/data-rNN/, OUT/clone-rNN.keras, "
+        "OUT/dagger.json (lap times and falls per round) and OUT/best.keras, the best round's clone "
+        "(completed laps, then fewest falls, then best lap)."))
     return p
 
 

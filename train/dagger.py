@@ -16,13 +16,16 @@ those labels. Round r >= 1:
 5. it is evaluated closed-loop (``train.evaluate``: lap times, falls, ...).
 
 Everything lands in ``OUT/``: ``data-rNN/`` (prepared arrays of the aggregate
-after round NN), ``clone-rNN.keras`` and ``dagger.json`` (the per-round report,
-rewritten atomically after every round).
+after round NN), ``clone-rNN.keras``, ``dagger.json`` (the per-round report,
+rewritten atomically after every round) and ``best.keras``, a copy of the best
+round's clone so far (``best_round``: the rounds do not improve steadily, a
+later clone can fall where an earlier one lapped).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -30,7 +33,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from common import action as act
-from common import frames
+from common import atomic, frames
 from common import state as kstate
 from common.atomic import write_text
 from dataset.arrays import write_arrays
@@ -39,6 +42,19 @@ from train.simdata import drive_expert, split_sessions
 
 def _write_report(path: Path, report: dict) -> None:
     write_text(path, json.dumps(report, indent=1))
+
+
+def best_round(rounds: list[dict], laps: int) -> dict:
+    """The round whose clone to go on from: one that completed its ``laps`` evaluation laps before one that
+    did not, then the fewest falls, then the best lap, then the most autonomy (the share it drove)."""
+    if not rounds:
+        raise ValueError("no DAgger round to choose from")
+
+    def key(r: dict):
+        lap = r["best_lap_s"] if r["best_lap_s"] is not None else float("inf")
+        return (r["laps"] < laps, r["falls"], lap, -(r["autonomy"] or 0.0), r["round"])
+
+    return min(rounds, key=key)
 
 
 def clone_visits(model_path: str, track: str, n_frames: int, *, seed: int, planner_config=None,
@@ -150,11 +166,18 @@ def dagger(out_dir: str, track: str = "luigi", *, rounds: int = 3, demo_frames: 
             "falls": ev["falls"], "finished": ev["finished"], "mini_turbos": ev["mini_turbos"],
             "interventions": ev["interventions"], "autonomy": ev["autonomy"],
             "seconds": round(time.perf_counter() - t0, 1)})
+        best = best_round(report["rounds"], eval_laps)
+        if best["round"] == r:  # a copy, so that a later round never changes what best.keras holds
+            with atomic.replacing(out / "best.keras") as tmp:
+                shutil.copyfile(model, tmp)
+        report["best_round"] = best["round"]
+        report["best_model"] = str(out / "best.keras")
         _write_report(report_path, report)
         if progress:
             last = report["rounds"][-1]
             print(f"dagger {track} round {r}: {last['labels_total']} labels, laps {last['lap_times']} "
-                  f"best {last['best_lap_s']} s, falls {last['falls']}", flush=True)
+                  f"best {last['best_lap_s']} s, falls {last['falls']}; best round so far: {best['round']} "
+                  "(best.keras)", flush=True)
     report["report"] = str(report_path)
     _write_report(report_path, report)
     return report
