@@ -67,6 +67,7 @@ def test_ray_steps_exactly_like_one_process_and_replaces_a_dead_actor(local_ray)
         st = remote.stats()
         assert st["ray_actors"] == 2 and st["slice_per_actor"] == [2, 2] and st["policy_lag"] == 0
         assert np.array_equal(single.reset(), remote.reset())
+        assert remote.has_state and np.array_equal(single.state(), remote.state())
         rng = np.random.default_rng(0)
         for _ in range(40):
             act = np.clip(single.expert_actions() + rng.normal(0, 0.2, (4, 5)), [-1, -1, 0, 0, 0], 1)
@@ -74,7 +75,19 @@ def test_ray_steps_exactly_like_one_process_and_replaces_a_dead_actor(local_ray)
             # env i of the slices is seeded as env i of one process: the very same race
             assert np.array_equal(a.obs, b.obs) and np.array_equal(a.reward, b.reward)
             assert np.array_equal(a.terminated, b.terminated) and np.array_equal(a.info["lap"], b.info["lap"])
+            # and the same kart state rows, for a model that takes them (common.state)
+            assert np.array_equal(single.state(), remote.state())
         assert np.array_equal(remote.expert_actions(), single.expert_actions())
+        # a model that takes the state rows fine-tunes on Ray: the collector gets them from the actors
+        from common import state as kstate
+        from testing.models import tiny_pilotnet
+        from train.finetune.agent import ActorCritic
+        from train.finetune.rollout import Collector
+
+        col = Collector(ActorCritic(tiny_pilotnet(1, state=True)), remote, 0.99, seed=3)
+        buf = col.collect(3)
+        assert col.state.shape == (4, kstate.SIZE) and buf["feats"].shape[:2] == (3, 4)
+        np.testing.assert_array_equal(col.state, remote.state())
 
         remote.kill_actor(1)
         res = remote.step(np.zeros((4, 5), np.float32))

@@ -151,7 +151,7 @@ def test_finetune_feeds_state_rows_and_exports():
     assert res["frames"] == 40
     with pytest.raises(kstate.StateMismatch, match="none were given"):
         net.features(np.zeros((1, *fr.MODEL_SHAPE), np.uint8))
-    env.has_state = False  # a backend without state rows (the emulator, --ray) is refused up front
+    env.has_state = False  # a backend without state rows (the emulator) is refused up front
     with pytest.raises(kstate.StateMismatch, match="KartSimBackend backend gives none"):
         Collector(net, env, 0.99, seed=0)
     env.close()

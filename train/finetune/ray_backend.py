@@ -82,6 +82,12 @@ class EnvSlice:
     def has_expert(self) -> bool:
         return self.backend.has_expert
 
+    def has_state(self) -> bool:
+        return self.backend.has_state
+
+    def state(self):
+        return self.backend.state()
+
     def expert_actions(self):
         return self.backend.expert_actions()
 
@@ -185,6 +191,7 @@ class RayBackend(VecEnvBackend):
                                f"ray start --resources='{{\"{resource or 'mupen'}\": 8}}')")
         self.placement = ray.get(refs)
         self.has_expert = ray.get(self._actors[0].has_expert.remote())
+        self.has_state = ray.get(self._actors[0].has_state.remote())  # kart state rows (common.state)
         print(f"ray: {len(self._actors)} env actors x {self.slice_sizes} envs ({self.inner_name}) on "
               f"{sorted({p['host'] for p in self.placement})}; policy lag 0 updates (actions computed on "
               f"the driver every step)", file=sys.stderr)
@@ -279,6 +286,13 @@ class RayBackend(VecEnvBackend):
                           np.concatenate([r.reward for r in results]).astype(np.float32),
                           np.concatenate([r.terminated for r in results]),
                           np.concatenate([r.truncated for r in results]), info)
+
+    def state(self) -> np.ndarray | None:
+        """The kart state rows of the last returned observations, gathered from the actors (one more call
+        per step, made only for a model that takes them); None where the inner backend has none."""
+        if not self.has_state:
+            return None
+        return np.concatenate(self._ray.get([a.state.remote() for a in self._actors]))
 
     def expert_actions(self) -> np.ndarray:
         """The inner backend's scripted expert (where ``has_expert``)."""

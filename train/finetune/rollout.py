@@ -64,7 +64,7 @@ class Collector:
         if net.needs_state and not env.has_state:
             raise kstate.StateMismatch(
                 f"the model takes kart state features beside each frame (common.state) and the "
-                f"{type(env).__name__} backend gives none; kartsim does (--env kartsim, without --ray)")
+                f"{type(env).__name__} backend gives none; kartsim does (--env kartsim, in this process or on --ray)")
         self.obs = env.reset(seed=seed)
         self.state = env.state() if net.needs_state else None  # the obs' kart state rows (state models)
         self.stack = FeatureStack(n, net.frame_stack, net.feature_dim)
