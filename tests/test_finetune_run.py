@@ -49,7 +49,8 @@ def config(files, out, **kw) -> Config:
 def trained(files):
     """A short PPO run of a tiny random-init conv net on the oval (shared by two tests)."""
     dash = Dashboard(port=0).start()
-    trainer = Trainer(config(files, files["dir"] / "run"), on_step=dash.on_step, on_eval=dash.on_eval)
+    # the latest weights, not the running average: the test measures what 30 updates learned
+    trainer = Trainer(config(files, files["dir"] / "run", actor_ema=0.0), on_step=dash.on_step, on_eval=dash.on_eval)
     dash.attach(trainer)
     before = trainer.run_eval()[0]
     for _ in range(30):
@@ -131,7 +132,7 @@ def test_averaged_actor_is_evaluated_and_scheduled_std_is_set_not_learned(files,
     t.close()
     r.close()
     # a checkpoint without an average cannot resume an averaged run
-    t2 = Trainer(config(files, tmp_path / "f", envs=4, rollout=8))
+    t2 = Trainer(config(files, tmp_path / "f", envs=4, rollout=8, actor_ema=0.0))
     t2.train_update()
     t2.save()
     t2.close()
