@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import asdict
 
@@ -198,9 +199,12 @@ class Trainer:
             self.frames, self.updates, self.wall_s = state["frames"], state["updates"], state["wall_s"]
             self.history = state["history"]
             if self.ema is not None:
-                if state.get("ema") is None:
-                    raise ValueError("it holds no averaged actor (--actor-ema)")
-                self.ema = [np.asarray(w) for w in state["ema"]]
+                if state.get("ema") is None:  # written without --actor-ema: the average starts here
+                    print(f"--resume: {path} holds no averaged actor; the average (--actor-ema "
+                          f"{self.cfg.actor_ema}) starts from its weights", file=sys.stderr)
+                    self.ema = self.net.head_weights()
+                else:
+                    self.ema = [np.asarray(w) for w in state["ema"]]
         except (KeyError, ValueError, TypeError, NotImplementedError) as exc:
             # another --envs/--track/--env, or an older kartsim's state
             raise ValueError(f"--resume: the state in {path} does not fit this run ({exc!r}); was it written "
