@@ -54,6 +54,21 @@ def size_arg(minimum: int = 1):
     return size
 
 
+def int_at_least(minimum: int):
+    """An argparse ``type=`` for a whole number of at least ``minimum``; argparse names the option in the error."""
+
+    def whole(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be at least {minimum}")
+        return n
+
+    return whole
+
+
 def format_size(hw) -> str:
     """``(66, 200)`` -> ``"66x200"``: the inverse of parse_size."""
     h, w = hw

@@ -13,6 +13,8 @@ gray level on average (tests/test_frames.py), at a quarter of the bytes;
 width that kartsim's scripted expert keeps its racing line from each edge (the
 reference every lap-time ratio is measured against; ``train demos
 --expert-margin`` and ``envs.kartsim expert --margin`` change it for a teacher).
+``SECTORS``: how many equal stretches of the lap the split times cut a lap into
+(``envs.kartsim.splits``; ``replay --sectors``, ``train evaluate --sectors``).
 """
 
 MODEL = "data/models/pilotnet.keras"
@@ -20,3 +22,4 @@ DRIVE_PORT = 8082
 HELD_OUT = "twisty"
 POST_FRAME_HW = (240, 320)
 EXPERT_MARGIN = 0.22
+SECTORS = 10

@@ -15,6 +15,7 @@ from envs.kartsim import physics as P
 from envs.kartsim.expert import run_expert
 from envs.kartsim.movie import MovieError, load_movie, make_movie, replay, save_movie, track_hash
 from envs.kartsim.planner import Planner, PlannerConfig, plan_race, start_state
+from envs.kartsim.splits import SplitTimer
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +109,15 @@ def test_cli_plan_replay_and_tracks_cache(small_track, small_void_spec, tmp_path
     assert out["falls"] == 0 and len(out["lap_times"]) == 1 and out["best_lap_s"] <= out["expert_best_lap_s"]
     _bound_ok(out["best_lap_s"], small_track)
     assert "lap 1/1" not in res.stderr  # --json: no progress line
-    res = _cli("replay", str(movie), "--json")
+    res = _cli("replay", str(movie), "--sectors", "4", "--json")
     assert res.returncode == 0, res.stderr
     rep = json.loads(res.stdout.strip().splitlines()[-1])
     assert rep["lap_times"] == out["lap_times"] and rep["matches"] and rep["falls"] == 0
+    split = rep["sectors"]  # the best (only) lap's split times: 4 of them, adding up to the lap
+    assert split["lap"] == 0 and len(split["sectors_s"]) == 4 and min(split["sectors_s"]) > 0
+    assert sum(split["sectors_s"]) == pytest.approx(out["lap_times"][0], abs=1e-3)
+    res = _cli("replay", str(movie), "--sectors", "0")
+    assert res.returncode == 2 and "--sectors" in res.stderr and "at least 1" in res.stderr
     assert rep["mini_turbos"] == out["mini_turbos"]
     res = _cli("tracks", "--track", small_track, "--json", env=env)
     row = json.loads(res.stdout.strip().splitlines()[-1])["tracks"][-1]
@@ -173,3 +179,71 @@ def test_planner_settings_are_checked():
         PlannerConfig(horizon=4, replan_every=6)
     res = _cli("plan", "--track", "luigi", "--laps", "0", "--out", "/nonexistent/x.json")
     assert res.returncode == 2 and "--laps" in res.stderr
+
+
+def test_split_times_add_up_to_each_lap_and_put_a_fall_in_its_sector(small_track):
+    """A real race of 2 laps on the void track: the expert drives, except that on lap 1, 40% of the way
+    round, it steers hard into the void until it falls. Each lap's sector times add up to its lap time, and
+    the sector it fell in is where lap 1 lost its time on lap 2 (respawn and hold: over a second)."""
+    n = 4
+    env = ks.make(small_track, size=(8, 8), seed=3, laps=2)
+    env.reset()
+    timer = SplitTimer(n)
+    fell_in, prev_progress = None, 0.0
+    while True:
+        info = env.unwrapped.sim.info(0)
+        action = env.unwrapped.expert_action()
+        if info["lap"] == 0 and info["progress"] >= 0.4 and info["falls"] == 0:
+            action = np.array([1.0, 0.0, 1.0, 0.0, 0.0], np.float32)  # full right, accelerate: off the edge
+        _, _, term, trunc, info = env.step(action)
+        timer.see(info)
+        if fell_in is None and info["surface"] == "falling":
+            fell_in = int(prev_progress * n)  # the sector it was driving in when it left the road
+        prev_progress = info["progress"]
+        if term or trunc:
+            break
+    env.close()
+    assert info["falls"] == 1 and fell_in is not None and info["finished"]
+    laps = info["lap_times"]
+    assert len(timer.laps) == 2
+    for lap, sectors in zip(laps, timer.laps, strict=True):
+        assert len(sectors) == n and min(sectors) > 0
+        assert sum(sectors) == pytest.approx(lap, abs=1e-9)
+    first, second = timer.laps
+    assert first[fell_in] - second[fell_in] > 1.0, (fell_in, first, second)
+    best = timer.best(laps)
+    assert best["lap"] == 1 and best["lap_s"] == laps[1] and best["sectors_s"] == [round(s, 4) for s in second]
+    assert timer.best([]) is None
+    with pytest.raises(ValueError, match="sectors"):
+        SplitTimer(0)
+
+
+def test_evaluate_against_the_planners_movie(small_track, planned, tmp_path):
+    """train evaluate --against: the expert's split times beside the planned race's, sector by sector,
+    and the splits picture; a movie of another track is refused before anything drives."""
+    movie = save_movie(tmp_path / "plan.json", make_movie(planned, small_track))
+    res = subprocess.run([sys.executable, "-m", "train", "evaluate", "--expert", "--track", small_track, "--laps", "2",
+                          "--against", str(movie), "--sectors", "5", "--out", str(tmp_path / "media"), "--json"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    ref = out["against"]
+    assert ref["movie"] == str(movie) and ref["best_lap_s"] == round(planned["best_lap_s"], 3)
+    assert ref["lap_times"] == [round(t, 3) for t in planned["lap_times"]]
+    mine = out["sectors"]
+    assert len(mine["sectors_s"]) == len(ref["sectors_s"]) == len(ref["delta_s"]) == 5
+    assert mine["lap_s"] == out["best_lap_s"]
+    assert ref["delta_s"] == [round(a - b, 4) for a, b in zip(mine["sectors_s"], ref["sectors_s"], strict=True)]
+    assert ref["lap_delta_s"] == pytest.approx(out["best_lap_s"] - planned["best_lap_s"], abs=1e-3)
+    assert sum(ref["delta_s"]) == pytest.approx(ref["lap_delta_s"], abs=2e-3)
+    assert ref["lap_delta_s"] > 0  # the planned race beats the expert (test_planned_race_... above)
+    assert ref["worst_sectors"] and all(ref["delta_s"][k - 1] > 0 for k in ref["worst_sectors"])
+    assert ref["delta_s"][ref["worst_sectors"][0] - 1] == max(ref["delta_s"])
+    png = out["media"]["splits"]
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in os.listdir(tmp_path / "media") if ".tmp" in p]
+    res = subprocess.run([sys.executable, "-m", "train", "evaluate", "--expert", "--track", "luigi",
+                          "--against", str(movie), "--no-media"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 2 and str(movie) in res.stderr and "track" in res.stderr
+    assert "Traceback" not in res.stderr

@@ -14,8 +14,8 @@ import argparse
 import os
 import sys
 
-from common.cli import add_command, add_json, emit, reported
-from common.defaults import EXPERT_MARGIN, MODEL
+from common.cli import add_command, add_json, emit, int_at_least, reported
+from common.defaults import EXPERT_MARGIN, MODEL, SECTORS
 
 PROG = "python -m train"
 
@@ -90,6 +90,11 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-media", action="store_true", help="skip the GIF and trace PNG")
     p.add_argument("--no-takeover", action="store_true",
                    help="do not let the expert take the wheel after >1 s off-road (still counted as an intervention)")
+    p.add_argument("--sectors", type=int_at_least(1), default=SECTORS, metavar="N",
+                   help="time the best lap over N equal stretches of the lap (split times) (default: %(default)s)")
+    p.add_argument("--against", metavar="MOVIE",
+                   help="a kartsim movie of the same track (the planner's race: python -m envs.kartsim plan "
+                   "--out MOVIE): compare the best lap's split times with its best lap, and draw splits.png")
     add_json(p)
 
 
@@ -202,7 +207,7 @@ def cmd_evaluate(args) -> dict:
 
     return evaluate(None if args.expert else args.model, track=args.track, laps=args.laps, render=args.render,
                     max_seconds=args.max_seconds, seed=args.seed, out_dir=args.out_dir, media=not args.no_media,
-                    takeover=not args.no_takeover, progress=True)
+                    takeover=not args.no_takeover, progress=True, sectors=args.sectors, against=args.against)
 
 
 def cmd_demos(args) -> dict:

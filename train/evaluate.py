@@ -8,9 +8,15 @@ is back on the road (``takeover=True``, the default); time spent falling or
 under takeover is intervention time, and autonomy = 1 - that / race time.
 ``autonomy_pilotnet`` is NVIDIA's formula too: 1 - interventions x 6 s / time.
 
-Media: a GIF of the run (what the model saw), a strip PNG of a few frames, and
-a top-down trace PNG of the driven line over the track, coloured by speed,
-with interventions marked.
+Split times: ``sectors`` gives the best lap's time over each of N equal
+stretches of the lap (``envs.kartsim.splits``). ``against=MOVIE`` (a kartsim
+movie, such as the planner's race) replays it and lines its best lap up with
+this one sector by sector: where the driver loses time to that reference.
+
+Media: a GIF of the run (what the model saw), a strip PNG of a few frames, a
+top-down trace PNG of the driven line over the track, coloured by speed, with
+interventions marked, and with ``against`` a splits PNG (the sectors on the
+map, coloured by time lost, beside the bar of each sector's difference).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from common import frames
+from common.defaults import SECTORS
 
 OFFROAD_GRACE_S = 1.0
 PILOTNET_INTERVENTION_S = 6.0
@@ -37,8 +44,11 @@ class Drive:
     back on the road. Time falling or under takeover is intervention time.
     """
 
-    def __init__(self, dt: float, model_driving: bool, takeover: bool, media: bool):
+    def __init__(self, dt: float, model_driving: bool, takeover: bool, media: bool, sectors: int = SECTORS):
         self.dt, self.model_driving, self.takeover, self.media = dt, model_driving, takeover, media
+        from envs.kartsim.splits import SplitTimer
+
+        self.splits = SplitTimer(sectors)
         self.path_xy: list[tuple[float, float]] = []
         self.speeds: list[float] = []
         self.marks: list[tuple[float, float, str]] = []
@@ -58,6 +68,7 @@ class Drive:
     def record(self, info: dict, pos: tuple[float, float]) -> None:
         """Account one step: position, speed, a new fall, off-road time and takeovers."""
         self.steps += 1
+        self.splits.see(info)
         self.path_xy.append(pos)
         self.speeds.append(info["speed"])
         surface = info["surface"]
@@ -89,14 +100,23 @@ def evaluate(
     takeover: bool = True,
     progress: bool = False,
     policy=None,
+    sectors: int = SECTORS,
+    against: str | os.PathLike | None = None,
 ) -> dict:
-    """Drive ``model`` (path, keras model, or None for the expert) for ``laps`` laps; return figures."""
+    """Drive ``model`` (path, keras model, or None for the expert) for ``laps`` laps; return figures.
+    ``against``: a kartsim movie whose best lap the split times are compared with (it must be of ``track``)."""
     from envs import kartsim
 
     if render not in ("model", "full"):
         raise ValueError(f"render must be 'model' or 'full', got {render!r}")
     if laps < 1:
         raise ValueError(f"laps must be >= 1, got {laps}")
+    reference = None
+    if against is not None:  # before driving: a movie of another track (or version) is refused here
+        from envs.kartsim.movie import load_movie, replay
+
+        reference = replay(load_movie(against), track=track, src=str(against), sectors=sectors)
+        reference["movie"] = str(against)
     if policy is None and model is not None:
         from train.policy import Policy
 
@@ -105,11 +125,13 @@ def evaluate(
     size = frames.MODEL_SHAPE[:2] if render == "model" else (240, 320)
     env = kartsim.make(track=track, size=size, seed=seed, laps=laps, max_time_s=max_seconds)
     try:
-        drive = Drive(1.0 / kartsim.FPS, policy is not None, takeover, media)
+        drive = Drive(1.0 / kartsim.FPS, policy is not None, takeover, media, sectors)
         info, terminated = run_laps(env, policy, drive, seed, laps,
                                     tqdm(total=laps, desc=f"{driver} on {track}", unit="lap", disable=not progress))
         result = figures(drive, info, terminated, driver=driver, model=model, policy=policy, track=track,
                          render=render, laps=laps, lower_bound_s=float(kartsim.lower_bound_s(track)))
+        if reference is not None:
+            result["against"] = against_reference(result["sectors"], reference)
         if media:
             result["media"] = write_media(drive, env.unwrapped.track, result, media_dir(out_dir, model, driver, track))
     finally:
@@ -170,9 +192,23 @@ def figures(drive: Drive, info: dict, terminated: bool, *, driver, model, policy
         "autonomy_pilotnet": round(max(0.0, 1.0 - drive.interventions * PILOTNET_INTERVENTION_S / race_s), 4)
         if race_s else 0.0,
         "lower_bound_s": round(lower_bound_s, 3),
+        "sectors": drive.splits.best(lap_times),
         "steps": steps,
         "inference_ms": round(1000 * drive.infer_s / steps, 3) if policy is not None and steps else None,
     }
+
+
+def against_reference(mine: dict | None, reference: dict) -> dict:
+    """The reference movie's best lap and, when this run completed a lap, the sector-by-sector difference."""
+    from envs.kartsim.splits import compare
+
+    ref = reference["sectors"]
+    out = {"movie": reference["movie"], "lap_times": [round(t, 3) for t in reference["lap_times"]],
+           "best_lap_s": None if ref is None else round(ref["lap_s"], 3),
+           "sectors_s": None if ref is None else ref["sectors_s"]}
+    if mine is not None and ref is not None:
+        out.update(compare(mine, ref))
+    return out
 
 
 def media_dir(out_dir: str | None, model, driver: str, track: str) -> str:
@@ -185,12 +221,15 @@ def media_dir(out_dir: str | None, model, driver: str, track: str) -> str:
 def write_media(drive: Drive, track, result: dict, out_dir: str) -> dict:
     """The GIF, the frame strip and the top-down trace PNG; their paths."""
     os.makedirs(out_dir, exist_ok=True)
-    return {
+    media = {
         "gif": _write_gif(drive.gif, os.path.join(out_dir, "run.gif")),
         "strip": _write_strip(drive.gif, os.path.join(out_dir, "strip.png")),
         "trace": _write_trace(track, np.array(drive.path_xy), np.array(drive.speeds), drive.marks,
                               os.path.join(out_dir, "trace.png"), result),
     }
+    if "delta_s" in result.get("against", {}):
+        media["splits"] = _write_splits(track, result, os.path.join(out_dir, "splits.png"))
+    return media
 
 
 def _write_gif(imgs: list[np.ndarray], path: str) -> str | None:
@@ -248,4 +287,49 @@ def _write_trace(track, xy: np.ndarray, speed: np.ndarray, marks, path: str, res
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+    return path
+
+
+def _write_splits(track, result: dict, path: str) -> str:
+    """The sectors on the map, coloured by the time this lap lost (red) or gained (blue) on the reference's
+    best lap, numbered; beside it one bar per sector. Written to a temporary file, then renamed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ref = result["against"]
+    delta = np.array(ref["delta_s"])
+    n = len(delta)
+    scale = max(0.05, float(np.abs(delta).max()))
+    cmap = plt.get_cmap("coolwarm")
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 5.5), gridspec_kw={"width_ratios": [1.1, 1]})
+    for edge in track.edges():
+        ax.plot(edge[:, 0], edge[:, 1], color="0.35", lw=1)
+    m = len(track.xy)
+    bounds = np.round(np.arange(n + 1) * m / n).astype(int)
+    for k in range(n):
+        idx = np.arange(bounds[k], bounds[k + 1] + 1) % m
+        pts = track.xy[idx]
+        ax.plot(pts[:, 0], pts[:, 1], color=cmap(0.5 + 0.5 * delta[k] / scale), lw=5, solid_capstyle="butt")
+        mid = track.xy[(bounds[k] + bounds[k + 1]) // 2 % m]
+        ax.annotate(str(k + 1), mid, fontsize=9, ha="center", va="center",
+                    bbox={"boxstyle": "circle,pad=0.2", "fc": "white", "ec": "0.4"})
+    start = track.xy[0]
+    ax.scatter([start[0]], [start[1]], marker="s", c="black", s=30, zorder=3, label="start / finish")
+    ax.legend(loc="upper right")
+    ax.set_aspect("equal")
+    ax.set_title(f"{result['driver']} on {result['track']}: best lap {result['best_lap_s']} s, "
+                 f"reference {ref['best_lap_s']} s")
+    bx.bar(np.arange(1, n + 1), delta, color=[cmap(0.5 + 0.5 * d / scale) for d in delta], edgecolor="0.3")
+    bx.axhline(0.0, color="0.3", lw=0.8)
+    bx.set_xticks(np.arange(1, n + 1))
+    bx.set_xlabel("sector (equal stretches of the lap from the start line)")
+    bx.set_ylabel("time lost on the reference's best lap (s)")
+    bx.set_title(f"{ref['lap_delta_s']:+.2f} s over the lap; reference: {os.path.basename(ref['movie'])}")
+    fig.tight_layout()
+    tmp = f"{path}.tmp-{os.getpid()}.png"
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
     return path

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.cli import add_command, add_json, emit_json, fail, format_size, reported, size_arg
-from common.defaults import EXPERT_MARGIN
+from common.cli import add_command, add_json, emit_json, fail, format_size, int_at_least, reported, size_arg
+from common.defaults import EXPERT_MARGIN, SECTORS
 
 PROG = "python -m envs.kartsim"
 _size = size_arg(minimum=8)
@@ -135,16 +135,20 @@ def cmd_replay(args) -> dict:
     from .movie import load_movie, replay
 
     movie = load_movie(args.movie)
-    res = replay(movie, track=args.track, src=str(args.movie))
+    res = replay(movie, track=args.track, src=str(args.movie), sectors=args.sectors)
     out = {"movie": str(args.movie), "track": res["track"], "seed": res["seed"], "laps": res["laps"],
            "frames": res["frames"], "lap_times": [_round(t) for t in res["lap_times"]],
            "best_lap_s": _round(res["best_lap_s"]), "race_time_s": _round(res["race_time_s"]),
            "finished": res["finished"], "falls": res["falls"], "mini_turbos": res["mini_turbos"],
-           "recorded_lap_times": [_round(t) for t in movie.get("lap_times", [])], "matches": res["matches"]}
+           "recorded_lap_times": [_round(t) for t in movie.get("lap_times", [])], "matches": res["matches"],
+           "sectors": res["sectors"]}
     if not args.json:
         print(f"{args.movie}: {res['track']} laps {out['lap_times']} best {out['best_lap_s']} s, falls {out['falls']}, "
               f"mini-turbos {out['mini_turbos']}; " + ("matches the recorded lap times" if res["matches"]
                                                       else f"DOES NOT match the recorded {out['recorded_lap_times']}"))
+        if res["sectors"]:
+            print(f"split times of lap {res['sectors']['lap'] + 1} (the best): "
+                  + " ".join(f"{s:.2f}" for s in res["sectors"]["sectors_s"]))
     return out
 
 
@@ -292,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "report what it achieved; a movie made on another version of its track is refused.")
     p.add_argument("movie", help="movie file (.json)")
     p.add_argument("--track", help="replay on this track instead of the one the movie names (same version only)")
+    p.add_argument("--sectors", type=int_at_least(1), default=SECTORS, metavar="N",
+                   help="split the best lap into N equal stretches of the lap and time each (default: %(default)s)")
     add_json(p)
     p = add_command(sub, "expert", cmd_expert,
                     help="let the scripted expert race (headless) and print lap times")

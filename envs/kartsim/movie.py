@@ -34,6 +34,8 @@ import numpy as np
 from common.action import HIGH, LOW
 from common.atomic import write_text
 
+from .splits import SECTORS, SplitTimer
+
 KIND = "kartsim-movie"
 VERSION = 1
 CACHE_ENV = "KARTSIM_PLAN_CACHE"
@@ -151,16 +153,19 @@ def check_track(movie: dict, src: str, track: str | None = None) -> str:
     return name
 
 
-def replay(movie: dict, track: str | None = None, src: str = "<movie>", size=(8, 8)) -> dict:
-    """Feed the movie's actions to a plain ``make(track, seed=seed, laps=laps)`` env, one per frame."""
+def replay(movie: dict, track: str | None = None, src: str = "<movie>", size=(8, 8), sectors: int = SECTORS) -> dict:
+    """Feed the movie's actions to a plain ``make(track, seed=seed, laps=laps)`` env, one per frame; with
+    the best lap's split times over ``sectors`` stretches of the lap (``splits.SplitTimer``)."""
     from . import make
 
     name = check_track(movie, src, track)
     env = make(name, size=size, seed=movie["seed"], laps=movie["laps"])
     _, info = env.reset()
     used = 0
+    timer = SplitTimer(sectors)
     for a in movie["actions"]:
         _, _, term, trunc, info = env.step(a)
+        timer.see(info)
         used += 1
         if term or trunc:
             break
@@ -170,7 +175,7 @@ def replay(movie: dict, track: str | None = None, src: str = "<movie>", size=(8,
             "lap_times": times, "best_lap_s": min(times) if times else None,
             "race_time_s": float(info["race_time"]), "finished": bool(info["finished"]),
             "falls": int(info["falls"]), "mini_turbos": int(info["mini_turbos"]),
-            "matches": times == [float(t) for t in movie.get("lap_times", [])]}
+            "matches": times == [float(t) for t in movie.get("lap_times", [])], "sectors": timer.best(times)}
 
 
 # -- the planned-lap cache ----------------------------------------------------------------------

@@ -1,0 +1,80 @@
+"""Split times: where along the lap a driver gains or loses time against another.
+
+The lap is cut into ``sectors`` equal stretches of centreline progress (sector k
+runs from ``k / n`` to ``(k + 1) / n`` of the lap, the finish line at 0). A
+:class:`SplitTimer` is fed each frame's ``info`` (``lap``, ``progress``, ``t``,
+``lap_times``) and gives every completed lap's sector times. A boundary is timed
+at the first frame that reaches it, interpolated linearly in time between that
+frame and the one before; the last sector ends where the env ended the lap, so a
+lap's sector times add up to its lap time. A fall sends the kart back to a
+checkpoint: the boundaries it had passed keep their first time, so the time lost
+falls in the sector it fell in and the ones it drives again.
+
+``movie_splits`` replays a kartsim movie (the planner's race) for its sectors;
+``compare`` lines two best laps up sector by sector. Used by ``replay --json``
+and by ``python -m train evaluate --against MOVIE``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from common.defaults import SECTORS
+
+
+class SplitTimer:
+    """Sector times of each completed lap from per-frame ``info`` dicts of a kartsim env."""
+
+    def __init__(self, sectors: int = SECTORS):
+        if sectors < 1:
+            raise ValueError(f"sectors must be >= 1, got {sectors}")
+        self.n = int(sectors)
+        self.laps: list[list[float]] = []  # completed laps: n sector times each
+        self._reset_lap(0, 0.0, 0.0)
+
+    def _reset_lap(self, lap: int, start: float, progress: float) -> None:
+        self.lap, self.start, self.prev_p, self.prev_t = lap, start, progress, start
+        self.cross: list[float] = []  # times the lap passed boundaries 1/n, 2/n, ...
+
+    def see(self, info: dict) -> None:
+        """Account one frame (the info an env step returned)."""
+        lap, p, t = int(info["lap"]), float(info["progress"]), float(info["t"])
+        if lap > self.lap:  # the env ended the lap on this frame, at time t
+            while len(self.cross) < self.n - 1:  # boundaries passed within this very frame
+                self.cross.append(t)
+            edges = [self.start, *self.cross, t]
+            self.laps.append([float(b - a) for a, b in zip(edges[:-1], edges[1:], strict=True)])
+            self._reset_lap(lap, t, p)
+            return
+        while len(self.cross) < self.n - 1 and p >= (k := (len(self.cross) + 1) / self.n):
+            # first reached on this frame: interpolate from the frame before when it moved forward onto it
+            self.cross.append(self.prev_t + (t - self.prev_t) * (k - self.prev_p) / (p - self.prev_p)
+                              if self.prev_p < k < p else t)
+        self.prev_p, self.prev_t = p, t
+
+    def best(self, lap_times: list[float]) -> dict | None:
+        """The best completed lap's sectors: ``{"lap": index, "lap_s", "sectors_s"}`` (None: no lap)."""
+        done = min(len(self.laps), len(lap_times))
+        if done == 0:
+            return None
+        i = int(np.argmin(lap_times[:done]))
+        return {"lap": i, "lap_s": float(lap_times[i]), "sectors_s": [round(s, 4) for s in self.laps[i]]}
+
+
+def movie_splits(movie: dict, track: str | None = None, src: str = "<movie>", sectors: int = SECTORS) -> dict:
+    """Replay ``movie`` in a plain env (as ``movie.replay`` does) and time its best lap's sectors."""
+    from .movie import replay
+
+    return replay(movie, track, src, sectors=sectors)["sectors"]
+
+
+def compare(mine: dict, reference: dict) -> dict:
+    """Two best laps' sectors (``SplitTimer.best`` dicts) side by side: ``delta_s`` per sector (mine minus the
+    reference; positive: time lost), the lap's total and the sectors that lose most, largest first."""
+    a, b = mine["sectors_s"], reference["sectors_s"]
+    if len(a) != len(b):
+        raise ValueError(f"sector counts differ: {len(a)} against the reference's {len(b)}")
+    delta = [round(x - y, 4) for x, y in zip(a, b, strict=True)]
+    order = sorted(range(len(delta)), key=lambda k: -delta[k])
+    return {"delta_s": delta, "lap_delta_s": round(mine["lap_s"] - reference["lap_s"], 4),
+            "worst_sectors": [k + 1 for k in order if delta[k] > 0][:3]}
