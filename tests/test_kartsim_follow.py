@@ -123,3 +123,16 @@ def test_cli_follow_and_demos_teacher_follower(small_track, plans, tmp_path):
     assert manifest["expert"]["teacher"] == "follower"
     labels = np.load(demos / "train_actions.npy")
     assert labels.shape[1] == 5 and labels[:, 2].mean() > 0.5  # the follower's pedal: A held most of the time
+
+
+def test_planner_seed_picks_the_race_the_follower_drives(small_track, fast_planner):
+    """`--planner-seed` (demos, dagger): the follower drives the race planned from that seed, not the drive's."""
+    from train.simdata import drive_expert
+
+    cfg = dataclasses.replace(fast_planner, edge=1.2)
+    lap = {s: round(PlannedLine.plan(small_track, cfg, seed=s).lap_s, 3) for s in (0, 4)}
+    assert lap[0] != lap[4], f"seeds 0 and 4 plan equally fast races ({lap}): pick two that differ"
+    for planner_seed, want in ((None, lap[0]), (4, lap[4])):
+        _, ys, _, stats = drive_expert(small_track, 40, seed=0, teacher="follower", planner_config=cfg,
+                                       planner_seed=planner_seed, progress=False)
+        assert stats["planned_lap_s"] == want and len(ys) == 40

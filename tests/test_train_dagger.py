@@ -102,7 +102,7 @@ def test_dagger_with_the_follower_as_oracle_and_state_features(tmp_path):
     rep = dagger(str(out), "luigi", rounds=1, demo_frames=80, frames_per_round=50, noise=0.3, epochs=1,
                  batch_size=16, eval_laps=1, eval_max_seconds=5.0, seed=1, planner_config=SMALL, progress=False,
                  teacher="follower", state=True)
-    assert rep["teacher"] == "follower" and rep["state"] is True
+    assert rep["teacher"] == "follower" and rep["state"] is True and rep["planner_seed"] == 1
     r0, r1 = rep["rounds"]
     assert r0["collected"]["driver"].startswith("follower") and r0["collected"]["planned_lap_s"] > 0
     assert r1["labels_total"] == 80 + r1["collected"]["labelled"]

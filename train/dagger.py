@@ -106,10 +106,11 @@ def dagger(out_dir: str, track: str = "luigi", *, rounds: int = 3, demo_frames: 
            frames_per_round: int = 1500, noise: float = 0.3, epochs: int = 5, batch_size: int = 64,
            val_fraction: float = 0.2, eval_laps: int = 1, eval_max_seconds: float | None = None,
            seed: int = 0, planner_config=None, progress: bool = True, teacher: str = "planner",
-           state: bool = False) -> dict:
+           state: bool = False, planner_seed: int | None = None) -> dict:
     """Run DAgger for ``rounds`` rounds after round 0; return (and write) the per-round report.
     ``teacher``: the oracle, ``planner`` or ``follower``; ``state``: the clones see the kart state
-    features beside the frame (``common.state``)."""
+    features beside the frame (``common.state``); ``planner_seed``: the oracle's seed (the planner
+    searches with ``planner_seed + round``, the follower drives the race planned with it), None: ``seed``."""
     if teacher not in ("planner", "follower"):
         raise ValueError(f"the DAgger oracle must be planner or follower, got {teacher!r}")
     from train.evaluate import evaluate
@@ -123,7 +124,9 @@ def dagger(out_dir: str, track: str = "luigi", *, rounds: int = 3, demo_frames: 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report_path = out / "dagger.json"
-    report: dict = {"track": track, "teacher": teacher, "state": state, "noise": noise, "seed": seed, "epochs": epochs,
+    pseed = seed if planner_seed is None else planner_seed
+    report: dict = {"track": track, "teacher": teacher, "state": state, "noise": noise, "seed": seed,
+                    "planner_seed": pseed, "epochs": epochs,
                     "demo_frames": demo_frames, "frames_per_round": frames_per_round, "eval_laps": eval_laps,
                     "planner": None if planner_config is None else planner_config.to_dict(), "rounds": []}
     parts: dict[str, list] = {"train": [], "val": []}
@@ -133,12 +136,13 @@ def dagger(out_dir: str, track: str = "luigi", *, rounds: int = 3, demo_frames: 
         t0 = time.perf_counter()
         if r == 0:
             xs, ys, ss, stats = drive_expert(track, demo_frames, seed=seed, noise=noise, progress=progress,
-                                             teacher=teacher, planner_config=planner_config, state=state)
+                                             teacher=teacher, planner_config=planner_config, state=state,
+                                             planner_seed=pseed)
             stats = {"driver": f"{teacher} (DART noise)", **stats}
         else:
             xs, ys, ss, stats = clone_visits(str(out / f"clone-r{r - 1:02d}.keras"), track, frames_per_round,
                                              seed=seed + r, planner_config=planner_config,
-                                             planner_seed=seed + r if teacher == "planner" else seed,
+                                             planner_seed=pseed + r if teacher == "planner" else pseed,
                                              progress=progress, teacher=teacher)
             stats = {"driver": f"clone-r{r - 1:02d}", **stats}
         cut = int(round(len(xs) * (1 - val_fraction)))

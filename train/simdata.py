@@ -91,7 +91,8 @@ def make_teacher(teacher: str, env, config=None, seed: int = 0, expert_margin: f
 def drive_expert(track: str, n_frames: int, *, size=(66, 200), seed: int = 0, noise: float = 0.0,
                  progress: bool = True, teacher: str = "expert", planner_config=None,
                  expert_margin: float = MARGIN_FRAC, expert_void_margin: float | None = None,
-                 state: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
+                 state: bool = False, planner_seed: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
     """Let ``teacher`` drive kartsim for ``n_frames`` steps; return model-input frames, its labels, each
     frame's kart state features (``common.state``; None without ``state``) and stats.
 
@@ -104,7 +105,8 @@ def drive_expert(track: str, n_frames: int, *, size=(66, 200), seed: int = 0, no
 
     env = kartsim.make(track=track, size=size, seed=seed, laps=10_000)
     obs, info = env.reset(seed=seed)
-    teach = make_teacher(teacher, env, planner_config, seed, expert_margin, expert_void_margin)
+    teach = make_teacher(teacher, env, planner_config, seed if planner_seed is None else planner_seed, expert_margin,
+                         expert_void_margin)
     dart = DartNoise(noise, seed)
     xs = np.empty((n_frames, *frames.MODEL_SHAPE), np.uint8)
     ys = np.empty((n_frames, act.SIZE), np.float32)
@@ -148,14 +150,16 @@ def expert_dataset(out_dir: str, track: str = "luigi", n_frames: int = 600, *, v
                    size=(66, 200), seed: int = 0, noise: float = 0.0, progress: bool = True,
                    teacher: str = "expert", planner_config=None, tracks: list[str] | None = None,
                    expert_margin: float = MARGIN_FRAC, expert_void_margin: float | None = None,
-                   state: bool = False) -> dict:
+                   state: bool = False, planner_seed: int | None = None) -> dict:
     """Teacher demos -> prepared arrays. The last ``val_fraction`` of the drive is the val split
     (a contiguous stretch, like a held-out session, so val is not a shuffled copy of train).
     ``state``: keep each frame's kart state features too (``{split}_state.npy``), for a model
     that sees them beside the frame.
 
     ``tracks``: drive each of these instead of ``track`` (multi-track cloning), ``n_frames``
-    shared out evenly, track ``k`` started with seed ``seed + k``; each track's tail is its val."""
+    shared out evenly, track ``k`` started with seed ``seed + k``; each track's tail is its val.
+    ``planner_seed``: the planner's (and the follower's planned race's) seed, ``+ k`` on track ``k``
+    (None: the drive's seed)."""
     if teacher not in TEACHERS:
         raise ValueError(f"teacher must be one of {TEACHERS}, got {teacher!r}")
     names = list(tracks) if tracks else [track]
@@ -166,7 +170,8 @@ def expert_dataset(out_dir: str, track: str = "luigi", n_frames: int = 600, *, v
         xs, ys, ss, stats = drive_expert(name, n_k, size=size, seed=seed + k, noise=noise, progress=progress,
                                           teacher=teacher, planner_config=planner_config,
                                           expert_margin=expert_margin, expert_void_margin=expert_void_margin,
-                                          state=state)
+                                          state=state,
+                                          planner_seed=None if planner_seed is None else planner_seed + k)
         per_track.append(stats)
         cut = int(round(len(xs) * (1 - val_fraction)))
         for entry in split_sessions(len(xs), cut, f"sim-{name}", "expert"):
