@@ -113,3 +113,19 @@ def test_dagger_with_the_follower_as_oracle_and_state_features(tmp_path):
     assert state_fields(load_model(r1["model"])) == list(kstate.FIELDS)
     with pytest.raises(ValueError, match="oracle"):
         dagger(str(tmp_path / "x"), "luigi", teacher="expert")
+    # --resume: one more round on top of the recorded aggregate, the first two rounds kept as they were
+    kw = dict(demo_frames=80, frames_per_round=50, noise=0.3, epochs=1, batch_size=16, eval_laps=1,
+              eval_max_seconds=5.0, planner_config=SMALL, progress=False, teacher="follower", state=True)
+    more = dagger(str(out), "luigi", rounds=2, seed=1, resume=True, **kw)
+    assert [r["round"] for r in more["rounds"]] == [0, 1, 2] and more["rounds"][:2] == rep["rounds"]
+    r2 = more["rounds"][2]
+    assert r2["collected"]["driver"] == "clone-r01" and r2["labels_total"] == r1["labels_total"] + r2["collected"]["labelled"]
+    man2 = tdata.load_manifest(r2["data"])
+    assert man2["train"] + man2["val"] == r2["labels_total"] and len(man2["sessions"]) == len(man["sessions"]) + 2
+    rows2 = np.load(os.path.join(r2["data"], "train_state.npy"))
+    assert rows2.shape[0] == man2["train"] and np.array_equal(rows2[: len(rows)], rows)  # the old rows, in order
+    assert json.loads((out / "dagger.json").read_text())["rounds"] == more["rounds"]
+    with pytest.raises(ValueError, match="seed"):
+        dagger(str(out), "luigi", rounds=3, seed=2, resume=True, **kw)
+    with pytest.raises(FileNotFoundError, match="dagger.json"):
+        dagger(str(tmp_path / "none"), "luigi", rounds=3, seed=1, resume=True, **kw)

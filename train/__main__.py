@@ -204,6 +204,9 @@ def _dagger_args(p: argparse.ArgumentParser) -> None:
                    help="the clones see the kart state features beside the frame (common.state; see "
                    "`train demos --state`)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true",
+                   help="go on after the last round recorded in OUT/dagger.json, up to --rounds (the other "
+                   "settings must be that run's)")
     _planner_args(p)
     add_json(p)
 
@@ -240,7 +243,7 @@ def cmd_dagger(args) -> dict:
                   frames_per_round=args.frames_per_round, noise=args.noise, epochs=args.epochs,
                   batch_size=args.batch_size, eval_laps=args.eval_laps, eval_max_seconds=args.eval_max_seconds,
                   seed=args.seed, planner_config=_planner_config(args), progress=not args.json,
-                  teacher=args.teacher, state=args.state, planner_seed=args.planner_seed)
+                  teacher=args.teacher, state=args.state, planner_seed=args.planner_seed, resume=args.resume)
 
 
 def cmd_train(args) -> dict:

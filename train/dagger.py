@@ -44,6 +44,44 @@ def _write_report(path: Path, report: dict) -> None:
     write_text(path, json.dumps(report, indent=1))
 
 
+RESUME_KEYS = ("track", "teacher", "state", "noise", "seed", "planner_seed", "epochs", "demo_frames",
+               "frames_per_round", "eval_laps", "planner")
+
+
+def _resume(report_path: Path, fresh: dict, parts: dict, sessions: list, offsets: dict) -> tuple[dict, int]:
+    """Load a stopped run's report and its last round's aggregate into ``parts``/``sessions``/``offsets``;
+    return (the report, the next round)."""
+    from train.data import load_manifest
+
+    if not report_path.exists():
+        raise FileNotFoundError(f"--resume: {report_path} not found: no DAgger run to go on from in "
+                                f"{report_path.parent}")
+    report = json.loads(report_path.read_text())
+    for key in RESUME_KEYS:
+        if report.get(key) != json.loads(json.dumps(fresh[key])):
+            raise ValueError(f"--resume: {report_path} has {key} {report.get(key)!r}, this command "
+                             f"{fresh[key]!r}: resume with the run's own settings")
+    if not report.get("rounds"):
+        raise ValueError(f"--resume: {report_path} records no finished round")
+    last = report["rounds"][-1]["round"]
+    data = report_path.parent / f"data-r{last:02d}"
+    model = report_path.parent / f"clone-r{last:02d}.keras"
+    if not model.exists():
+        raise FileNotFoundError(f"--resume: {model} (round {last}'s clone) is missing")
+    man = load_manifest(str(data))
+    for part in ("train", "val"):
+        cols = [np.load(data / f"{part}_{name}.npy") for name in ("frames", "actions", *(("state",) if fresh["state"]
+                                                                                             else ()))]
+        if len(cols[0]) != man[part]:
+            raise ValueError(f"--resume: {data}/{part}_frames.npy holds {len(cols[0])} rows, its manifest "
+                             f"{man[part]}")
+        parts[part].append(tuple(cols))
+        offsets[part] = man[part]
+    sessions.extend(man["sessions"])
+    report.pop("report", None)
+    return report, last + 1
+
+
 def best_round(rounds: list[dict], laps: int) -> dict:
     """The round whose clone to go on from: one that completed its ``laps`` evaluation laps before one that
     did not, then the fewest falls, then the best lap, then the most autonomy (the share it drove)."""
@@ -106,11 +144,13 @@ def dagger(out_dir: str, track: str = "luigi", *, rounds: int = 3, demo_frames: 
            frames_per_round: int = 1500, noise: float = 0.3, epochs: int = 5, batch_size: int = 64,
            val_fraction: float = 0.2, eval_laps: int = 1, eval_max_seconds: float | None = None,
            seed: int = 0, planner_config=None, progress: bool = True, teacher: str = "planner",
-           state: bool = False, planner_seed: int | None = None) -> dict:
+           state: bool = False, planner_seed: int | None = None, resume: bool = False) -> dict:
     """Run DAgger for ``rounds`` rounds after round 0; return (and write) the per-round report.
     ``teacher``: the oracle, ``planner`` or ``follower``; ``state``: the clones see the kart state
     features beside the frame (``common.state``); ``planner_seed``: the oracle's seed (the planner
-    searches with ``planner_seed + round``, the follower drives the race planned with it), None: ``seed``."""
+    searches with ``planner_seed + round``, the follower drives the race planned with it), None: ``seed``.
+    ``resume``: go on after the last round recorded in ``OUT/dagger.json`` (its aggregate ``data-rNN/``
+    and its clone), up to round ``rounds``; the settings must be the recorded run's."""
     if teacher not in ("planner", "follower"):
         raise ValueError(f"the DAgger oracle must be planner or follower, got {teacher!r}")
     from train.evaluate import evaluate
@@ -132,7 +172,10 @@ def dagger(out_dir: str, track: str = "luigi", *, rounds: int = 3, demo_frames: 
     parts: dict[str, list] = {"train": [], "val": []}
     sessions: list[dict] = []
     offsets = {"train": 0, "val": 0}
-    for r in range(rounds + 1):
+    first = 0
+    if resume:
+        report, first = _resume(report_path, report, parts, sessions, offsets)
+    for r in range(first, rounds + 1):
         t0 = time.perf_counter()
         if r == 0:
             xs, ys, ss, stats = drive_expert(track, demo_frames, seed=seed, noise=noise, progress=progress,
