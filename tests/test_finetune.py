@@ -188,3 +188,34 @@ def test_update_moves_policy_toward_positive_advantage():
     pos = batch["adv"] > 0
     gain = lp - batch["logp"]
     assert gain[pos].mean() > gain[~pos].mean()
+
+
+def test_widened_head_starts_as_the_clone_learns_through_its_new_units_and_exports_wider(tmp_path):
+    from common import state as kstate
+    from train.model import load_model
+
+    cloned = build_pilotnet(state=True)
+    net = ag.ActorCritic(cloned, widen=16)
+    assert [layer.units for layer in net.head.layers[1:]] == [1164, 116, 66, 26, 5]
+    obs = frames_batch(8)
+    rows = np.random.default_rng(2).normal(0.0, 1.0, (8, kstate.SIZE)).astype(np.float32)
+    feats = net.features(obs, rows)
+    z, ref_z, _ = net.heads(feats)
+    np.testing.assert_allclose(z, ref_z, atol=1e-5)  # the wider head is the clone at the start
+    out = net.head.get_layer("softsign")
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(net.head(tf.constant(feats))))
+    grad = tape.gradient(loss, out.kernel).numpy()
+    assert np.abs(grad[10:]).sum() > 0  # the new units' zero outgoing weights get a gradient: they can learn
+    kernel = out.kernel.numpy()
+    kernel[10:] = np.random.default_rng(3).normal(0.0, 0.3, kernel[10:].shape)
+    out.kernel.assign(kernel)
+    z = net.heads(feats)[0]
+    assert np.abs(z - ref_z).max() > 1e-3  # now they steer
+    exported = load_model(net.export_pilotnet(str(tmp_path / "wide.keras")))
+    assert exported.get_layer("fc10").units == 26 and exported.get_layer("fc1164").units == 1164
+    got = np.clip(exported.predict({"frames": obs, "state": rows}, verbose=0), -1, 1)
+    want = net.act(z, None)[0]
+    np.testing.assert_allclose(got[:, :2], want[:, :2], atol=1e-5)
+    with pytest.raises(ValueError, match="widen"):
+        ag.ActorCritic(cloned, widen=-1)

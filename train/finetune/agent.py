@@ -71,19 +71,35 @@ def split_cloned(cloned: keras.Model) -> tuple[keras.Model, list[keras.layers.De
     return keras.Model(cloned.input, feat, name="trunk"), dense
 
 
-def build_head(dense: list, frame_stack: int, name: str) -> keras.Model:
-    """Copy of the cloned dense stack (last layer linear: it returns z)."""
+def build_head(dense: list, frame_stack: int, name: str, widen: int = 0, seed: int = 0) -> keras.Model:
+    """Copy of the cloned dense stack (last layer linear: it returns z).
+
+    ``widen``: add this many units to each hidden layer after the first, function-preserving: a new
+    unit takes random input weights from the whole layer below and sends zero weights to the layer
+    above's old units (and to z), so the head starts as the clone exactly and the gradient of those
+    zero weights lets the new units in (the 10-unit last hidden layer is PilotNet's narrowest)."""
     in_dim = dense[0].kernel.shape[0]
     inp = keras.Input((in_dim * frame_stack,), name="features")
     x = inp
+    rng = np.random.default_rng(seed + 7)
+    prev_old = prev_new = 0  # the layer below's cloned and added units
     for i, src in enumerate(dense):
         last = i == len(dense) - 1
-        layer = keras.layers.Dense(src.units, activation=None if last else src.activation, name=src.name)
+        add = widen if i > 0 and not last else 0
+        layer = keras.layers.Dense(src.units + add, activation=None if last else src.activation, name=src.name)
         x = layer(x)
         kernel, bias = (np.asarray(w) for w in src.get_weights())
         if i == 0 and frame_stack > 1:  # newest frame first; older frames start with zero weight
             kernel = np.concatenate([kernel] + [np.zeros_like(kernel)] * (frame_stack - 1))
+        if prev_new or add:
+            rows = prev_old + prev_new
+            scale = math.sqrt(2.0 / rows)  # He: the new units' activations on the old ones' scale
+            grown = np.zeros((rows, src.units + add), np.float32)
+            grown[:prev_old, : src.units] = kernel  # old -> old as cloned; new -> old stays 0
+            grown[:, src.units:] = rng.normal(0.0, scale, (rows, add))  # anything -> new: random
+            kernel, bias = grown, np.concatenate([bias, np.zeros(add, np.float32)])
         layer.set_weights([kernel, bias])
+        prev_old, prev_new = src.units, add
     return keras.Model(inp, x, name=name)
 
 
@@ -157,9 +173,13 @@ class ActorCritic:
     """Trainable head + critic on top of the frozen cloned trunk (see module doc)."""
 
     def __init__(self, cloned: keras.Model, *, frame_stack: int = 1, init_log_std: float = -1.6,
-                 critic_hidden: tuple[int, ...] = (256, 64), seed: int = 0, learn_std: bool = True):
+                 critic_hidden: tuple[int, ...] = (256, 64), seed: int = 0, learn_std: bool = True,
+                 widen: int = 0):
         if frame_stack < 1:
             raise ValueError(f"frame_stack must be >= 1, got {frame_stack}")
+        if widen < 0:
+            raise ValueError(f"widen must be >= 0, got {widen}")
+        self.widen = widen
         self.cloned = cloned
         self.frame_stack = frame_stack
         self.init_log_std = float(init_log_std)
@@ -167,7 +187,7 @@ class ActorCritic:
         self.trunk, dense = split_cloned(cloned)
         self.needs_state = state_fields(cloned) is not None  # the trunk also takes state rows (common.state)
         self.feature_dim = int(dense[0].kernel.shape[0])
-        self.head = build_head(dense, frame_stack, "actor_head")
+        self.head = build_head(dense, frame_stack, "actor_head", widen, seed)
         self.ref_head = build_head(dense, frame_stack, "reference_head")
         self.ref_head.trainable = False
         self.critic = build_critic(self.feature_dim * frame_stack, critic_hidden, seed)
@@ -343,8 +363,18 @@ class ActorCritic:
 
         if self.frame_stack != 1:
             raise ValueError("only a frame_stack=1 actor exports as a PilotNet (drive takes single frames)")
-        model = keras.models.clone_model(self.cloned)
-        model.set_weights(self.cloned.get_weights())
+        units = {layer.name: layer.units for layer in self.head.layers[1:]}
+
+        def sized(layer):  # the cloned layer, as wide as the (widened) head's
+            config = layer.get_config()
+            if layer.name in units and config["units"] != units[layer.name]:
+                return layer.__class__.from_config({**config, "units": units[layer.name]})
+            return layer.__class__.from_config(config)
+
+        model = keras.models.clone_model(self.cloned, clone_function=sized)
+        for layer in model.layers:
+            if layer.name not in units and layer.weights:
+                layer.set_weights(self.cloned.get_layer(layer.name).get_weights())
         for layer in self.head.layers[1:]:
             model.get_layer(layer.name).set_weights(layer.get_weights())
         return save_model(model, path)

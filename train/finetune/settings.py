@@ -138,6 +138,9 @@ class Config:
     actor_ema: float = option(0.98, "keep a running average of the actor head, updated after each update with "
                               "this decay (0.98: about the last 50 updates), and evaluate and export that "
                               "average instead of the latest weights (0: the latest weights)", group=POLICY)
+    widen: int = option(0, "add this many units to each hidden layer of the actor head after its first "
+                        "(PilotNet's 100, 50 and 10), starting as the clone exactly; best.keras is then a "
+                        "PilotNet that much wider there", group=POLICY)
     rollout: int = option(64, "decisions per env per update", group=PPO)
     warmup_frames: int = option(60_000, "frames of frozen-cloned rollouts that train only the critic", group=PPO)
     kl_coef: float = option(0.2, "KL(pi || cloned) weight after warm-up", group=PPO)

@@ -66,7 +66,7 @@ class Trainer:
         self.cloned = cloned if cloned is not None else load_model(cfg.model)
         os.makedirs(cfg.out, exist_ok=True)
         self.net = ActorCritic(self.cloned, frame_stack=cfg.frame_stack, init_log_std=cfg.init_log_std,
-                               seed=cfg.seed, learn_std=cfg.final_log_std is None)
+                               seed=cfg.seed, learn_std=cfg.final_log_std is None, widen=cfg.widen)
         self.learner = ppo.Learner(self.net, cfg.ppo, seed=cfg.seed)
         self.env = build_env(cfg, cfg.track, cfg.envs, cfg.action_repeat, cfg.seed, ray=True)
         self.collector = Collector(self.net, self.env, cfg.ppo.gamma, cfg.seed, cfg.scale_rewards, on_step)
