@@ -208,7 +208,7 @@ class Trainer:
         except (KeyError, ValueError, TypeError, NotImplementedError) as exc:
             # another --envs/--track/--env, or an older kartsim's state
             raise ValueError(f"--resume: the state in {path} does not fit this run ({exc!r}); was it written "
-                             "with other --envs, --env, --track or an older kartsim?") from exc
+                             "with other --envs, --env, --track, --widen or an older kartsim?") from exc
 
     # ---- the whole run ----
     def run(self, progress: bool = True, save_every: int = 10) -> dict:
