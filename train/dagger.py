@@ -57,6 +57,7 @@ def _resume(report_path: Path, fresh: dict, parts: dict, sessions: list, offsets
         raise FileNotFoundError(f"--resume: {report_path} not found: no DAgger run to go on from in "
                                 f"{report_path.parent}")
     report = json.loads(report_path.read_text())
+    report.setdefault("planner_seed", report.get("seed"))  # a run from before --planner-seed planned with --seed
     for key in RESUME_KEYS:
         if report.get(key) != json.loads(json.dumps(fresh[key])):
             raise ValueError(f"--resume: {report_path} has {key} {report.get(key)!r}, this command "

@@ -179,7 +179,6 @@ class ActorCritic:
             raise ValueError(f"frame_stack must be >= 1, got {frame_stack}")
         if widen < 0:
             raise ValueError(f"widen must be >= 0, got {widen}")
-        self.widen = widen
         self.cloned = cloned
         self.frame_stack = frame_stack
         self.init_log_std = float(init_log_std)
