@@ -129,3 +129,17 @@ def test_dagger_with_the_follower_as_oracle_and_state_features(tmp_path):
         dagger(str(out), "luigi", rounds=3, seed=2, resume=True, **kw)
     with pytest.raises(FileNotFoundError, match="dagger.json"):
         dagger(str(tmp_path / "none"), "luigi", rounds=3, seed=1, resume=True, **kw)
+
+
+def test_resume_reads_a_report_from_before_planner_seed(tmp_path):
+    # a run recorded before --planner-seed planned with its --seed: resuming it with that seed is the same run
+    from train.dagger import RESUME_KEYS, _resume
+
+    fresh = {k: k for k in RESUME_KEYS} | {"seed": 5, "planner_seed": 5, "state": False}
+    old = {k: v for k, v in fresh.items() if k != "planner_seed"} | {"rounds": []}
+    path = tmp_path / "dagger.json"
+    path.write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="no finished round"):  # past the settings check
+        _resume(path, fresh, {"train": [], "val": []}, [], {})
+    with pytest.raises(ValueError, match="planner_seed 5"):  # another race is refused, by name
+        _resume(path, fresh | {"planner_seed": 0}, {"train": [], "val": []}, [], {})
