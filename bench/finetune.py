@@ -60,9 +60,10 @@ def sim_only(envs: int, repeat: int, decisions: int) -> float:
         b.close()
 
 
-def forward_seconds(net, frames: np.ndarray, calls: int) -> float:
-    """Seconds per call of the acting graph alone (inputs already tensors)."""
-    graph, args = net.acting_graph(frames, np.random.default_rng(0))
+def forward_seconds(net, frames: np.ndarray, calls: int, state=None) -> float:
+    """Seconds per call of the acting graph alone (inputs already tensors); ``state``: the kart
+    state rows beside ``frames``, for a model cloned with ``--state``."""
+    graph, args = net.acting_graph(frames, np.random.default_rng(0), state)
     t0 = time.perf_counter()
     for _ in range(calls):
         graph(*args)
@@ -103,12 +104,13 @@ def bench_repeat(cloned, envs: int, repeat: int, updates: int, rollout: int, pro
                 tr.train_update()
             stored = tr.batch_from(tr.collector.collect(rollout))  # the rollout the learn limit replays
             frames = tr.collector.obs.copy()  # a real batch of observations
-            forward_seconds(tr.net, frames, 3)
+            state = None if tr.collector.state is None else tr.collector.state.copy()  # and their state rows
+            forward_seconds(tr.net, frames, 3, state)
             learn_seconds(tr, stored)
             rows, fwd, learn = [], [], []
             for _ in range(updates):  # interleaved: the machine's load drifts alike for all three
                 rows.append(tr.train_update())
-                fwd.append(forward_seconds(tr.net, frames, rollout))
+                fwd.append(forward_seconds(tr.net, frames, rollout, state))
                 learn.append(learn_seconds(tr, stored))
             prof = profile_update(tr) if profile else None
         finally:

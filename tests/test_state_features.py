@@ -177,3 +177,14 @@ def test_an_ended_env_gives_the_rows_of_its_last_frame():
     assert a.state()[0, 0] > 0  # moving: the last frame's rows, not the next episode's standstill
     assert not np.allclose(a.state(), batch_features(a.vec.sim))
     a.close(), b.close()
+
+
+def test_bench_finetune_measures_a_state_model():
+    """bench.finetune's forward limit feeds a --state clone the collector's state rows beside
+    its frames (it used to call the acting graph with frames alone: StateMismatch)."""
+    from bench.finetune import bench_repeat
+
+    out = bench_repeat(tiny_pilotnet(1, state=True), envs=2, repeat=1, updates=1, rollout=4)
+    assert out["frames_per_update"] == 8
+    for key in ("frames_per_s", "forward_limit_frames_per_s", "learn_limit_frames_per_s", "sim_only_frames_per_s"):
+        assert np.isfinite(out[key]) and out[key] > 0, (key, out)
