@@ -15,6 +15,7 @@ import tempfile
 import numpy as np
 import pytest
 
+from envs.kartsim import physics as KP
 from testing.models import tiny_pilotnet
 from testing.tracks import write_oval
 from train.finetune.dashboard import Dashboard
@@ -139,6 +140,37 @@ def test_averaged_actor_is_evaluated_and_scheduled_std_is_set_not_learned(files,
         np.testing.assert_array_equal(a, b)
     t2.close()
     r2.close()
+
+
+def test_shaping_schedule_changes_what_the_envs_pay(files, tmp_path):
+    """--shaping-final: each update's rollout is paid with the shaping of its frame count (the row says
+    which factor), the training envs step with those weights, and progress and fall keep theirs."""
+    from envs.kartsim.reward import RewardConfig
+    from train.finetune.settings import RewardShaping
+
+    per_update = 8 * 4 * 4
+    shaping = RewardShaping(speed=0.5, boost=0.2, drift_abort=-2.0)
+    t = Trainer(config(files, tmp_path / "s", envs=4, rollout=8, shaping=shaping, shaping_final=0.0,
+                       shaping_decay_start=per_update, shaping_decay_frames=2 * per_update))
+    factors = []
+    for _ in range(4):
+        factors.append(t.train_update()["shaping"])
+        want = RewardConfig.from_dict(t.cfg.shaping_at(t.frames - per_update).as_dict()).weights()
+        np.testing.assert_array_equal(t.env.vec.sim.rw, want)
+    assert factors == pytest.approx([1.0, 1.0, 0.5, 0.0])
+    rw = t.env.vec.sim.rw
+    assert rw[KP.RW_SPEED] == rw[KP.RW_BOOST] == rw[KP.RW_DRIFT_ABORT] == 0.0
+    assert (rw[KP.RW_PROGRESS], rw[KP.RW_FALL]) == (shaping.progress, shaping.fall)
+    rates = [h["reward_per_s"] for h in t.history]
+    t.close()
+    # without the schedule: the first two updates are the same (full shaping, the same seed), so the
+    # third rollout drives the same frames, paid otherwise (half the shaping against all of it)
+    u = Trainer(config(files, tmp_path / "u", envs=4, rollout=8, shaping=shaping))
+    plain = [u.train_update()["reward_per_s"] for _ in range(3)]
+    assert "shaping" not in u.history[-1]
+    assert plain[:2] == pytest.approx(rates[:2], rel=1e-9)
+    assert plain[2] != pytest.approx(rates[2], rel=1e-6)
+    u.close()
 
 
 def test_cli_json_and_outputs(files, tmp_path, monkeypatch):

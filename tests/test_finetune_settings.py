@@ -56,7 +56,8 @@ def test_every_setting_is_an_option_with_help_and_round_trips():
             assert dest in by_dest, f"{cls.__name__}.{f.name} has no option"
             action = by_dest[dest]
             assert action.help and len(action.help) > 8, f"--{dest} has no help"
-            if f.name in ("eval_tracks", "eval_max_s", "rom", "state", "ray", "ray_resource", "final_log_std"):
+            if f.name in ("eval_tracks", "eval_max_s", "rom", "state", "ray", "ray_resource", "final_log_std",
+                          "shaping_final", "shaping_decay_start", "shaping_decay_frames"):
                 continue  # None defaults: set below
             new = _changed(f.default)
             if isinstance(new, bool):
@@ -77,6 +78,32 @@ def test_every_setting_is_an_option_with_help_and_round_trips():
     # defaults: the CLI without options is Config()
     assert config_from_args(_parser().parse_args([])) == Config()
     assert "--frames-per-step" not in parser.format_help() and "--action-repeat" in parser.format_help()
+
+
+def test_shaping_final_decays_the_shaping_terms_only():
+    """--shaping-final: boost, drift-abort, speed and offroad go linearly from their --r-* weights to that
+    factor of them over the decay window; progress and fall never change; without it nothing does."""
+    from train.finetune.__main__ import build_parser, config_from
+
+    cfg = config_from(build_parser().parse_args(
+        ["--frames", "1000", "--warmup-frames", "100", "--shaping-final", "0.25", "--r-speed", "0.4"]))
+    assert cfg.shaping_final == 0.25 and cfg.shaping_decay_start is None
+    assert cfg.shaping_factor(0) == cfg.shaping_factor(100) == 1.0  # warm-up: the full shaping
+    assert cfg.shaping_factor(550) == pytest.approx(1.0 - 0.75 * 0.5)  # halfway from warm-up to --frames
+    assert cfg.shaping_factor(1000) == cfg.shaping_factor(5000) == pytest.approx(0.25)
+    at = cfg.shaping_at(1000)
+    assert at.boost == pytest.approx(0.25 * cfg.shaping.boost) and at.speed == pytest.approx(0.1)
+    assert at.drift_abort == pytest.approx(0.25 * cfg.shaping.drift_abort)
+    assert (at.progress, at.fall, at.offroad) == (cfg.shaping.progress, cfg.shaping.fall, 0.0)
+    window = Config(frames=1000, shaping_final=0.0, shaping_decay_start=200, shaping_decay_frames=400)
+    assert [window.shaping_factor(f) for f in (200, 400, 600, 900)] == pytest.approx([1.0, 0.5, 0.0, 0.0])
+    assert Config().shaping_at(10**6) == Config().shaping  # no --shaping-final: constant
+    with pytest.raises(ValueError, match="--shaping-final must be >= 0"):
+        Config(shaping_final=-0.5)
+    with pytest.raises(ValueError, match="only the kartsim envs in this process"):
+        Config(shaping_final=0.0, ray="auto")
+    with pytest.raises(ValueError, match="--shaping-decay-frames must be >= 1"):
+        Config(shaping_final=0.0, shaping_decay_frames=0)
 
 
 def test_eval_tracks_default_to_the_held_out_track_on_kartsim_only():

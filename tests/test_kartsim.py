@@ -227,6 +227,27 @@ def test_vector_env_skipped_renders_and_state_round_trip():
         ks.VecKartSim(3, "rainbow", **kw).set_state(saved)
 
 
+def test_set_reward_changes_the_weights_from_the_next_step_on():
+    """The same state stepped twice: after ``set_reward`` with the speed term on, each kart earns
+    v / VMAX more per step than before, on one track and on a multi-track batch alike."""
+    kw = {"size": (66, 200), "max_time_s": 5.0}
+    for vec in (ks.VecKartSim(2, "rainbow", seed=3, **kw), ks.VecKartSim(2, None, tracks=["rainbow", "luigi"],
+                                                                         seed=3, **kw)):
+        vec.reset()
+        gas = np.tile(GAS, (2, 1))
+        for _ in range(30):
+            vec.step(gas, render=False)
+        saved = vec.get_state()
+        _, plain, *_ = vec.step(gas, render=False)
+        v = vec.sim.fs[:, P.V].copy()
+        assert (v > 0).all()
+        vec.set_state(saved)
+        vec.sim.set_reward({"speed": 1.0})
+        _, shaped, *_ = vec.step(gas, render=False)
+        np.testing.assert_allclose(shaped - plain, v / K.VMAX, rtol=1e-9)
+        vec.close()
+
+
 def test_model_size_render_matches_cropped_full_render():
     full = ks.make("luigi", seed=3)
     small = ks.make("luigi", size=(66, 200), seed=3)

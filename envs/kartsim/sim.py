@@ -56,6 +56,11 @@ class KartBatch:
                       t.near, t.near_origin[0], t.near_origin[1], NEAR_CELL, t.cp_s, t.cp_idx,
                       t.length, t.offroad_speed, t.void, self.laps, self.rw)
 
+    def set_reward(self, reward: RewardConfig | dict) -> None:
+        """Change the reward weights from the next step on (a schedule over a training run)."""
+        self.reward = reward if isinstance(reward, RewardConfig) else RewardConfig.from_dict(reward)
+        self.rw[:] = self.reward.weights()  # in place: the stepping arguments hold this array
+
     def reset_kart(self, n: int, rng: np.random.Generator) -> None:
         t = self.track
         idx = int(round(START_S / t.ds)) % len(t.xy)
@@ -145,6 +150,12 @@ class MultiTrackBatch:
             view[...] = 0
             setattr(k, name, view)
         self.karts[i] = k
+
+    def set_reward(self, reward: RewardConfig | dict) -> None:
+        """Change every kart's reward weights from the next step on (and of karts put on a track later)."""
+        self._kw["reward"] = reward
+        for k in self.karts:
+            k.set_reward(reward)
 
     def reset_kart(self, n: int, rng: np.random.Generator) -> None:
         self.karts[n].reset_kart(0, rng)

@@ -103,6 +103,13 @@ class KartSimBackend(VecEnvBackend):
         self._pending = np.zeros(num_envs, bool)  # ended last frame: the next vec step resets it
         self._ended_state: tuple | None = None  # (ended envs, their last frame's state rows) of the last step
 
+    def set_shaping(self, shaping: RewardShaping) -> None:
+        """The reward weights from the next step on (``--shaping-final``'s schedule)."""
+        from envs import kartsim
+
+        self.shaping = shaping
+        self.vec.sim.set_reward(kartsim.RewardConfig.from_dict(shaping.as_dict()))
+
     def reset(self, seed: int | None = None) -> np.ndarray:
         obs, info = self.vec.reset(seed=self._seed if seed is None else seed)
         self._laps = _info_array(info, "lap", self.num_envs)

@@ -107,6 +107,8 @@ class RewardShaping:
 
 RUN, POLICY, PPO, EVAL, EMU, RAY = "run", "policy", "PPO", "evaluation", "emulator envs (--env mk64 / mupen-test)", \
     "Ray (env workers as actors, on this machine or a cluster)"
+SHAPING = "reward shaping (see train/finetune/settings.py RewardShaping)"
+SHAPING_TERMS = ("speed", "boost", "offroad", "drift_abort")  # what --shaping-final scales: not progress, not fall
 
 
 @dataclass
@@ -148,9 +150,16 @@ class Config:
     kl_decay_frames: int = option(800_000, "frames over which the KL weight decays", group=PPO)
     scale_rewards: bool = option(True, "use raw rewards as value targets", flag="--no-reward-scaling", group=PPO)
     ppo: PPOConfig = option(default_factory=PPOConfig, group=PPO, nested="")
-    shaping: RewardShaping = option(default_factory=RewardShaping,
-                                    group="reward shaping (see train/finetune/settings.py RewardShaping)",
-                                    nested="r-")
+    shaping: RewardShaping = option(default_factory=RewardShaping, group=SHAPING, nested="r-")
+    shaping_final: float | None = option(
+        None, "scale the shaping terms (speed, boost, offroad, drift-abort; not progress or fall) down "
+        "linearly to this factor of their --r-* weights over --shaping-decay-frames from "
+        "--shaping-decay-start, so the end of the run is trained on lap progress alone at 0 (none: constant; "
+        "kartsim in this process only)", group=SHAPING)
+    shaping_decay_start: int | None = option(None, "game frames at which --shaping-final's decay starts "
+                                             "(default: the end of warm-up)", group=SHAPING)
+    shaping_decay_frames: int | None = option(None, "game frames over which the shaping decays to "
+                                              "--shaping-final (default: to the end of --frames)", group=SHAPING)
     eval_every: int = option(40, "updates between evaluations", group=EVAL)
     eval_laps: int = option(2, "deterministic laps per evaluation", group=EVAL)
     select_tracks: int = option(8, "training on a track distribution (gen:A-B): best.keras is chosen on this "
@@ -175,6 +184,15 @@ class Config:
     def __post_init__(self):
         if not 0.0 <= self.actor_ema < 1.0:
             raise ValueError(f"--actor-ema must be in [0, 1), got {self.actor_ema}")
+        if self.shaping_final is not None:
+            if self.shaping_final < 0:
+                raise ValueError(f"--shaping-final must be >= 0 (a factor of the --r-* weights), got "
+                                 f"{self.shaping_final}")
+            if self.env != "kartsim" or self.ray:
+                raise ValueError("--shaping-final changes the reward during the run, which only the kartsim "
+                                 "envs in this process can do (not --env emulators, not --ray)")
+        if self.shaping_decay_frames is not None and self.shaping_decay_frames < 1:
+            raise ValueError(f"--shaping-decay-frames must be >= 1, got {self.shaping_decay_frames}")
         spread = None
         if self.env == "kartsim":
             from envs.kartsim.generate import parse_range
@@ -198,6 +216,20 @@ class Config:
         """The evaluation track whose laps choose best.keras: the training track, or (training on a
         distribution of tracks) the first evaluation track: by default a set of its tracks."""
         return self.track if self.track in self.eval_tracks else self.eval_tracks[0]
+
+    def shaping_factor(self, frames: int) -> float:
+        """--shaping-final: the factor of the shaping terms after ``frames`` training frames (1.0 without)."""
+        if self.shaping_final is None:
+            return 1.0
+        start = self.warmup_frames if self.shaping_decay_start is None else self.shaping_decay_start
+        span = self.shaping_decay_frames if self.shaping_decay_frames is not None else self.frames - start
+        frac = min(max(frames - start, 0) / max(span, 1), 1.0)
+        return 1.0 + (self.shaping_final - 1.0) * frac
+
+    def shaping_at(self, frames: int) -> RewardShaping:
+        """The reward shaping in force after ``frames`` training frames (see --shaping-final)."""
+        f = self.shaping_factor(frames)
+        return dataclasses.replace(self.shaping, **{k: getattr(self.shaping, k) * f for k in SHAPING_TERMS})
 
     def env_options(self) -> dict:
         """The backend-specific factory keywords that were set (the emulator's ROM and savestate)."""

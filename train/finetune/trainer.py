@@ -4,7 +4,8 @@ Schedule (all in game frames, ``envs.kartsim.FPS`` per game second, counted over
 ``warmup_frames`` of frozen-cloned rollouts train only the critic; then PPO,
 with the learning rate annealed linearly to 0 at ``frames`` and the KL weight
 toward the cloned policy decaying linearly from ``kl_coef`` to ``kl_final`` over
-``kl_decay_frames``. Every ``eval_every`` updates: deterministic laps on the
+``kl_decay_frames``; with ``shaping_final`` the reward's shaping terms decay
+linearly too (``Config.shaping_at``). Every ``eval_every`` updates: deterministic laps on the
 training track and the held-out track -> ``eval.csv`` + TensorBoard; the best
 0-fall lap on the training track keeps ``best.keras`` (``evaluation.py``).
 ``ckpt/state.npz`` holds everything a resume needs (weights, optimizer slots,
@@ -134,6 +135,8 @@ class Trainer:
         log_std = self.log_std_now()
         if log_std is not None:
             self.net.log_std.assign([log_std])
+        if self.cfg.shaping_final is not None:
+            self.env.set_shaping(self.cfg.shaping_at(self.frames))
         buf = self.collector.collect(self.cfg.rollout)
         t1 = time.perf_counter()
         stats = self.learner.update(self.batch_from(buf), lr_frac=self.lr_frac(), kl_coef=self.kl_weight(),
@@ -160,6 +163,8 @@ class Trainer:
             "reward_per_s": buf["reward_per_s"],
             "std": self.net.std(), "kl_weight": self.kl_weight(), "lr": c.ppo.lr * self.lr_frac(), **stats,
         }
+        if c.shaping_final is not None:  # the factor this update's rollout was rewarded with
+            row["shaping"] = c.shaping_factor(self.frames - step_frames)
         self.history.append(row)
         self.log.scalars("train", row, self.frames)
         return row
@@ -266,6 +271,7 @@ class Trainer:
             "updates": self.updates, "envs": self.env.num_envs, "action_repeat": self.env.action_repeat,
             # the policy evaluated and exported: the averaged actor (--actor-ema) or the latest weights
             "actor_ema": c.actor_ema, "final_log_std": c.final_log_std,
+            "shaping_final": c.shaping_final, "shaping_factor_now": c.shaping_factor(self.frames),
             "track": c.track, "held_out": {e["track"]: e["best_lap_s"] for e in held[-len(c.eval_tracks):]},
             "held_out_cloned": {t: (b.get("cloned") or {}).get("best_lap_s") for t, b in self.baselines.items()
                                 if t != c.track},
