@@ -214,14 +214,26 @@ def _check_geometry(src: str, xy, width, kappa, length, ctrl_s):
         i = int(np.argmax(tight))
         raise _err(src, f"points[{at(i)}]", f"turn radius {1 / abs(kappa[i]):.1f} is tighter than half the width {width[i] / 2:.1f}")
     step = length / m
-    for i in range(0, m, 4):
-        d = np.hypot(xy[:, 0] - xy[i, 0], xy[:, 1] - xy[i, 1])
-        sep = np.abs(np.arange(m) - i)
+    # every 4th sample against all samples, a block of rows at a time. A squared distance under each
+    # row's widest threshold picks the candidates; the rule itself is then evaluated on those alone.
+    # The first clashing row (in sample order) and its first clashing sample are the ones named.
+    rows_all, wmax = np.arange(0, m, 4), float(width.max())
+    for b in range(0, len(rows_all), 256):
+        rows = rows_all[b:b + 256]
+        dx = xy[None, :, 0] - xy[rows, 0, None]
+        dy = xy[None, :, 1] - xy[rows, 1, None]
+        lim = (wmax + width[rows]) / 2 + 1.0 + 1e-6
+        r, j = np.nonzero(dx * dx + dy * dy < (lim * lim)[:, None])  # row-major: sample order
+        i = rows[r]
+        d = np.hypot(dx[r, j], dy[r, j])
+        sep = np.abs(j - i)
         sep = np.minimum(sep, m - sep) * step
-        clash = (d < (width + width[i]) / 2 + 1.0) & (sep > (width + width[i]) * 1.5 + 4.0)
+        wsum = width[j] + width[i]
+        clash = (d < wsum / 2 + 1.0) & (sep > wsum * 1.5 + 4.0)
         if clash.any():
-            j = int(np.argmax(clash))
-            raise _err(src, "points", f"the track overlaps itself near points[{at(i)}] and points[{at(j)}]")
+            k = int(np.argmax(clash))
+            raise _err(src, "points", f"the track overlaps itself near points[{at(int(i[k]))}] and "
+                                      f"points[{at(int(j[k]))}]")
 
 
 def geometry(spec: dict, src: str) -> dict:
