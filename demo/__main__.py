@@ -151,8 +151,12 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of every stage (used by the tests)")
     add_json(p, "also print the results as one JSON object, the last line of stdout")
     a = p.parse_args(argv)
+    # --quick's game-time caps: its 2-epoch clone rarely finishes a lap, so the drive and the fine-tune's
+    # evaluations would otherwise run to their full caps (180 s a lap; 10 + 2.5 x bound x laps)
+    quick_drive, quick_eval = [], []
     if a.quick:
         a.seconds, a.epochs, a.laps, a.rl_frames, a.gen_tracks = 40, 2, 1, 2_000, min(a.gen_tracks, 2)
+        quick_drive, quick_eval = ["--max-seconds", "30"], ["--eval-laps", "1", "--eval-max-s", "30"]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {"tracks": {}}
@@ -203,11 +207,11 @@ def main(argv=None) -> int:
              "--out", str(out / "generalise"), "--json"],
             f"generalise: {a.gen_tracks} generated tracks never trained on, and {HELD_OUT}", _sum_generalise)
     results["drive"] = st.run(["drive", "--model", str(model), "--sim", "--track", a.track, "--laps", "1",
-                               "--port", "0", "--json"], "drive kartsim through the server", _sum_drive)
+                               "--port", "0", *quick_drive, "--json"], "drive kartsim through the server", _sum_drive)
     # The fine-tune starts from this clone, so it trains on the clone's own track (and keeps the held-out one).
     evals = ",".join(eval_tracks)
     ft = st.run(["train.finetune", "--model", str(model), "--track", a.track, "--eval-tracks", evals,
-                 "--frames", str(a.rl_frames), "--out", str(out / "finetune"), "--json"],
+                 "--frames", str(a.rl_frames), "--out", str(out / "finetune"), *quick_eval, "--json"],
                 f"PPO fine-tune on {a.track} ({a.rl_frames:,} frames)", _sum_finetune)
     results["finetune"] = ft
 
