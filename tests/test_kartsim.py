@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -152,6 +153,20 @@ def test_track_file_errors_name_file_and_field(tmp_path, spec, field):
     with pytest.raises(ks.TrackError) as exc:
         ks.load(str(path))
     assert str(path) in str(exc.value) and field in str(exc.value)
+
+
+def test_a_track_that_crosses_itself_is_refused_where_it_crosses(tmp_path):
+    """A lemniscate (a figure eight with gentle turns): refused for the overlap, near the crossing's
+    control points, while the same loop as an ellipse loads."""
+    ts = np.linspace(0.0, 2 * np.pi, 24, endpoint=False)
+    eight = [[300 + 240 * np.cos(t), 300 + 120 * np.sin(2 * t), 10] for t in ts]
+    path = _write(tmp_path, "eight.json", {"points": eight})
+    with pytest.raises(ks.TrackError, match="overlaps itself near points") as exc:
+        ks.load(str(path))
+    named = [int(k) for k in re.findall(r"points\[(\d+)\]", str(exc.value))]
+    assert len(named) == 2 and all(k % 12 in (5, 6, 7) for k in named), str(exc.value)  # t near pi/2, 3pi/2
+    oval = [[300 + 240 * np.cos(t), 300 + 120 * np.sin(t), 10] for t in ts]
+    assert ks.load(str(_write(tmp_path, "oval.json", {"points": oval}))).length > 0
 
 
 def test_user_track_file_loads_and_cli_reports_errors(tmp_path):

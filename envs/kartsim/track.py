@@ -202,6 +202,24 @@ class Track:
         return 4 if self.void else 3
 
 
+@nb.njit(cache=True)
+def _first_overlap(xy, width, step):
+    """The first (every 4th sample i, then sample j) pair where the track comes back on itself: closer
+    than their mean width + 1 while more than 1.5 x their summed widths + 4 apart along the line;
+    (-1, -1) when none."""
+    m = len(xy)
+    for i in range(0, m, 4):
+        for j in range(m):
+            w = width[j] + width[i]
+            dx, dy = xy[j, 0] - xy[i, 0], xy[j, 1] - xy[i, 1]
+            near = w / 2 + 1.0
+            if dx * dx + dy * dy < (near + 1e-6) * (near + 1e-6) and math.hypot(dx, dy) < near:
+                sep = abs(j - i)
+                if min(sep, m - sep) * step > w * 1.5 + 4.0:
+                    return i, j
+    return -1, -1
+
+
 def _check_geometry(src: str, xy, width, kappa, length, ctrl_s):
     """Reject self-intersecting tracks and turns tighter than the half width."""
     m = len(xy)
@@ -213,27 +231,9 @@ def _check_geometry(src: str, xy, width, kappa, length, ctrl_s):
     if tight.any():
         i = int(np.argmax(tight))
         raise _err(src, f"points[{at(i)}]", f"turn radius {1 / abs(kappa[i]):.1f} is tighter than half the width {width[i] / 2:.1f}")
-    step = length / m
-    # every 4th sample against all samples, a block of rows at a time. A squared distance under each
-    # row's widest threshold picks the candidates; the rule itself is then evaluated on those alone.
-    # The first clashing row (in sample order) and its first clashing sample are the ones named.
-    rows_all, wmax = np.arange(0, m, 4), float(width.max())
-    for b in range(0, len(rows_all), 256):
-        rows = rows_all[b:b + 256]
-        dx = xy[None, :, 0] - xy[rows, 0, None]
-        dy = xy[None, :, 1] - xy[rows, 1, None]
-        lim = (wmax + width[rows]) / 2 + 1.0 + 1e-6
-        r, j = np.nonzero(dx * dx + dy * dy < (lim * lim)[:, None])  # row-major: sample order
-        i = rows[r]
-        d = np.hypot(dx[r, j], dy[r, j])
-        sep = np.abs(j - i)
-        sep = np.minimum(sep, m - sep) * step
-        wsum = width[j] + width[i]
-        clash = (d < wsum / 2 + 1.0) & (sep > wsum * 1.5 + 4.0)
-        if clash.any():
-            k = int(np.argmax(clash))
-            raise _err(src, "points", f"the track overlaps itself near points[{at(int(i[k]))}] and "
-                                      f"points[{at(int(j[k]))}]")
+    i, j = _first_overlap(xy, width, length / m)
+    if i >= 0:
+        raise _err(src, "points", f"the track overlaps itself near points[{at(i)}] and points[{at(j)}]")
 
 
 def geometry(spec: dict, src: str) -> dict:
