@@ -136,7 +136,7 @@ def bench_repeat(cloned, envs: int, repeat: int, updates: int, rollout: int, pro
 
 
 def main(argv=None) -> int:
-    from train.finetune.trainer import Config
+    from train.finetune.settings import Config  # no TensorFlow: --help stays fast
 
     p = argparse.ArgumentParser(prog="python -m bench.finetune", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -91,13 +91,15 @@ def format_table(summary: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from train.finetune.plot import plot_curves
-    from train.finetune.trainer import Trainer, write_summary
-
     try:
         cfg = config_from(args)
     except ValueError as exc:  # a setting out of range (--actor-ema 1.0), an evaluation set with an empty name
         fail(PROG, describe(exc))
+    if not os.path.exists(cfg.model):  # before TensorFlow loads: a typo fails at once
+        fail(PROG, f"model file not found: {cfg.model} (train one with `make train`, or pass --model)")
+    from train.finetune.plot import plot_curves
+    from train.finetune.trainer import Trainer, write_summary
+
     dash = None
     if args.dashboard is not None:
         from train.finetune.dashboard import Dashboard
