@@ -105,10 +105,8 @@ class KartSimBackend(VecEnvBackend):
 
     def set_shaping(self, shaping: RewardShaping) -> None:
         """The reward weights from the next step on (``--shaping-final``'s schedule)."""
-        from envs import kartsim
-
         self.shaping = shaping
-        self.vec.sim.set_reward(kartsim.RewardConfig.from_dict(shaping.as_dict()))
+        self.vec.sim.set_reward(shaping.as_dict())
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         obs, info = self.vec.reset(seed=self._seed if seed is None else seed)

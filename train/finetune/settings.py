@@ -45,6 +45,11 @@ def track_label(name: str) -> str:
     return name if members is None else f"{len(members)} tracks ({members[0]}, ...)"
 
 
+def ramp(frames: int, start: int, span: int) -> float:
+    """How far ``frames`` is along a schedule that starts at ``start`` and lasts ``span`` frames: 0 to 1."""
+    return min(max(frames - start, 0) / max(span, 1), 1.0)
+
+
 def option(default=dataclasses.MISSING, help: str = "", *, flag: str | None = None, group: str | None = None,
            default_factory=dataclasses.MISSING, **meta):
     """A dataclass field carrying its CLI help (and, for on-by-default switches, the ``--no-...`` flag)."""
@@ -223,8 +228,7 @@ class Config:
             return 1.0
         start = self.warmup_frames if self.shaping_decay_start is None else self.shaping_decay_start
         span = self.shaping_decay_frames if self.shaping_decay_frames is not None else self.frames - start
-        frac = min(max(frames - start, 0) / max(span, 1), 1.0)
-        return 1.0 + (self.shaping_final - 1.0) * frac
+        return 1.0 + (self.shaping_final - 1.0) * ramp(frames, start, span)
 
     def shaping_at(self, frames: int) -> RewardShaping:
         """The reward shaping in force after ``frames`` training frames (see --shaping-final)."""

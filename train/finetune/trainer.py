@@ -38,7 +38,7 @@ from train.finetune.envs import make_backend
 from train.finetune.evaluation import Evaluator
 from train.finetune.logs import RunLog
 from train.finetune.rollout import Collector
-from train.finetune.settings import Config
+from train.finetune.settings import Config, ramp
 
 __all__ = ["Config", "Trainer", "build_env", "write_summary"]
 
@@ -95,8 +95,7 @@ class Trainer:
 
     def kl_weight(self) -> float:
         c = self.cfg
-        frac = min(max(self.frames - c.warmup_frames, 0) / max(c.kl_decay_frames, 1), 1.0)
-        return c.kl_coef + (c.kl_final - c.kl_coef) * frac
+        return c.kl_coef + (c.kl_final - c.kl_coef) * ramp(self.frames, c.warmup_frames, c.kl_decay_frames)
 
     def lr_frac(self) -> float:
         return max(1.0 - self.frames / max(self.cfg.frames, 1), 0.0)
@@ -107,7 +106,7 @@ class Trainer:
         c = self.cfg
         if c.final_log_std is None:
             return None
-        frac = min(max(self.frames - c.warmup_frames, 0) / max(c.frames - c.warmup_frames, 1), 1.0)
+        frac = ramp(self.frames, c.warmup_frames, c.frames - c.warmup_frames)
         return c.init_log_std + (c.final_log_std - c.init_log_std) * frac
 
     def average_actor(self) -> None:
