@@ -22,6 +22,9 @@ ROM ?=
 SIM ?=
 FRAMES ?= 2000000
 ENVS ?= 24
+# make test: pytest worker processes (pytest-xdist); a test module runs whole in one worker.
+# 0 runs the tests in the make process itself, one after another.
+TEST_WORKERS ?= 2
 
 # The GPL mupen64plus test ROM: $KARTPILOT_TEST_ROM, else ../shared/roms, else fetched here by make test-rom.
 TEST_ROM ?= $(or $(KARTPILOT_TEST_ROM),$(wildcard ../shared/roms/m64p_test_rom.v64),.cache/roms/m64p_test_rom.v64)
@@ -50,8 +53,11 @@ test-rom:
 	@bash system_deps.sh --test-rom $(TEST_ROM)
 
 # Under CI (or KARTPILOT_REQUIRE_SYSTEM=1) a test skipped for a missing system part fails the run.
+# Modules are shared out whole between TEST_WORKERS processes (--dist loadfile): a module's fixtures
+# are built once, and two tests that share a module never run at the same time.
 test: system-deps test-rom setup lint plugin
-	KARTPILOT_TEST_ROM=$(abspath $(TEST_ROM)) KARTPILOT_EXTRAS="$(EXTRAS)" $(PY) -m pytest -q
+	KARTPILOT_TEST_ROM=$(abspath $(TEST_ROM)) KARTPILOT_EXTRAS="$(EXTRAS)" $(PY) -m pytest -q \
+		-n $(TEST_WORKERS) --dist loadfile
 
 plugin:
 	@if [ -f plugin_c/Makefile ]; then $(MAKE) -C plugin_c; fi

@@ -64,13 +64,14 @@ def _env(**overrides) -> dict:
     return env
 
 
-def run_synthetic(tmp_path: Path, **env) -> subprocess.CompletedProcess:
+def run_synthetic(tmp_path: Path, *args: str, **env) -> subprocess.CompletedProcess:
     """pytest on the SKIPS files in tmp_path, with the project's conftest loaded as a plugin."""
     for name, body in SKIPS.items():
         (tmp_path / name).write_text(textwrap.dedent(body))
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider",
-                           "-c", str(tmp_path / "pytest.ini"), "--rootdir", str(tmp_path), "-rA", str(tmp_path)],
+                           "-c", str(tmp_path / "pytest.ini"), "--rootdir", str(tmp_path), "-rA", *args,
+                           str(tmp_path)],
                           cwd=tmp_path, env=_env(**env), capture_output=True, text=True, timeout=300)
 
 
@@ -95,6 +96,21 @@ def test_under_ci_a_skip_for_a_missing_part_fails(tmp_path, env):
     # an optional extra that was not asked for stays a skip
     assert "SKIPPED" in out and "optional extra ray" in out
     assert "FAILED test_extra_skip.py" not in out
+
+
+def test_under_ci_a_skipped_module_fails_the_run_with_workers_too(tmp_path):
+    """`make test` shares the modules out between pytest-xdist workers: a module skipped at import in
+    a worker must still fail the run the controller reports."""
+    r = run_synthetic(tmp_path, "-n", "2", "--dist", "loadfile", KARTPILOT_REQUIRE_SYSTEM="1")
+    out = r.stdout
+    assert r.returncode == 1, out[-3000:]
+    assert "modules skipped for a missing system part" in out
+    assert "test_module_skip.py" in out and "libmupen64plus-dev is not installed" in out
+    assert "FAILED test_extra_skip.py" not in out  # the extra was not asked for
+    assert "Xvfb is not installed" in out  # the item skips fail in the workers as without them
+    r = run_synthetic(tmp_path, "-n", "2", "--dist", "loadfile")
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert "1 passed, 4 skipped, 1 xfailed" in r.stdout, r.stdout[-3000:]
 
 
 def test_an_optional_extra_asked_for_must_be_there(tmp_path):
