@@ -148,6 +148,9 @@ def main(argv=None) -> int:
     p.add_argument("--gen-tracks", type=int, default=20,
                    help="generated tracks the clone has never seen, one lap each (bench.generalise), "
                    "0 = skip (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the clone's training and of the fine-tune (the two recordings use 0 and 1), so "
+                   "two runs start from the same weights (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of every stage (used by the tests)")
     add_json(p, "also print the results as one JSON object, the last line of stdout")
     a = p.parse_args(argv)
@@ -195,7 +198,7 @@ def main(argv=None) -> int:
             "--out", str(prepared), "--force", "--json"], "prepare (crop, resize, split)", _sum_prepare)
     model = out / "models" / "pilotnet.keras"
     results["train"] = st.run(["train", "--data", str(prepared), "--out", str(model), "--epochs", str(a.epochs),
-                               "--json"], "train PilotNet (behavioral cloning)", _sum_train)
+                               "--seed", str(a.seed), "--json"], "train PilotNet (behavioral cloning)", _sum_train)
     for name in eval_tracks:
         r = st.run(["train", "evaluate", "--model", str(model), "--track", name, "--laps", str(a.laps),
                     "--out", str(out / "eval" / name), "--json"], f"evaluate the clone on {name}", _sum_lap)
@@ -211,7 +214,8 @@ def main(argv=None) -> int:
     # The fine-tune starts from this clone, so it trains on the clone's own track (and keeps the held-out one).
     evals = ",".join(eval_tracks)
     ft = st.run(["train.finetune", "--model", str(model), "--track", a.track, "--eval-tracks", evals,
-                 "--frames", str(a.rl_frames), "--out", str(out / "finetune"), *quick_eval, "--json"],
+                 "--frames", str(a.rl_frames), "--seed", str(a.seed), "--out", str(out / "finetune"), *quick_eval,
+                 "--json"],
                 f"PPO fine-tune on {a.track} ({a.rl_frames:,} frames)", _sum_finetune)
     results["finetune"] = ft
 

@@ -48,6 +48,8 @@ def test_quick_demo_runs_every_stage(tmp_path):
     assert g["tracks"] == 3 and 0 <= g["finished"] <= 3 and (out / "generalise" / "worst.png").is_file()
     assert "unseen tracks: finished" in r.stdout
     assert log.count("\n=== [") == 11 and '"captured": 1200' in log and '"val_loss"' in log
+    # seeded: the clone's training and the fine-tune start from the same weights in every demo
+    assert re.search(r"python -m train --data .* --seed 0 ", log) and re.search(r"python -m train.finetune .* --seed 0 ", log)
 
 
 def test_a_failing_stage_is_named_with_its_log(tmp_path):
