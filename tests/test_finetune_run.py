@@ -162,6 +162,9 @@ def test_shaping_schedule_changes_what_the_envs_pay(files, tmp_path):
     assert rw[KP.RW_SPEED] == rw[KP.RW_BOOST] == rw[KP.RW_DRIFT_ABORT] == 0.0
     assert (rw[KP.RW_PROGRESS], rw[KP.RW_FALL]) == (shaping.progress, shaping.fall)
     rates = [h["reward_per_s"] for h in t.history]
+    # an evaluation counts its return with the reward the training pays at that moment (none of the shaping)
+    t.run_eval()
+    np.testing.assert_array_equal(t.evaluator.env(files["track"], t.cfg.action_repeat).vec.sim.rw, rw)
     t.close()
     # without the schedule: the first two updates are the same (full shaping, the same seed), so the
     # third rollout drives the same frames, paid otherwise (half the shaping against all of it)

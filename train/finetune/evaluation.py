@@ -92,6 +92,8 @@ class Evaluator:
         c = self.cfg
         rows, score = [], None
         for track in c.eval_tracks:
+            if c.shaping_final is not None:  # `return` is counted with the reward the training pays now
+                self.env(track, c.action_repeat).set_shaping(c.shaping_at(frames))
             res = self._laps(track, c.action_repeat, self.net)
             row = {"update": updates, "frames": frames, "track": track,
                    "best_lap_s": res["best_lap_s"], "mean_lap_s": res["mean_lap_s"],
