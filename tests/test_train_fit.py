@@ -68,10 +68,23 @@ def test_pipeline_batches_shuffles_and_flips_steering(sim_data):
 def test_pipeline_brightness_changes_pixels_not_labels():
     x = tf.fill((8, *frames.MODEL_SHAPE), tf.constant(100, tf.uint8))
     y = tf.constant(np.tile([[0.5, 0, 1, 0, 0]], (8, 1)).astype(np.float32))
-    xa, ya = tdata.augment(x, y, brightness=0.3, flip=False)
+    xa, ya = tdata.augment(x, y, tf.constant([1, 2]), brightness=0.3, flip=False)
     vals = xa.numpy()[:, 0, 0, 0]
     assert xa.dtype == tf.uint8 and len(set(vals.tolist())) > 1 and (vals >= 70).all() and (vals <= 130).all()
     np.testing.assert_array_equal(ya.numpy(), y.numpy())
+
+
+def test_augmentation_is_a_function_of_its_seed():
+    """The compiled (XLA) augmentation draws from the seed it is given, not from a stream the
+    process keeps: the same seed gives the same batch twice, another seed another batch."""
+    x = tf.fill((16, *frames.MODEL_SHAPE), tf.constant(100, tf.uint8))
+    y = tf.constant(np.tile([[0.5, 0, 1, 0, 0]], (16, 1)).astype(np.float32))
+    aug = tdata._compiled_augment(0.3, True)
+    a, b, c = (aug(x, y, tf.constant(s, tf.int64)) for s in ([7, 1], [7, 1], [8, 1]))
+    np.testing.assert_array_equal(a[0].numpy(), b[0].numpy())
+    np.testing.assert_array_equal(a[1].numpy(), b[1].numpy())
+    assert not np.array_equal(a[0].numpy(), c[0].numpy())
+    assert set(np.sign(a[1].numpy()[:, 0]).tolist()) == {-1.0, 1.0}  # some flipped, some not
 
 
 def test_validation_pipeline_is_ordered_and_unaugmented(sim_data):
@@ -138,6 +151,17 @@ def test_the_same_seed_trains_the_same_model(sim_data, tmp_path):
         res.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     assert res[0]["val_loss"] < res[0]["initial_val_loss"]  # it trained
     assert res[0]["initial_val_loss"] == res[1]["initial_val_loss"] and res[0]["val_loss"] == res[1]["val_loss"]
+
+
+def test_the_same_seed_trains_the_same_model_twice_in_one_process(sim_data, tmp_path):
+    """`train dagger` trains its rounds in one process: a seeded fit there must not depend on
+    what trained before it (XLA's stateful random ops once carried their stream across fits)."""
+    from train.fit import train
+
+    res = [train(sim_data, str(tmp_path / f"p{i}.keras"), epochs=1, batch_size=32, seed=4, progress=False,
+                 plots=False) for i in range(2)]
+    assert res[0]["initial_val_loss"] == res[1]["initial_val_loss"]
+    assert res[0]["val_loss"] == res[1]["val_loss"]
 
 
 def test_cli_trains_and_prints_json(sim_data, tmp_path):

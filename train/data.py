@@ -142,16 +142,22 @@ class Source:
         return tuple(a[0] if len(a) == 1 else np.concatenate(a) for a in out)
 
 
-def augment(x: tf.Tensor, y: tf.Tensor, brightness: float = 0.2, flip: bool = True):
-    """Batch augmentation: random horizontal flip (steering negated) and brightness."""
+def augment(x: tf.Tensor, y: tf.Tensor, seed: tf.Tensor, brightness: float = 0.2, flip: bool = True):
+    """Batch augmentation: random horizontal flip (steering negated) and brightness.
+
+    ``seed`` (shape ``[2]``, integers) fixes the draws: the ops are TF's stateless ones, so the
+    same seed gives the same batch in any process and under XLA. (XLA's stateful random ops
+    keep one stream per process that ``keras.utils.set_random_seed`` does not reset, so a
+    second seeded ``train`` in the same process augmented differently.)"""
     n = tf.shape(x)[0]
+    flip_seed, bright_seed = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2))
     if flip:
-        do_flip = tf.random.uniform((n,)) < 0.5
+        do_flip = tf.random.stateless_uniform((n,), flip_seed) < 0.5
         x = tf.where(do_flip[:, None, None, None], tf.reverse(x, axis=[2]), x)
         sign = tf.where(do_flip, -1.0, 1.0)
         y = tf.concat([y[:, :1] * sign[:, None], y[:, 1:]], axis=1)
     if brightness > 0:
-        scale = tf.random.uniform((n, 1, 1, 1), 1.0 - brightness, 1.0 + brightness)
+        scale = tf.random.stateless_uniform((n, 1, 1, 1), bright_seed, 1.0 - brightness, 1.0 + brightness)
         x = tf.cast(tf.clip_by_value(tf.cast(x, tf.float32) * scale, 0.0, 255.0), tf.uint8)
     return x, y
 
@@ -161,12 +167,13 @@ def _compiled_augment(brightness: float, flip: bool):
     batch (~18x less CPU than op-by-op on 2 cores, which the model would otherwise lose).
     Falls back to plain ops where XLA is unavailable."""
 
-    def fn(x, y):
-        return augment(x, y, brightness, flip)
+    def fn(x, y, seed):
+        return augment(x, y, seed, brightness, flip)
 
     xla = tf.function(fn, jit_compile=True)
     try:
-        xla(tf.zeros((1, *frames.MODEL_SHAPE), tf.uint8), tf.zeros((1, act.SIZE), tf.float32))
+        xla(tf.zeros((1, *frames.MODEL_SHAPE), tf.uint8), tf.zeros((1, act.SIZE), tf.float32),
+            tf.zeros((2,), tf.int64))
     except (tf.errors.OpError, NotImplementedError, ValueError):  # pragma: no cover - no XLA here
         return fn
     return xla
@@ -220,11 +227,13 @@ def make_dataset(
     ds = ds.map(load, num_parallel_calls=1, deterministic=not training)
     if training and (flip or brightness > 0):
         aug = _compiled_augment(brightness, flip)
+        # one seed pair per batch, drawn from the global seed (``train --seed``) when one is set
+        ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random().batch(2)))
         if with_state:
-            ds = ds.map(lambda x, y: ({"frames": aug(x["frames"], y)[0], "state": x["state"]}, y),
-                        num_parallel_calls=1)
+            ds = ds.map(lambda xy, s: ({"frames": aug(xy[0]["frames"], xy[1], s)[0], "state": xy[0]["state"]},
+                                       xy[1]), num_parallel_calls=1)
         else:
-            ds = ds.map(aug, num_parallel_calls=1)
+            ds = ds.map(lambda xy, s: aug(xy[0], xy[1], s), num_parallel_calls=1)
     opts = tf.data.Options()
     opts.autotune.enabled = False
     opts.threading.private_threadpool_size = 1
