@@ -31,6 +31,7 @@ BAD = {
     "dataset": (["prepare", MISSING, "--out", "{tmp}/prepared"], "missing session metadata"),
     "train": (["--epochs", "ten"], "argument --epochs: invalid int value"),
     "train.finetune": (["--envs", "x"], "argument --envs: invalid int value"),
+    "train.finetune.compare": ([MISSING], f"{MISSING}/eval.csv: no such file"),
     "drive": (["--sim", "--rom", "game.z64", "--model", f"{MISSING}.keras"], "--sim and --rom are exclusive"),
     "drive.simclient": (["--size", "320x240x3"], "argument --size: expected HxW"),
     "envs.kartsim": (["replay", f"{MISSING}.json"], "movie file not found"),

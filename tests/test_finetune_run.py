@@ -72,6 +72,21 @@ def test_short_run_raises_the_return(trained):
     assert trainer.frames == 30 * 16 * 8 * 4  # game frames: updates x rollout x envs x repeat
 
 
+def test_compare_reads_a_real_runs_eval_csv(trained):
+    """`python -m train.finetune.compare` on the folder the trainer wrote: its figures are the run's."""
+    trainer, _, before, after = trained
+    proc = subprocess.run([sys.executable, "-m", "train.finetune.compare", trainer.cfg.out, "--json"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    run = res["runs"][os.path.basename(trainer.cfg.out)]
+    assert res["track"] == trainer.cfg.eval_tracks[0]
+    assert run["evaluations"] == 2 and run["to_frames"] == after["frames"]
+    assert run["fell"] == int(before["falls"] > 0) + int(after["falls"] > 0)
+    laps = [r["best_lap_s"] for r in (before, after) if r["best_lap_s"]]
+    assert run["best_lap_s"] == (min(laps) if laps else None)
+
+
 def test_checkpoint_resume_takes_the_same_next_update(files, tmp_path):
     cfg = config(files, tmp_path / "r", envs=4, rollout=8, warmup_frames=32 * 4)  # update 1 warm-up only
     a = Trainer(cfg)

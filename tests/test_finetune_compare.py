@@ -1,0 +1,110 @@
+"""python -m train.finetune.compare: runs side by side from their eval.csv (written here by the
+trainer's own CSV writer, ``RunLog.table``), the figures, the stretch compared, the PNG, and
+errors that name the file and line at fault."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from train.finetune import compare
+from train.finetune.logs import RunLog
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_run(folder: Path, laps, falls=None, mts=None, step=61440, track="oval", other=None) -> Path:
+    """A run folder whose eval.csv has one evaluation per lap in ``laps`` (None: no lap)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    falls = falls or [0] * len(laps)
+    mts = mts or list(range(10, 10 + len(laps)))
+    rows = []
+    for i, (lap, f, m) in enumerate(zip(laps, falls, mts, strict=True)):
+        rows.append({"update": 40 * (i + 1), "frames": step * (i + 1), "track": track, "best_lap_s": lap,
+                     "mean_lap_s": lap, "laps": 3 if lap else 0, "falls": f, "mini_turbos": m, "return": 1.0})
+        if other:
+            rows.append({**rows[-1], "track": other, "best_lap_s": 99.0, "falls": 1})
+    RunLog(str(folder), tensorboard=False).table("eval.csv", rows)
+    return folder
+
+
+def run_cli(*args):
+    proc = subprocess.run([sys.executable, "-m", "train.finetune.compare", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    return proc
+
+
+def test_figures_of_two_runs_over_the_same_stretch(tmp_path):
+    a = write_run(tmp_path / "A", [41.0, 40.5, 41.2, 40.0, 39.9, 39.8, 39.5, 39.7],
+                  falls=[0, 0, 0, 1, 0, 0, 0, 0], other="twisty")
+    b = write_run(tmp_path / "B", [41.0, 40.9, 40.8, 40.7, 40.6, 40.5])
+    proc = run_cli(a, b, "--reference", "38.0", "--json")
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["track"] == "oval" and res["to_frames"] == 6 * 61440  # B's end: both cover the same stretch
+    ra, rb = res["runs"]["A"], res["runs"]["B"]
+    assert ra["evaluations"] == 6 and rb["evaluations"] == 6
+    assert ra["clone_lap_s"] == 41.0 and ra["best_lap_s"] == 39.8 and ra["best_at_frames"] == 6 * 61440
+    assert ra["fell"] == 1 and ra["fell_at_frames"] == [4 * 61440]  # the other track's falls are not counted
+    assert ra["slower_than_clone"] == 1 and ra["worst_after_warmup_s"] == 41.2
+    assert ra["mean_last5_s"] == pytest.approx((40.5 + 41.2 + 40.0 + 39.9 + 39.8) / 5, abs=1e-3)
+    assert ra["mini_turbos_last5"] == [11, 12, 13, 14, 15]
+    assert ra["best_vs_reference_pct"] == pytest.approx((39.8 / 38 - 1) * 100, abs=0.01)
+    assert rb["fell"] == 0 and rb["slower_than_clone"] == 0 and rb["best_lap_s"] == 40.5
+    # the whole logs, and a stretch given in frames
+    whole = json.loads(run_cli(a, b, "--to", "all", "--json").stdout.strip().splitlines()[-1])
+    assert whole["to_frames"] is None and whole["runs"]["A"]["best_lap_s"] == 39.5
+    early = json.loads(run_cli(a, b, "--to", "200000", "--json").stdout.strip().splitlines()[-1])
+    assert early["runs"]["A"]["evaluations"] == 3 and early["runs"]["A"]["best_lap_s"] == 40.5
+    # the other track by name
+    tw = json.loads(run_cli(a, "--track", "twisty", "--json").stdout.strip().splitlines()[-1])
+    assert tw["runs"]["A"]["fell"] == 8 and tw["runs"]["A"]["best_lap_s"] == 99.0
+
+
+def test_table_for_people_and_the_png(tmp_path):
+    a = write_run(tmp_path / "A", [41.0, None, 40.0], falls=[0, 3, 0])
+    png = tmp_path / "out" / "cmp.png"
+    proc = run_cli(a, "--reference", "39", "--png", png)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("track oval") and "39.00 s (given)" in lines[0]
+    row = next(line for line in lines if line.startswith("A "))
+    # no lap counts as slower than the clone; the fall is listed with where it came
+    assert "40.00 s" in row and "+2.56%" in row and "1 (at 0.12M)" in row and row.rstrip().endswith("1")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert not [p for p in png.parent.iterdir() if p.name != "cmp.png"]  # no temp file left
+
+
+def test_reference_from_a_movie_file(tmp_path):
+    from envs.kartsim.movie import make_movie, save_movie
+
+    a = write_run(tmp_path / "A", [41.0, 40.0])
+    movie = tmp_path / "plan.json"
+    save_movie(movie, make_movie({"actions": [[0, 0, 1, 0, 0]] * 3, "seed": 0, "laps": 1, "lap_times": [36.5],
+                                  "best_lap_s": 36.5, "race_time_s": 36.5, "falls": 0, "mini_turbos": 0,
+                                  "finished": True}, "luigi"))
+    res = compare.summarise(compare.read_evals(str(a), None)[1], compare.reference_lap(str(movie), "luigi")[0])
+    assert res["best_vs_reference_pct"] == pytest.approx((40 / 36.5 - 1) * 100, abs=0.01)
+
+
+def test_errors_name_the_file_and_line(tmp_path):
+    proc = run_cli(tmp_path / "nothere")
+    assert proc.returncode == 2 and "nothere" in proc.stderr and "eval.csv" in proc.stderr
+    a = write_run(tmp_path / "A", [41.0, 40.0])
+    text = (a / "eval.csv").read_text().splitlines()
+    bad = text[2].split(",")
+    bad[6] = "many"  # the falls column of line 3
+    (a / "eval.csv").write_text("\n".join([*text[:2], ",".join(bad)]) + "\n")
+    proc = run_cli(a)
+    assert proc.returncode == 2 and "eval.csv, line 3" in proc.stderr and "many" in proc.stderr
+    b = write_run(tmp_path / "B", [41.0])
+    proc = run_cli(b, "--track", "rainbow")
+    assert proc.returncode == 2 and "no evaluation on track 'rainbow'" in proc.stderr and "oval" in proc.stderr
+    proc = run_cli(b, "--to", "soon")
+    assert proc.returncode == 2 and "--to" in proc.stderr
+    proc = run_cli(b, write_run(tmp_path / "C", [41.0, 40.0]), "--to", "100")
+    assert proc.returncode == 2 and "no evaluation by then" in proc.stderr
