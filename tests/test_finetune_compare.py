@@ -79,16 +79,32 @@ def test_table_for_people_and_the_png(tmp_path):
     assert not [p for p in png.parent.iterdir() if p.name != "cmp.png"]  # no temp file left
 
 
-def test_reference_from_a_movie_file(tmp_path):
-    from envs.kartsim.movie import make_movie, save_movie
+def _plan(lap: float) -> dict:
+    from envs.kartsim.movie import make_movie
 
-    a = write_run(tmp_path / "A", [41.0, 40.0])
+    return make_movie({"actions": [[0, 0, 1, 0, 0]] * 3, "seed": 0, "laps": 1, "lap_times": [lap],
+                       "best_lap_s": lap, "race_time_s": lap, "falls": 0, "mini_turbos": 0, "finished": True},
+                      "luigi")
+
+
+def test_reference_from_a_movie_file_or_the_plan_cache(tmp_path, monkeypatch):
+    from envs.kartsim.movie import CACHE_ENV, save_movie, store_plan
+
+    a = write_run(tmp_path / "A", [41.0, None, 40.0], track="luigi")
     movie = tmp_path / "plan.json"
-    save_movie(movie, make_movie({"actions": [[0, 0, 1, 0, 0]] * 3, "seed": 0, "laps": 1, "lap_times": [36.5],
-                                  "best_lap_s": 36.5, "race_time_s": 36.5, "falls": 0, "mini_turbos": 0,
-                                  "finished": True}, "luigi"))
-    res = compare.summarise(compare.read_evals(str(a), None)[1], compare.reference_lap(str(movie), "luigi")[0])
+    save_movie(movie, _plan(36.5))
+    rows = compare.read_evals(str(a), None)[1]
+    res = compare.summarise(rows, compare.reference_lap(str(movie), "luigi")[0])
     assert res["best_vs_reference_pct"] == pytest.approx((40 / 36.5 - 1) * 100, abs=0.01)
+    assert res["worst_after_warmup_s"] == 40.0 and res["slower_than_clone"] == 1  # no lap is slower, not worst
+    # without --reference: the track's cached planned lap, where there is one
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    assert compare.reference_lap(None, "luigi") == (None, None)
+    store_plan(_plan(35.0))
+    out = json.loads(subprocess.run([sys.executable, "-m", "train.finetune.compare", str(a), "--json"], cwd=ROOT,
+                                    capture_output=True, text=True, timeout=120).stdout.strip().splitlines()[-1])
+    assert out["reference_s"] == 35.0 and out["reference_from"] == "the planned-lap cache"
+    assert compare.reference_lap(None, "no-such-track") == (None, None)
 
 
 def test_errors_name_the_file_and_line(tmp_path):

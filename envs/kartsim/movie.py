@@ -194,6 +194,17 @@ def cached_plan(track) -> dict | None:
         return None
 
 
+def planned_lap(track) -> float | None:
+    """The cached planned best lap of ``track`` in seconds: the reference a learned lap is measured
+    against. None where the track was never planned or is no kartsim track (a set's or the emulator's
+    label), so callers need not tell those apart."""
+    try:
+        movie = cached_plan(track)
+    except (OSError, ValueError):
+        return None
+    return None if movie is None or movie.get("best_lap_s") is None else float(movie["best_lap_s"])
+
+
 def store_plan(movie: dict) -> tuple[Path, bool]:
     """Keep ``movie`` in the cache if its track has none yet or it has a faster best lap."""
     path = cache_dir() / f"{movie['track_hash']}.json"

@@ -83,13 +83,8 @@ def reference_lap(ref: str | None, track: str) -> tuple[float | None, str | None
             if m.get("best_lap_s") is None:
                 raise ValueError(f"{ref}: the movie has no lap time") from None
             return float(m["best_lap_s"]), ref
-    try:
-        m = movie.cached_plan(track)
-    except (ValueError, OSError):  # a label that is no kartsim track (a set, the emulator's)
-        return None, None
-    if m is None or m.get("best_lap_s") is None:
-        return None, None
-    return float(m["best_lap_s"]), "the planned-lap cache"
+    lap = movie.planned_lap(track)
+    return (None, None) if lap is None else (lap, "the planned-lap cache")
 
 
 def summarise(rows: list[dict], reference: float | None) -> dict:
@@ -115,7 +110,8 @@ def summarise(rows: list[dict], reference: float | None) -> dict:
         "fell": len([r for r in rows if r["falls"]]),
         "fell_at_frames": [r["frames"] for r in rows if r["falls"]],
         "slower_than_clone": len(slower),
-        "worst_after_warmup_s": max((r["best_lap_s"] for r in after), default=None),
+        "worst_after_warmup_s": max((r["best_lap_s"] for r in after if not math.isnan(r["best_lap_s"])),
+                                    default=None),
     }
     if reference and best_lap is not None:
         out["best_vs_reference_pct"] = round((best_lap / reference - 1) * 100, 2)
@@ -193,7 +189,7 @@ def main(argv=None) -> int:
         runs: dict[str, list[dict]] = {}
         for run in args.runs:
             track, rows = read_evals(run, track)
-            name = os.path.basename(os.path.normpath(run[:-len("eval.csv")] if run.endswith("eval.csv") else run))
+            name = os.path.basename(os.path.dirname(os.path.abspath(eval_path(run))))  # the run folder's name
             while name in runs:
                 name += "'"
             runs[name] = rows

@@ -55,13 +55,9 @@ class Evaluator:
         a learned lap is measured against; None for a set, another backend, or a track never planned."""
         if self.cfg.env != "kartsim" or track_set(track):
             return None
-        from envs.kartsim.movie import cached_plan
+        from envs.kartsim.movie import planned_lap
 
-        try:
-            movie = cached_plan(track)
-        except (OSError, ValueError):
-            return None
-        return None if movie is None or movie.get("best_lap_s") is None else float(movie["best_lap_s"])
+        return planned_lap(track)
 
     def max_frames(self, track: str, fps: float) -> int:
         """Evaluation cap: --eval-max-s, or by default 2.5x the lower bound per lap (+10 s to start);
