@@ -192,6 +192,29 @@ def test_evaluate_expert_lap_is_fully_autonomous(tmp_path):
         assert os.path.getsize(res["media"][key]) > 0
 
 
+def test_evaluate_starts_are_the_seeds_races_and_their_spread():
+    from train.evaluate import evaluate, over_starts
+
+    res = evaluate(None, track="luigi", laps=1, seed=4, starts=3, media=False)
+    assert [r["seed"] for r in res["starts"]] == [4, 5, 6]
+    assert res["lap_times"] == res["starts"][0]["lap_times"]  # the result is the first start's
+    for row in res["starts"][1:]:  # each further start is the race a plain run from its seed drives
+        alone = evaluate(None, track="luigi", laps=1, seed=row["seed"], media=False)
+        assert row["lap_times"] == alone["lap_times"] and row["falls"] == alone["falls"]
+    spread = res["over_starts"]
+    bests = [r["best_lap_s"] for r in res["starts"]]
+    assert spread["starts"] == spread["starts_with_a_lap"] == 3 and spread["falls"] == 0
+    assert spread["best_lap_s"] == min(bests) and spread["worst_best_lap_s"] == max(bests)
+    # a start without a lap counts as a start but not in the lap spread; falls add up
+    rows = [{"best_lap_s": 40.0, "falls": 0}, {"best_lap_s": None, "falls": 3}, {"best_lap_s": 38.0, "falls": 1},
+            {"best_lap_s": 39.0, "falls": 0}]
+    assert over_starts(rows) == {"starts": 4, "starts_with_a_lap": 3, "falls": 4, "starts_with_a_fall": 2,
+                                 "best_lap_s": 38.0, "median_best_lap_s": 39.0, "worst_best_lap_s": 40.0}
+    assert "best_lap_s" not in over_starts([{"best_lap_s": None, "falls": 2}])
+    with pytest.raises(ValueError, match="starts"):
+        evaluate(None, track="luigi", laps=1, starts=0, media=False)
+
+
 def test_evaluate_counts_offroad_interventions(tmp_path):
     from train.evaluate import evaluate
 

@@ -97,6 +97,11 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--against", metavar="MOVIE",
                    help="a kartsim movie of the same track (the planner's race: python -m envs.kartsim plan "
                    "--out MOVIE): compare the best lap's split times with its best lap, and draw splits.png")
+    p.add_argument("--starts", type=int_at_least(1), default=1, metavar="N",
+                   help="race N times, from the starts of seeds SEED..SEED+N-1 (the start's position and "
+                   "heading are jittered), and add each start's laps and the spread of their best laps "
+                   "(min, median, worst): one start's best lap is one draw, as the README's fine-tune "
+                   "section measures; media and --against are the first start's (default: %(default)s)")
     add_json(p)
 
 
@@ -216,7 +221,8 @@ def cmd_evaluate(args) -> dict:
 
     return evaluate(None if args.expert else args.model, track=args.track, laps=args.laps, render=args.render,
                     max_seconds=args.max_seconds, seed=args.seed, out_dir=args.out_dir, media=not args.no_media,
-                    takeover=not args.no_takeover, progress=True, sectors=args.sectors, against=args.against)
+                    takeover=not args.no_takeover, progress=True, sectors=args.sectors, against=args.against,
+                    starts=args.starts)
 
 
 def cmd_demos(args) -> dict:

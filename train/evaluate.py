@@ -102,25 +102,58 @@ def evaluate(
     policy=None,
     sectors: int = SECTORS,
     against: str | os.PathLike | None = None,
+    starts: int = 1,
 ) -> dict:
     """Drive ``model`` (path, keras model, or None for the expert) for ``laps`` laps; return figures.
-    ``against``: a kartsim movie whose best lap the split times are compared with (it must be of ``track``)."""
-    from envs import kartsim
-
+    ``against``: a kartsim movie whose best lap the split times are compared with (it must be of ``track``).
+    ``starts`` > 1: race again from the starts of seeds ``seed+1 ..``; the result is the first start's,
+    with ``starts`` (each start's laps and falls) and ``over_starts`` (their spread) added."""
     if render not in ("model", "full"):
         raise ValueError(f"render must be 'model' or 'full', got {render!r}")
     if laps < 1:
         raise ValueError(f"laps must be >= 1, got {laps}")
+    if starts < 1:
+        raise ValueError(f"starts must be >= 1, got {starts}")
+    if policy is None and model is not None:
+        from train.policy import Policy
+
+        policy = Policy(model)
+    kw = dict(track=track, laps=laps, render=render, max_seconds=max_seconds, takeover=takeover,
+              progress=progress, policy=policy, sectors=sectors)
+    result = _evaluate_one(model, seed=seed, out_dir=out_dir, media=media, against=against, **kw)
+    if starts > 1:
+        runs = [result] + [_evaluate_one(model, seed=seed + k, media=False, **kw) for k in range(1, starts)]
+        result["starts"] = [{"seed": seed + k, **{f: r[f] for f in START_FIELDS}} for k, r in enumerate(runs)]
+        result["over_starts"] = over_starts(result["starts"])
+    return result
+
+
+START_FIELDS = ("lap_times", "best_lap_s", "laps", "falls", "mini_turbos", "autonomy")
+
+
+def over_starts(rows: list[dict]) -> dict:
+    """The spread of the best lap over several starts: a closed-loop lap is sensitive to the start
+    (and to float rounding in the policy), so one start's best lap is one draw of it."""
+    best = np.array([r["best_lap_s"] for r in rows if r["best_lap_s"] is not None], float)
+    out = {"starts": len(rows), "starts_with_a_lap": int(len(best)),
+           "falls": int(sum(r["falls"] for r in rows)),
+           "starts_with_a_fall": int(sum(1 for r in rows if r["falls"]))}
+    if len(best):
+        out.update(best_lap_s=round(float(best.min()), 3), median_best_lap_s=round(float(np.median(best)), 3),
+                   worst_best_lap_s=round(float(best.max()), 3))
+    return out
+
+
+def _evaluate_one(model, *, track, laps, render, max_seconds, seed, media, takeover, progress, policy, sectors,
+                  out_dir=None, against=None) -> dict:
+    from envs import kartsim
+
     reference = None
     if against is not None:  # before driving: a movie of another track (or version) is refused here
         from envs.kartsim.movie import load_movie, replay
 
         reference = replay(load_movie(against), track=track, src=str(against), sectors=sectors)
         reference["movie"] = str(against)
-    if policy is None and model is not None:
-        from train.policy import Policy
-
-        policy = Policy(model)
     driver = "expert" if policy is None else "model"
     size = frames.MODEL_SHAPE[:2] if render == "model" else (240, 320)
     env = kartsim.make(track=track, size=size, seed=seed, laps=laps, max_time_s=max_seconds)
