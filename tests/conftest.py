@@ -20,6 +20,23 @@ from common.xvfb import Xvfb
 from testing.emulator import build_plugin, emulator_missing, find_test_rom
 
 
+@pytest.fixture(scope="session", autouse=True)
+def plan_cache_of_the_tests(tmp_path_factory) -> Path:
+    """Planned laps cached by the tests (``envs.kartsim plan`` in-process or as a subprocess, which
+    inherits the variable) go to a folder of their own, never into the user's ``data/kartsim_plans``;
+    a test that wants another cache sets ``KARTSIM_PLAN_CACHE`` itself."""
+    from envs.kartsim.movie import CACHE_ENV
+
+    path = tmp_path_factory.mktemp("plan-cache")
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = before
+
+
 @pytest.fixture(scope="session")
 def test_rom() -> Path:
     path = find_test_rom()

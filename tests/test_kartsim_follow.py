@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,7 +98,7 @@ def _cli(module, *args, timeout=600):
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
 
 
-def test_cli_follow_and_demos_teacher_follower(small_track, plans, tmp_path):
+def test_cli_follow_and_demos_teacher_follower(small_track, plans, tmp_path, plan_cache_of_the_tests):
     movie = save_movie(tmp_path / "edge.json", plans[1.2])
     r = _cli("envs.kartsim", "follow", "--movie", str(movie), "--laps", "2", "--seed", "3", "--json")
     assert r.returncode == 0, r.stderr
@@ -113,6 +114,7 @@ def test_cli_follow_and_demos_teacher_follower(small_track, plans, tmp_path):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["edge"] == 1.2 and out["falls"] == 0 and out["closest_to_edge_u"] >= 1.0 and out["near_edge_share"] == 0
+    assert Path(out["cache"]).parent == plan_cache_of_the_tests  # the user's data/kartsim_plans is left alone
     demos = tmp_path / "demos"
     r = _cli("train", "demos", "--teacher", "follower", "--track", small_track, "--frames", "240", "--noise", "0.2",
              "--planner-samples", "16", "--planner-rounds", "1", "--out", str(demos), "--json")
