@@ -15,7 +15,7 @@ from envs.kartsim import physics as P
 from envs.kartsim.expert import run_expert
 from envs.kartsim.movie import MovieError, load_movie, make_movie, replay, save_movie, track_hash
 from envs.kartsim.planner import Planner, PlannerConfig, plan_race, start_state
-from envs.kartsim.splits import SplitTimer
+from envs.kartsim.splits import LapStyle, SplitTimer
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +218,27 @@ def test_split_times_add_up_to_each_lap_and_put_a_fall_in_its_sector(small_track
         SplitTimer(0)
 
 
+def test_lap_style_measures_the_line_pace_boost_and_drift():
+    """Hand-made frames: 1 unit a frame along x at speed 30, a fall (the kart put back 50 units away),
+    boosts and drifts on known frames; the lap ends on frame 10 and again on frame 16."""
+    style = LapStyle()
+    frames = []  # (x, surface, boost, drift, lap)
+    frames += [(float(i), "road", i < 3, 1 if 3 <= i < 5 else 0, 0) for i in range(1, 7)]  # 6 frames, 5 units
+    frames += [(6.0, "falling", False, 0, 0), (6.0, "falling", False, 0, 0)]  # falls where it was
+    frames += [(56.0, "road", False, 0, 0), (57.0, "road", True, -1, 1)]  # put back 50 away; the lap ends
+    frames += [(58.0 + k, "road", False, 0, 1 if k < 5 else 2) for k in range(6)]  # 6 more frames: lap 2
+    for x, surface, boost, drift, lap in frames:
+        style.see({"surface": surface, "speed": 30.0, "boost": boost, "drift": drift, "lap": lap}, (x, 0.0))
+    first, second = style.laps
+    assert first["path_u"] == 6.0  # 5 before the fall, 1 after the respawn: the 50-unit jump is no driving
+    assert first["mean_speed_u_s"] == 30.0
+    assert first["boost_share"] == round(3 / 10, 4) and first["drift_share"] == round(3 / 10, 4)
+    assert second["path_u"] == 6.0 and second["boost_share"] == 0.0  # the step across the line counts in lap 2
+    best = style.best([12.5, 10.0])
+    assert best["lap"] == 1 and best["lap_s"] == 10.0 and best["path_u"] == 6.0
+    assert style.best([]) is None
+
+
 def test_evaluate_against_the_planners_movie(small_track, planned, tmp_path):
     """train evaluate --against: the expert's split times beside the planned race's, sector by sector,
     and the splits picture; a movie of another track is refused before anything drives."""
@@ -231,6 +252,12 @@ def test_evaluate_against_the_planners_movie(small_track, planned, tmp_path):
     assert ref["movie"] == str(movie) and ref["best_lap_s"] == round(planned["best_lap_s"], 3)
     assert ref["lap_times"] == [round(t, 3) for t in planned["lap_times"]]
     mine = out["sectors"]
+    # the best laps' style: the planned lap's line is driven at a higher mean speed than the expert's
+    assert out["style"]["lap"] == mine["lap"] and ref["style"]["lap_s"] == pytest.approx(ref["best_lap_s"], abs=1e-3)
+    for style, lap_s in ((out["style"], out["best_lap_s"]), (ref["style"], ref["best_lap_s"])):
+        assert 0 <= style["boost_share"] <= 1 and 0 <= style["drift_share"] <= 1
+        assert style["path_u"] / lap_s == pytest.approx(style["mean_speed_u_s"], rel=0.05)  # line / time = pace
+    assert ref["style"]["mean_speed_u_s"] > out["style"]["mean_speed_u_s"]
     assert len(mine["sectors_s"]) == len(ref["sectors_s"]) == len(ref["delta_s"]) == 5
     assert mine["lap_s"] == out["best_lap_s"]
     assert ref["delta_s"] == [round(a - b, 4) for a, b in zip(mine["sectors_s"], ref["sectors_s"], strict=True)]

@@ -8,6 +8,10 @@ is back on the road (``takeover=True``, the default); time spent falling or
 under takeover is intervention time, and autonomy = 1 - that / race time.
 ``autonomy_pilotnet`` is NVIDIA's formula too: 1 - interventions x 6 s / time.
 
+Style: ``style`` describes the best lap: the driven line's length, the mean speed, and the
+shares of its frames boosting and drifting (``envs.kartsim.splits.LapStyle``); with
+``against`` the reference's best lap gets the same (``against.style``).
+
 Split times: ``sectors`` gives the best lap's time over each of N equal
 stretches of the lap (``envs.kartsim.splits``). ``against=MOVIE`` (a kartsim
 movie, such as the planner's race) replays it and lines its best lap up with
@@ -46,9 +50,10 @@ class Drive:
 
     def __init__(self, dt: float, model_driving: bool, takeover: bool, media: bool, sectors: int = SECTORS):
         self.dt, self.model_driving, self.takeover, self.media = dt, model_driving, takeover, media
-        from envs.kartsim.splits import SplitTimer
+        from envs.kartsim.splits import LapStyle, SplitTimer
 
         self.splits = SplitTimer(sectors)
+        self.style = LapStyle()
         self.path_xy: list[tuple[float, float]] = []
         self.speeds: list[float] = []
         self.marks: list[tuple[float, float, str]] = []
@@ -69,6 +74,7 @@ class Drive:
         """Account one step: position, speed, a new fall, off-road time and takeovers."""
         self.steps += 1
         self.splits.see(info)
+        self.style.see(info, pos)
         self.path_xy.append(pos)
         self.speeds.append(info["speed"])
         surface = info["surface"]
@@ -226,6 +232,7 @@ def figures(drive: Drive, info: dict, terminated: bool, *, driver, model, policy
         if race_s else 0.0,
         "lower_bound_s": round(lower_bound_s, 3),
         "sectors": drive.splits.best(lap_times),
+        "style": drive.style.best(lap_times),
         "steps": steps,
         "inference_ms": round(1000 * drive.infer_s / steps, 3) if policy is not None and steps else None,
     }
@@ -238,7 +245,7 @@ def against_reference(mine: dict | None, reference: dict) -> dict:
     ref = reference["sectors"]
     out = {"movie": reference["movie"], "lap_times": [round(t, 3) for t in reference["lap_times"]],
            "best_lap_s": None if ref is None else round(ref["lap_s"], 3),
-           "sectors_s": None if ref is None else ref["sectors_s"]}
+           "sectors_s": None if ref is None else ref["sectors_s"], "style": reference.get("style")}
     if mine is not None and ref is not None:
         out.update(compare(mine, ref))
     return out

@@ -34,7 +34,7 @@ import numpy as np
 from common.action import HIGH, LOW
 from common.atomic import write_text
 
-from .splits import SECTORS, SplitTimer
+from .splits import SECTORS, LapStyle, SplitTimer
 
 KIND = "kartsim-movie"
 VERSION = 1
@@ -162,10 +162,11 @@ def replay(movie: dict, track: str | None = None, src: str = "<movie>", size=(8,
     env = make(name, size=size, seed=movie["seed"], laps=movie["laps"])
     _, info = env.reset()
     used = 0
-    timer = SplitTimer(sectors)
+    timer, style = SplitTimer(sectors), LapStyle()
     for a in movie["actions"]:
         _, _, term, trunc, info = env.step(a)
         timer.see(info)
+        style.see(info, env.unwrapped.position())
         used += 1
         if term or trunc:
             break
@@ -175,7 +176,8 @@ def replay(movie: dict, track: str | None = None, src: str = "<movie>", size=(8,
             "lap_times": times, "best_lap_s": min(times) if times else None,
             "race_time_s": float(info["race_time"]), "finished": bool(info["finished"]),
             "falls": int(info["falls"]), "mini_turbos": int(info["mini_turbos"]),
-            "matches": times == [float(t) for t in movie.get("lap_times", [])], "sectors": timer.best(times)}
+            "matches": times == [float(t) for t in movie.get("lap_times", [])], "sectors": timer.best(times),
+            "style": style.best(times)}
 
 
 # -- the planned-lap cache ----------------------------------------------------------------------

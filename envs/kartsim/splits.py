@@ -10,6 +10,12 @@ lap's sector times add up to its lap time. A fall sends the kart back to a
 checkpoint: the boundaries it had passed keep their first time, so the time lost
 falls in the sector it fell in and the ones it drives again.
 
+A :class:`LapStyle` is fed the same infos and the kart's position, and describes
+how each completed lap was driven: the length of the line the kart drove, its
+mean speed, and the share of the lap's frames spent boosting (a mini-turbo) and
+drifting. A lap time is the line's length over the mean speed, so two laps'
+styles say how much of a gap is the line and how much the pace.
+
 ``movie_splits`` replays a kartsim movie (the planner's race) for its sectors;
 ``compare`` lines two best laps up sector by sector. Used by ``replay --json``
 and by ``python -m train evaluate --against MOVIE``.
@@ -59,6 +65,48 @@ class SplitTimer:
             return None
         i = int(np.argmin(lap_times[:done]))
         return {"lap": i, "lap_s": float(lap_times[i]), "sectors_s": [round(s, 4) for s in self.laps[i]]}
+
+
+class LapStyle:
+    """Per completed lap: the driven line's length (track units), mean speed, boost and drift shares."""
+
+    def __init__(self):
+        self.laps: list[dict] = []
+        self.lap = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.frames = self.boost = self.drift = 0
+        self.path = self.speed = 0.0
+        self.prev: tuple[float, float] | None = None
+
+    def see(self, info: dict, pos: tuple[float, float]) -> None:
+        """Account one frame: the step from the last frame's position (none across a fall: the kart
+        is put back on the road, which is no driving), its speed, boost and drift."""
+        falling = info["surface"] == "falling"
+        if self.prev is not None and not falling:
+            self.path += float(np.hypot(pos[0] - self.prev[0], pos[1] - self.prev[1]))
+        self.prev = None if falling else (float(pos[0]), float(pos[1]))
+        self.frames += 1
+        self.speed += float(info["speed"])
+        self.boost += bool(info["boost"])
+        self.drift += int(info["drift"]) != 0
+        lap = int(info["lap"])
+        if lap > self.lap:  # this frame ended the lap: it is the lap's last
+            self.laps.append({"path_u": round(self.path, 2), "mean_speed_u_s": round(self.speed / self.frames, 3),
+                              "boost_share": round(self.boost / self.frames, 4),
+                              "drift_share": round(self.drift / self.frames, 4)})
+            prev = self.prev
+            self._reset()
+            self.prev, self.lap = prev, lap
+
+    def best(self, lap_times: list[float]) -> dict | None:
+        """The best completed lap's style, with its index ``lap`` and time ``lap_s`` (None: no lap)."""
+        done = min(len(self.laps), len(lap_times))
+        if done == 0:
+            return None
+        i = int(np.argmin(lap_times[:done]))
+        return {"lap": i, "lap_s": round(float(lap_times[i]), 4), **self.laps[i]}
 
 
 def movie_splits(movie: dict, track: str | None = None, src: str = "<movie>", sectors: int = SECTORS) -> dict:
