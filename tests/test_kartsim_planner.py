@@ -14,7 +14,7 @@ import envs.kartsim as ks
 from envs.kartsim import physics as P
 from envs.kartsim.expert import run_expert
 from envs.kartsim.movie import MovieError, load_movie, make_movie, replay, save_movie, track_hash
-from envs.kartsim.planner import Planner, PlannerConfig, plan_race, start_state
+from envs.kartsim.planner import Planner, PlannerConfig, edge_clearance, plan_race, start_state
 from envs.kartsim.splits import LapStyle, SplitTimer
 
 
@@ -237,6 +237,11 @@ def test_lap_style_measures_the_line_pace_boost_and_drift():
     best = style.best([12.5, 10.0])
     assert best["lap"] == 1 and best["lap_s"] == 10.0 and best["path_u"] == 6.0
     assert style.best([]) is None
+    assert "closest_to_edge_u" not in best  # no edge distances given
+    edged = LapStyle()  # a lap 1.0, 0.4, 0.2 units inside the edge on the road, -3 while falling
+    for edge, surface, lap in ((1.0, "road", 0), (0.4, "road", 0), (-3.0, "falling", 0), (0.2, "road", 1)):
+        edged.see({"surface": surface, "speed": 1.0, "boost": False, "drift": 0, "lap": lap}, (0.0, 0.0), edge)
+    assert edged.laps[0]["closest_to_edge_u"] == 0.2 and edged.laps[0]["near_edge_share"] == round(2 / 3, 4)
 
 
 def test_evaluate_against_the_planners_movie(small_track, planned, tmp_path):
@@ -258,6 +263,10 @@ def test_evaluate_against_the_planners_movie(small_track, planned, tmp_path):
         assert 0 <= style["boost_share"] <= 1 and 0 <= style["drift_share"] <= 1
         assert style["path_u"] / lap_s == pytest.approx(style["mean_speed_u_s"], rel=0.05)  # line / time = pace
     assert ref["style"]["mean_speed_u_s"] > out["style"]["mean_speed_u_s"]
+    for style in (out["style"], ref["style"]):
+        assert style["closest_to_edge_u"] < 5.0 and 0.0 <= style["near_edge_share"] <= 1.0
+    least, _ = edge_clearance(small_track, planned["actions"], 2, 3)  # plan's measure, over the whole race
+    assert ref["style"]["closest_to_edge_u"] >= round(least, 3) - 1e-9
     assert len(mine["sectors_s"]) == len(ref["sectors_s"]) == len(ref["delta_s"]) == 5
     assert mine["lap_s"] == out["best_lap_s"]
     assert ref["delta_s"] == [round(a - b, 4) for a, b in zip(mine["sectors_s"], ref["sectors_s"], strict=True)]

@@ -70,11 +70,12 @@ class Drive:
     def expert_drives(self) -> bool:
         return not self.model_driving or self.taking_over
 
-    def record(self, info: dict, pos: tuple[float, float]) -> None:
-        """Account one step: position, speed, a new fall, off-road time and takeovers."""
+    def record(self, info: dict, pos: tuple[float, float], edge: float | None = None) -> None:
+        """Account one step: position, speed, a new fall, off-road time and takeovers (``edge``: how
+        far inside the road edge the kart is, for the lap's style)."""
         self.steps += 1
         self.splits.see(info)
-        self.style.see(info, pos)
+        self.style.see(info, pos, edge)
         self.path_xy.append(pos)
         self.speeds.append(info["speed"])
         surface = info["surface"]
@@ -199,7 +200,7 @@ def run_laps(env, policy, drive: Drive, seed: int, laps: int, bar) -> tuple[dict
                     action = policy(x[None])[0]
                 drive.infer_s += time.perf_counter() - t0
             obs, _, terminated, truncated, info = env.step(action)
-            drive.record(info, sim.position())
+            drive.record(info, sim.position(), sim.inside_edge())
             if info["lap"] > bar.n:
                 bar.update(info["lap"] - bar.n)
             if terminated or truncated:

@@ -166,7 +166,7 @@ def replay(movie: dict, track: str | None = None, src: str = "<movie>", size=(8,
     for a in movie["actions"]:
         _, _, term, trunc, info = env.step(a)
         timer.see(info)
-        style.see(info, env.unwrapped.position())
+        style.see(info, env.unwrapped.position(), env.unwrapped.inside_edge())
         used += 1
         if term or trunc:
             break

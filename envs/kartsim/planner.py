@@ -44,6 +44,7 @@ from . import physics as P
 from .expert import Expert, _wrap, drift_stick, expert_batch, line_steer
 from .line import racing_line
 from .sim import KartBatch
+from .splits import NEAR_EDGE_U
 from .track import Track
 
 PEDAL_A, PEDAL_COAST, PEDAL_B = 0, 1, 2
@@ -380,7 +381,7 @@ def edge_clearance(track: str, actions: np.ndarray, laps: int, seed: int = 0) ->
         if sim.fs[0, P.FALL] <= 0.0 and sim.fs[0, P.HOLD] <= 0.0:
             d = float(inside_edge(sim.fs, sim.ist, 0, t.xy, t.nrm, half))
             least = min(least, d)
-            near += int(0.0 <= d < 0.5)
+            near += int(0.0 <= d < NEAR_EDGE_U)
             n += 1
         if term[0] or trunc[0]:
             break

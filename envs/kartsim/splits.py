@@ -12,8 +12,9 @@ falls in the sector it fell in and the ones it drives again.
 
 A :class:`LapStyle` is fed the same infos and the kart's position, and describes
 how each completed lap was driven: the length of the line the kart drove, its
-mean speed, and the share of the lap's frames spent boosting (a mini-turbo) and
-drifting. A lap time is the line's length over the mean speed, so two laps'
+mean speed, the share of the lap's frames spent boosting (a mini-turbo) and
+drifting, and (given the kart's distance inside the road edge) the closest it came
+to the edge and the share of its frames within half a unit of it. A lap time is the line's length over the mean speed, so two laps'
 styles say how much of a gap is the line and how much the pace.
 
 ``movie_splits`` replays a kartsim movie (the planner's race) for its sectors;
@@ -67,6 +68,9 @@ class SplitTimer:
         return {"lap": i, "lap_s": float(lap_times[i]), "sectors_s": [round(s, 4) for s in self.laps[i]]}
 
 
+NEAR_EDGE_U = 0.5  # "near the edge": the kart's centre within this of the road edge (plan's near_edge_share)
+
+
 class LapStyle:
     """Per completed lap: the driven line's length (track units), mean speed, boost and drift shares."""
 
@@ -76,13 +80,16 @@ class LapStyle:
         self._reset()
 
     def _reset(self) -> None:
-        self.frames = self.boost = self.drift = 0
+        self.frames = self.boost = self.drift = self.edge_frames = self.near = 0
         self.path = self.speed = 0.0
+        self.least = float("inf")
         self.prev: tuple[float, float] | None = None
 
-    def see(self, info: dict, pos: tuple[float, float]) -> None:
+    def see(self, info: dict, pos: tuple[float, float], edge: float | None = None) -> None:
         """Account one frame: the step from the last frame's position (none across a fall: the kart
-        is put back on the road, which is no driving), its speed, boost and drift."""
+        is put back on the road, which is no driving), its speed, boost and drift; ``edge``, how far
+        the kart is inside the road edge (the env's ``inside_edge()``), for the closest it came and
+        the share of its frames within ``NEAR_EDGE_U`` of the edge (falling frames not counted)."""
         falling = info["surface"] == "falling"
         if self.prev is not None and not falling:
             self.path += float(np.hypot(pos[0] - self.prev[0], pos[1] - self.prev[1]))
@@ -91,11 +98,18 @@ class LapStyle:
         self.speed += float(info["speed"])
         self.boost += bool(info["boost"])
         self.drift += int(info["drift"]) != 0
+        if edge is not None and not falling:
+            self.edge_frames += 1
+            self.least = min(self.least, float(edge))
+            self.near += 0.0 <= edge < NEAR_EDGE_U
         lap = int(info["lap"])
         if lap > self.lap:  # this frame ended the lap: it is the lap's last
-            self.laps.append({"path_u": round(self.path, 2), "mean_speed_u_s": round(self.speed / self.frames, 3),
-                              "boost_share": round(self.boost / self.frames, 4),
-                              "drift_share": round(self.drift / self.frames, 4)})
+            row = {"path_u": round(self.path, 2), "mean_speed_u_s": round(self.speed / self.frames, 3),
+                   "boost_share": round(self.boost / self.frames, 4), "drift_share": round(self.drift / self.frames, 4)}
+            if self.edge_frames:
+                row.update(closest_to_edge_u=round(self.least, 3),
+                           near_edge_share=round(self.near / self.edge_frames, 4))
+            self.laps.append(row)
             prev = self.prev
             self._reset()
             self.prev, self.lap = prev, lap
