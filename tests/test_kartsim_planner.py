@@ -116,6 +116,11 @@ def test_cli_plan_replay_and_tracks_cache(small_track, small_void_spec, tmp_path
     split = rep["sectors"]  # the best (only) lap's split times: 4 of them, adding up to the lap
     assert split["lap"] == 0 and len(split["sectors_s"]) == 4 and min(split["sectors_s"]) > 0
     assert sum(split["sectors_s"]) == pytest.approx(out["lap_times"][0], abs=1e-3)
+    style = rep["style"]  # and how that lap was driven: its line over its mean speed is the lap time
+    assert style["lap"] == 0 and style["path_u"] / style["mean_speed_u_s"] == pytest.approx(out["lap_times"][0], rel=0.05)
+    assert style["closest_to_edge_u"] == pytest.approx(out["closest_to_edge_u"], abs=1e-3)  # 1 lap: plan's measure
+    res = _cli("replay", str(movie)).stdout  # people read the same
+    assert f"its line {style['path_u']:.1f} units" in res and "inside the edge" in res
     res = _cli("replay", str(movie), "--sectors", "0")
     assert res.returncode == 2 and "--sectors" in res.stderr and "at least 1" in res.stderr
     assert rep["mini_turbos"] == out["mini_turbos"]

@@ -141,7 +141,7 @@ def cmd_replay(args) -> dict:
            "best_lap_s": _round(res["best_lap_s"]), "race_time_s": _round(res["race_time_s"]),
            "finished": res["finished"], "falls": res["falls"], "mini_turbos": res["mini_turbos"],
            "recorded_lap_times": [_round(t) for t in movie.get("lap_times", [])], "matches": res["matches"],
-           "sectors": res["sectors"]}
+           "sectors": res["sectors"], "style": res["style"]}
     if not args.json:
         print(f"{args.movie}: {res['track']} laps {out['lap_times']} best {out['best_lap_s']} s, falls {out['falls']}, "
               f"mini-turbos {out['mini_turbos']}; " + ("matches the recorded lap times" if res["matches"]
@@ -149,6 +149,11 @@ def cmd_replay(args) -> dict:
         if res["sectors"]:
             print(f"split times of lap {res['sectors']['lap'] + 1} (the best): "
                   + " ".join(f"{s:.2f}" for s in res["sectors"]["sectors_s"]))
+        if res["style"]:
+            st = res["style"]
+            print(f"its line {st['path_u']:.1f} units at {st['mean_speed_u_s']:.2f} units/s, boosting "
+                  f"{st['boost_share']:.0%} and drifting {st['drift_share']:.0%} of it, at least "
+                  f"{st['closest_to_edge_u']:.2f} units inside the edge ({st['near_edge_share']:.0%} within 0.5)")
     return out
 
 
