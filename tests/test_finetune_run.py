@@ -85,6 +85,31 @@ def test_compare_reads_a_real_runs_eval_csv(trained):
     assert run["fell"] == int(before["falls"] > 0) + int(after["falls"] > 0)
     laps = [r["best_lap_s"] for r in (before, after) if r["best_lap_s"]]
     assert run["best_lap_s"] == (min(laps) if laps else None)
+    for row in (before, after):  # 4 starts an evaluation: the median of their best laps beside the best
+        assert row["median_best_lap_s"] is None or row["median_best_lap_s"] >= row["best_lap_s"]
+
+
+def test_evaluation_over_several_starts_scores_by_their_median(files, tmp_path):
+    """Each eval env is its own start: its best lap is the race a 1-env evaluation from that start's seed
+    drives (the expert here), and with several starts best.keras is chosen by their median best lap."""
+    from train.finetune.envs import KartSimBackend
+    from train.finetune.evaluation import Evaluator, median_best_lap
+    from train.finetune.rollout import evaluate
+
+    n, seed = 3, 40
+    res = evaluate(KartSimBackend(files["track"], n, 1, seed=0), 1, 30 * 60, None, seed=seed)
+    alone = [evaluate(KartSimBackend(files["track"], 1, 1, seed=0), 1, 30 * 60, None, seed=seed + i)
+             for i in range(n)]
+    assert res["best_laps"] == [a["best_lap_s"] for a in alone] and None not in res["best_laps"]
+    assert res["falls_per_env"] == [0] * n and res["best_lap_s"] == min(res["best_laps"])
+    assert median_best_lap(res) == float(np.median(res["best_laps"]))
+    ev = Evaluator(config(files, tmp_path / "e", eval_envs=n), None, None, None)
+    assert ev.score(files["track"], res) == median_best_lap(res)
+    one = {"best_lap_s": 30.0, "best_laps": [30.0], "falls": 0}  # one start: its best lap
+    assert ev.score(files["track"], one) == 30.0 and median_best_lap(one) == 30.0
+    lapless = {"best_lap_s": 30.0, "best_laps": [30.0, None, 31.0], "falls": 0}  # a start without a lap
+    assert median_best_lap(lapless) is None and ev.score(files["track"], lapless) is None
+    assert ev.score(files["track"], {**res, "falls": 1}) is None
 
 
 def test_checkpoint_resume_takes_the_same_next_update(files, tmp_path):

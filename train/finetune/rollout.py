@@ -173,12 +173,14 @@ def evaluate(env: VecEnvBackend, laps: int, max_frames: int, net: ag.ActorCritic
     Runs until every env has completed ``laps`` laps, its episode ended, or
     ``max_frames`` game frames passed. Returns best/mean lap (s), lap times, falls,
     mini-turbos fired (None where the backend does not count them), frames and
-    the mean return (reward summed until then).
+    the mean return (reward summed until then); per env (each its own start),
+    its best lap and its falls.
     """
     obs = env.reset(seed=seed)
     n = env.num_envs
     stack = FeatureStack(n, net.frame_stack, net.feature_dim) if net is not None else None
     lap_times: list[float] = []
+    per_env: list[list[float]] = [[] for _ in range(n)]
     falls, ret, mts = np.zeros(n), np.zeros(n), np.zeros(n)
     counts_mts = False
     finished = np.zeros(n, bool)
@@ -193,7 +195,10 @@ def evaluate(env: VecEnvBackend, laps: int, max_frames: int, net: ag.ActorCritic
         frames += env.action_repeat
         live = ~finished
         ret += np.where(live, res.reward, 0.0)
-        lap_times += [sec for i, sec in res.info.get("new_laps", []) if live[i]]
+        for i, sec in res.info.get("new_laps", []):
+            if live[i]:
+                lap_times.append(sec)
+                per_env[i].append(sec)
         falls = np.where(live, res.info["falls"], falls)
         if "mini_turbos" in res.info:
             counts_mts = True
@@ -204,6 +209,8 @@ def evaluate(env: VecEnvBackend, laps: int, max_frames: int, net: ag.ActorCritic
         "best_lap_s": min(lap_times) if lap_times else None,
         "mean_lap_s": float(np.mean(lap_times)) if lap_times else None,
         "lap_times": lap_times, "laps": len(lap_times), "falls": int(falls.sum()),
+        "best_laps": [min(t) if t else None for t in per_env],  # each env's (start's) best lap
+        "falls_per_env": falls.astype(int).tolist(),
         "mini_turbos": int(mts.sum()) if counts_mts else None, "frames": frames,
         "return": float(ret.mean()),
     }

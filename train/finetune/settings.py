@@ -174,7 +174,9 @@ class Config:
     eval_max_s: float | None = option(None, "game-second cap per evaluation (default: 10 + 2.5 x lower bound "
                                       "x laps; 3 minutes a lap without a bound)", group=EVAL)
     # the policy and kartsim are deterministic; more envs vary the start jitter
-    eval_envs: int = option(1, "evaluation envs per track (start jitter)", group=EVAL)
+    eval_envs: int = option(1, "evaluation envs per track, each from its own start (the start is jittered); "
+                            "with more than one, eval.csv's median_best_lap_s (the median of the starts' best "
+                            "laps) is what chooses best.keras: one start's lap is one draw (README)", group=EVAL)
     rom: str | None = option(None, "your Mario Kart 64 ROM (default: $KARTPILOT_ROM; mupen-test: the GPL "
                              "test ROM, $KARTPILOT_TEST_ROM)", group=EMU)
     state: str | None = option(None, "the savestate each episode starts from (default: $KARTPILOT_STATE)",
