@@ -26,6 +26,7 @@ from train.finetune.logs import RunLog
 from train.finetune.rollout import evaluate
 from train.finetune.settings import Config, track_set
 
+
 def median_best_lap(res: dict) -> float | None:
     """The median over an evaluation's envs (its starts) of each one's best lap; None unless every
     env drove a lap (one start: its best lap)."""
