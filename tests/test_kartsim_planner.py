@@ -117,6 +117,7 @@ def test_cli_plan_replay_and_tracks_cache(small_track, small_void_spec, tmp_path
     assert split["lap"] == 0 and len(split["sectors_s"]) == 4 and min(split["sectors_s"]) > 0
     assert sum(split["sectors_s"]) == pytest.approx(out["lap_times"][0], abs=1e-3)
     style = rep["style"]  # and how that lap was driven: its line over its mean speed is the lap time
+    assert style["mini_turbos"] == rep["mini_turbos"] and style["drifts"] >= style["mini_turbos"]  # 1 lap: all
     assert style["lap"] == 0 and style["path_u"] / style["mean_speed_u_s"] == pytest.approx(out["lap_times"][0], rel=0.05)
     assert style["closest_to_edge_u"] == pytest.approx(out["closest_to_edge_u"], abs=1e-3)  # 1 lap: plan's measure
     res = _cli("replay", str(movie)).stdout  # people read the same
@@ -227,14 +228,17 @@ def test_lap_style_measures_the_line_pace_boost_and_drift():
     """Hand-made frames: 1 unit a frame along x at speed 30, a fall (the kart put back 50 units away),
     boosts and drifts on known frames; the lap ends on frame 10 and again on frame 16."""
     style = LapStyle()
-    frames = []  # (x, surface, boost, drift, lap)
-    frames += [(float(i), "road", i < 3, 1 if 3 <= i < 5 else 0, 0) for i in range(1, 7)]  # 6 frames, 5 units
-    frames += [(6.0, "falling", False, 0, 0), (6.0, "falling", False, 0, 0)]  # falls where it was
-    frames += [(56.0, "road", False, 0, 0), (57.0, "road", True, -1, 1)]  # put back 50 away; the lap ends
-    frames += [(58.0 + k, "road", False, 0, 1 if k < 5 else 2) for k in range(6)]  # 6 more frames: lap 2
-    for x, surface, boost, drift, lap in frames:
-        style.see({"surface": surface, "speed": 30.0, "boost": boost, "drift": drift, "lap": lap}, (x, 0.0))
+    frames = []  # (x, surface, boost, drift, lap, mini-turbos fired so far)
+    frames += [(float(i), "road", i < 3, 1 if 3 <= i < 5 else 0, 0, 1) for i in range(1, 7)]  # 6 frames, 5 units
+    frames += [(6.0, "falling", False, 0, 0, 1), (6.0, "falling", False, 0, 0, 1)]  # falls where it was
+    frames += [(56.0, "road", False, 0, 0, 2), (57.0, "road", True, -1, 1, 2)]  # put back 50 away; the lap ends
+    frames += [(58.0 + k, "road", False, -1 if k < 2 else 0, 1 if k < 5 else 2, 2) for k in range(6)]  # lap 2
+    for x, surface, boost, drift, lap, mts in frames:
+        style.see({"surface": surface, "speed": 30.0, "boost": boost, "drift": drift, "lap": lap, "mini_turbos": mts},
+                  (x, 0.0))
     first, second = style.laps
+    assert first["drifts"] == 2 and first["mini_turbos"] == 2  # the drift begun on its last frame is lap 1's
+    assert second["drifts"] == 0 and second["mini_turbos"] == 0  # ... and goes on into lap 2
     assert first["path_u"] == 6.0  # 5 before the fall, 1 after the respawn: the 50-unit jump is no driving
     assert first["mean_speed_u_s"] == 30.0
     assert first["boost_share"] == round(3 / 10, 4) and first["drift_share"] == round(3 / 10, 4)
@@ -245,7 +249,8 @@ def test_lap_style_measures_the_line_pace_boost_and_drift():
     assert "closest_to_edge_u" not in best  # no edge distances given
     edged = LapStyle()  # a lap 1.0, 0.4, 0.2 units inside the edge on the road, -3 while falling
     for edge, surface, lap in ((1.0, "road", 0), (0.4, "road", 0), (-3.0, "falling", 0), (0.2, "road", 1)):
-        edged.see({"surface": surface, "speed": 1.0, "boost": False, "drift": 0, "lap": lap}, (0.0, 0.0), edge)
+        edged.see({"surface": surface, "speed": 1.0, "boost": False, "drift": 0, "lap": lap, "mini_turbos": 0},
+                  (0.0, 0.0), edge)
     assert edged.laps[0]["closest_to_edge_u"] == 0.2 and edged.laps[0]["near_edge_share"] == round(2 / 3, 4)
 
 

@@ -152,7 +152,8 @@ def cmd_replay(args) -> dict:
         if res["style"]:
             st = res["style"]
             print(f"its line {st['path_u']:.1f} units at {st['mean_speed_u_s']:.2f} units/s, boosting "
-                  f"{st['boost_share']:.0%} and drifting {st['drift_share']:.0%} of it, at least "
+                  f"{st['boost_share']:.0%} and drifting {st['drift_share']:.0%} of it ({st['drifts']} drifts, "
+                  f"{st['mini_turbos']} mini-turbos), at least "
                   f"{st['closest_to_edge_u']:.2f} units inside the edge ({st['near_edge_share']:.0%} within 0.5)")
     return out
 

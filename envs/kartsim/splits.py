@@ -13,7 +13,7 @@ falls in the sector it fell in and the ones it drives again.
 A :class:`LapStyle` is fed the same infos and the kart's position, and describes
 how each completed lap was driven: the length of the line the kart drove, its
 mean speed, the share of the lap's frames spent boosting (a mini-turbo) and
-drifting, and (given the kart's distance inside the road edge) the closest it came
+drifting, the drifts begun and the mini-turbos fired, and (given the kart's distance inside the road edge) the closest it came
 to the edge and the share of its frames within half a unit of it. A lap time is the line's length over the mean speed, so two laps'
 styles say how much of a gap is the line and how much the pace.
 
@@ -72,15 +72,18 @@ NEAR_EDGE_U = 0.5  # "near the edge": the kart's centre within this of the road 
 
 
 class LapStyle:
-    """Per completed lap: the driven line's length (track units), mean speed, boost and drift shares."""
+    """Per completed lap: the driven line's length (track units), mean speed, boost and drift shares,
+    drifts begun and mini-turbos fired (a drift let go before its charge fires none)."""
 
     def __init__(self):
         self.laps: list[dict] = []
         self.lap = 0
+        self.drifting = False  # the last frame's
+        self.mts_before = 0  # the env's mini-turbo count when this lap began
         self._reset()
 
     def _reset(self) -> None:
-        self.frames = self.boost = self.drift = self.edge_frames = self.near = 0
+        self.frames = self.boost = self.drift = self.drifts = self.edge_frames = self.near = 0
         self.path = self.speed = 0.0
         self.least = float("inf")
         self.prev: tuple[float, float] | None = None
@@ -97,7 +100,10 @@ class LapStyle:
         self.frames += 1
         self.speed += float(info["speed"])
         self.boost += bool(info["boost"])
-        self.drift += int(info["drift"]) != 0
+        drifting = int(info["drift"]) != 0
+        self.drift += drifting
+        self.drifts += drifting and not self.drifting  # a drift begins
+        self.drifting = drifting
         if edge is not None and not falling:
             self.edge_frames += 1
             self.least = min(self.least, float(edge))
@@ -105,7 +111,9 @@ class LapStyle:
         lap = int(info["lap"])
         if lap > self.lap:  # this frame ended the lap: it is the lap's last
             row = {"path_u": round(self.path, 2), "mean_speed_u_s": round(self.speed / self.frames, 3),
-                   "boost_share": round(self.boost / self.frames, 4), "drift_share": round(self.drift / self.frames, 4)}
+                   "boost_share": round(self.boost / self.frames, 4), "drift_share": round(self.drift / self.frames, 4),
+                   "drifts": self.drifts, "mini_turbos": int(info["mini_turbos"]) - self.mts_before}
+            self.mts_before = int(info["mini_turbos"])
             if self.edge_frames:
                 row.update(closest_to_edge_u=round(self.least, 3),
                            near_edge_share=round(self.near / self.edge_frames, 4))
