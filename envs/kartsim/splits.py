@@ -29,6 +29,12 @@ import numpy as np
 from common.defaults import SECTORS
 
 
+def best_lap_index(measured: int, lap_times: list[float]) -> int | None:
+    """The index of the fastest of the first ``measured`` laps that the env also timed (None: none)."""
+    done = min(measured, len(lap_times))
+    return int(np.argmin(lap_times[:done])) if done else None
+
+
 class SplitTimer:
     """Sector times of each completed lap from per-frame ``info`` dicts of a kartsim env."""
 
@@ -61,10 +67,9 @@ class SplitTimer:
 
     def best(self, lap_times: list[float]) -> dict | None:
         """The best completed lap's sectors: ``{"lap": index, "lap_s", "sectors_s"}`` (None: no lap)."""
-        done = min(len(self.laps), len(lap_times))
-        if done == 0:
+        i = best_lap_index(len(self.laps), lap_times)
+        if i is None:
             return None
-        i = int(np.argmin(lap_times[:done]))
         return {"lap": i, "lap_s": float(lap_times[i]), "sectors_s": [round(s, 4) for s in self.laps[i]]}
 
 
@@ -124,10 +129,9 @@ class LapStyle:
 
     def best(self, lap_times: list[float]) -> dict | None:
         """The best completed lap's style, with its index ``lap`` and time ``lap_s`` (None: no lap)."""
-        done = min(len(self.laps), len(lap_times))
-        if done == 0:
+        i = best_lap_index(len(self.laps), lap_times)
+        if i is None:
             return None
-        i = int(np.argmin(lap_times[:done]))
         return {"lap": i, "lap_s": round(float(lap_times[i]), 4), **self.laps[i]}
 
 
