@@ -228,17 +228,21 @@ def test_lap_style_measures_the_line_pace_boost_and_drift():
     """Hand-made frames: 1 unit a frame along x at speed 30, a fall (the kart put back 50 units away),
     boosts and drifts on known frames; the lap ends on frame 10 and again on frame 16."""
     style = LapStyle()
-    frames = []  # (x, surface, boost, drift, lap, mini-turbos fired so far)
-    frames += [(float(i), "road", i < 3, 1 if 3 <= i < 5 else 0, 0, 1) for i in range(1, 7)]  # 6 frames, 5 units
-    frames += [(6.0, "falling", False, 0, 0, 1), (6.0, "falling", False, 0, 0, 1)]  # falls where it was
-    frames += [(56.0, "road", False, 0, 0, 2), (57.0, "road", True, -1, 1, 2)]  # put back 50 away; the lap ends
-    frames += [(58.0 + k, "road", False, -1 if k < 2 else 0, 1 if k < 5 else 2, 2) for k in range(6)]  # lap 2
-    for x, surface, boost, drift, lap, mts in frames:
-        style.see({"surface": surface, "speed": 30.0, "boost": boost, "drift": drift, "lap": lap, "mini_turbos": mts},
-                  (x, 0.0))
+    frames = []  # (x, surface, boost, drift, lap, mini-turbos fired so far, charge)
+    charges = {3: 0.4, 4: 0.9}  # a drift on frames 3-4 charged full on its second frame
+    frames += [(float(i), "road", i < 3, 1 if 3 <= i < 5 else 0, 0, 1, charges.get(i, 0.0)) for i in range(1, 7)]
+    frames += [(6.0, "falling", False, 0, 0, 1, 0.0), (6.0, "falling", False, 0, 0, 1, 0.0)]  # falls where it was
+    frames += [(56.0, "road", False, 0, 0, 2, 0.0), (57.0, "road", True, -1, 1, 2, 0.1)]  # put back 50 away; lap ends
+    frames += [(58.0 + k, "road", False, -1 if k < 2 else 0, 1 if k < 5 else 2, 2, (0.5, 0.85)[k] if k < 2 else 0.0)
+               for k in range(6)]  # lap 2: 6 frames, the drift of frame 57 going on for 2 of them
+    for x, surface, boost, drift, lap, mts, charge in frames:
+        style.see({"surface": surface, "speed": 30.0, "boost": boost, "drift": drift, "lap": lap, "mini_turbos": mts,
+                   "charge": charge}, (x, 0.0))
     first, second = style.laps
     assert first["drifts"] == 2 and first["mini_turbos"] == 2  # the drift begun on its last frame is lap 1's
     assert second["drifts"] == 0 and second["mini_turbos"] == 0  # ... and goes on into lap 2
+    assert first["charged_drift_share"] == 0.1 and first["release_charge_median"] == 0.9  # 1 frame on a full charge
+    assert second["charged_drift_share"] == round(1 / 6, 4) and second["release_charge_median"] == 0.85
     assert first["path_u"] == 6.0  # 5 before the fall, 1 after the respawn: the 50-unit jump is no driving
     assert first["mean_speed_u_s"] == 30.0
     assert first["boost_share"] == round(3 / 10, 4) and first["drift_share"] == round(3 / 10, 4)
@@ -249,8 +253,9 @@ def test_lap_style_measures_the_line_pace_boost_and_drift():
     assert "closest_to_edge_u" not in best  # no edge distances given
     edged = LapStyle()  # a lap 1.0, 0.4, 0.2 units inside the edge on the road, -3 while falling
     for edge, surface, lap in ((1.0, "road", 0), (0.4, "road", 0), (-3.0, "falling", 0), (0.2, "road", 1)):
-        edged.see({"surface": surface, "speed": 1.0, "boost": False, "drift": 0, "lap": lap, "mini_turbos": 0},
-                  (0.0, 0.0), edge)
+        edged.see({"surface": surface, "speed": 1.0, "boost": False, "drift": 0, "lap": lap, "mini_turbos": 0,
+                   "charge": 0.0}, (0.0, 0.0), edge)
+    assert edged.laps[0]["release_charge_median"] is None  # no drift ended
     assert edged.laps[0]["closest_to_edge_u"] == 0.2 and edged.laps[0]["near_edge_share"] == round(2 / 3, 4)
 
 

@@ -111,6 +111,7 @@ class KartBatch:
             "finished": ist[:, P.FIN] != 0,
             "checkpoint": ist[:, P.LASTCP].copy(),
             "drift": ist[:, P.DDIR].copy(),
+            "charge": fs[:, P.CHARGE].copy(),  # the running drift's mini-turbo charge (kart.MT_CHARGE fires one)
             "boost": fs[:, P.BOOST] > 0,
             "mini_turbos": ist[:, P.MINITURBOS].copy(),  # fired this episode
         }

@@ -12,10 +12,13 @@ falls in the sector it fell in and the ones it drives again.
 
 A :class:`LapStyle` is fed the same infos and the kart's position, and describes
 how each completed lap was driven: the length of the line the kart drove, its
-mean speed, the share of the lap's frames spent boosting (a mini-turbo) and
-drifting, the drifts begun and the mini-turbos fired, and (given the kart's distance inside the road edge) the closest it came
-to the edge and the share of its frames within half a unit of it. A lap time is the line's length over the mean speed, so two laps'
-styles say how much of a gap is the line and how much the pace.
+mean speed, the shares of the lap's frames spent boosting (a mini-turbo) and
+drifting, the drifts begun and the mini-turbos fired, how long it drifted on a
+charge already full and what charge its drifts ended with, and (given the kart's
+distance inside the road edge) the closest it came to the edge and the share of
+its frames within half a unit of it. A lap time is the line's length over the
+mean speed, so two laps' styles say how much of a gap is the line and how much
+the pace.
 
 ``movie_splits`` replays a kartsim movie (the planner's race) for its sectors;
 ``compare`` lines two best laps up sector by sector. Used by ``replay --json``
@@ -27,6 +30,8 @@ from __future__ import annotations
 import numpy as np
 
 from common.defaults import SECTORS
+
+from .kart import MT_CHARGE
 
 
 def best_lap_index(measured: int, lap_times: list[float]) -> int | None:
@@ -78,17 +83,21 @@ NEAR_EDGE_U = 0.5  # "near the edge": the kart's centre within this of the road 
 
 class LapStyle:
     """Per completed lap: the driven line's length (track units), mean speed, boost and drift shares,
-    drifts begun and mini-turbos fired (a drift let go before its charge fires none)."""
+    drifts begun and mini-turbos fired (a drift let go before its charge fires none), the share of
+    frames drifting on a full charge (``MT_CHARGE`` reached: holding on only delays the boost, unless
+    the turn needs the drift) and the median charge the lap's drifts ended with."""
 
     def __init__(self):
         self.laps: list[dict] = []
         self.lap = 0
         self.drifting = False  # the last frame's
+        self.charge = 0.0  # the last frame's mini-turbo charge
         self.mts_before = 0  # the env's mini-turbo count when this lap began
         self._reset()
 
     def _reset(self) -> None:
-        self.frames = self.boost = self.drift = self.drifts = self.edge_frames = self.near = 0
+        self.frames = self.boost = self.drift = self.drifts = self.charged = self.edge_frames = self.near = 0
+        self.releases: list[float] = []  # the charge each drift ended with
         self.path = self.speed = 0.0
         self.least = float("inf")
         self.prev: tuple[float, float] | None = None
@@ -106,9 +115,13 @@ class LapStyle:
         self.speed += float(info["speed"])
         self.boost += bool(info["boost"])
         drifting = int(info["drift"]) != 0
+        charge = float(info["charge"])
         self.drift += drifting
         self.drifts += drifting and not self.drifting  # a drift begins
-        self.drifting = drifting
+        self.charged += drifting and charge >= MT_CHARGE  # drifting on a charge already full
+        if self.drifting and not drifting:  # a drift ended: let go (or lost); the charge it had
+            self.releases.append(self.charge)
+        self.drifting, self.charge = drifting, charge
         if edge is not None and not falling:
             self.edge_frames += 1
             self.least = min(self.least, float(edge))
@@ -117,7 +130,9 @@ class LapStyle:
         if lap > self.lap:  # this frame ended the lap: it is the lap's last
             row = {"path_u": round(self.path, 2), "mean_speed_u_s": round(self.speed / self.frames, 3),
                    "boost_share": round(self.boost / self.frames, 4), "drift_share": round(self.drift / self.frames, 4),
-                   "drifts": self.drifts, "mini_turbos": int(info["mini_turbos"]) - self.mts_before}
+                   "drifts": self.drifts, "mini_turbos": int(info["mini_turbos"]) - self.mts_before,
+                   "charged_drift_share": round(self.charged / self.frames, 4),
+                   "release_charge_median": round(float(np.median(self.releases)), 3) if self.releases else None}
             self.mts_before = int(info["mini_turbos"])
             if self.edge_frames:
                 row.update(closest_to_edge_u=round(self.least, 3),
