@@ -370,6 +370,33 @@ def test_handling_drift_boost_offroad_and_reverse():
     assert np.isfinite(info["speed"])
 
 
+def test_drift_hold_shaping_charges_each_frame_held_on_a_full_charge():
+    """The same drift held well past its charge, with and without ``drift_hold``: the frames after
+    the one on which the charge became full each cost the weight, and nothing else differs."""
+    hop_left = np.array([-0.8, 0, 1, 0, 1], np.float32)
+    wide = np.array([1.0, 0, 1, 0, 1], np.float32)  # stick out: a wide drift that stays on the road
+
+    def drive(weight):
+        env = ks.make("luigi", size=(66, 200), seed=0, reward={"drift_hold": weight})
+        env.reset(seed=0)
+        sim = env.unwrapped.sim
+        _drive(env, GAS, 3.0)
+        sim.fs[0, P.TH] -= 0.3
+        rewards, full_before = [], []
+        for a in [hop_left] * int(0.3 * K.FPS) + [wide] * int(1.0 * K.FPS):
+            full_before.append(sim.ist[0, P.DDIR] != 0 and sim.fs[0, P.CHARGE] >= K.MT_CHARGE)
+            rewards.append(env.step(a)[1])
+        assert sim.ist[0, P.DDIR] == -1
+        _, r, _, _, info = env.step(GAS)  # let go of R: the mini-turbo fires
+        assert info["boost"] and info["mini_turbos"] == 1
+        return np.array(rewards + [r]), np.array(full_before + [False])
+
+    base, held = drive(0.0)
+    shaped, _ = drive(-0.5)
+    assert 5 <= held.sum() < len(held) - 10  # held a while on a full charge, after charging for longer
+    np.testing.assert_allclose(shaped - base, np.where(held, -0.5, 0.0), atol=1e-12)
+
+
 def test_drift_abort_shaping_charges_only_a_drift_given_up_short():
     """The same drive with and without ``drift_abort``: only the uncharged release differs, by the
     weight x the share of the charge missing; a drift held to its mini-turbo costs nothing."""

@@ -24,7 +24,7 @@ SURF_ROAD, SURF_OFFROAD, SURF_FALLING = 0, 1, 2
 SURFACES = ("road", "offroad", "falling")
 
 # reward weights, in this order (see reward.RewardConfig)
-RW_PROGRESS, RW_FALL, RW_SPEED, RW_BOOST, RW_OFFROAD, RW_DRIFT_ABORT = range(6)
+RW_PROGRESS, RW_FALL, RW_SPEED, RW_BOOST, RW_OFFROAD, RW_DRIFT_ABORT, RW_DRIFT_HOLD = range(7)
 
 
 @nb.njit(cache=True)
@@ -151,6 +151,8 @@ def _drive(fs, ist, n, act, dt, steer, tex, class_of, tox, toy, inv_cell, defaul
             ist[n, DDIR] = 0
             fs[n, CHARGE] = 0.0
         else:
+            if fs[n, CHARGE] >= K.MT_CHARGE:  # held on a charge already full: the boost waits
+                r_abort += rw[RW_DRIFT_HOLD]
             fs[n, CHARGE] += dt * (0.7 + 0.6 * abs(steer))
     cap = K.VMAX
     acc = K.ACCEL

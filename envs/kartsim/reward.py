@@ -10,6 +10,8 @@ Per step::
            + drift_abort * (1 - charge / MT_CHARGE)
                                   (once per drift that ends short of its mini-turbo,
                                    scaled by the charge missing; off by default)
+           + drift_hold           (per step a drift is held on a charge that was already
+                                   full: the mini-turbo waits; off by default)
 
 So with the defaults one full lap is worth 100, reversing earns it back
 negatively, and a fall costs ``fall`` plus the ground lost back to the last
@@ -32,11 +34,12 @@ class RewardConfig:
     boost: float = 0.0  # per step while boosting
     offroad: float = 0.0  # per step off-road (use a negative value)
     drift_abort: float = 0.0  # per drift ended uncharged, x the charge missing (use a negative value)
+    drift_hold: float = 0.0  # per step holding a drift on a full charge (use a negative value)
 
     def weights(self) -> np.ndarray:
         # order = physics.RW_* indices
-        return np.array([self.progress, self.fall, self.speed, self.boost, self.offroad, self.drift_abort],
-                        np.float64)
+        return np.array([self.progress, self.fall, self.speed, self.boost, self.offroad, self.drift_abort,
+                         self.drift_hold], np.float64)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> RewardConfig:
