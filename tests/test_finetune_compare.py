@@ -17,8 +17,9 @@ from train.finetune.logs import RunLog
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_run(folder: Path, laps, falls=None, mts=None, step=61440, track="oval", other=None) -> Path:
-    """A run folder whose eval.csv has one evaluation per lap in ``laps`` (None: no lap)."""
+def write_run(folder: Path, laps, falls=None, mts=None, step=61440, track="oval", other=None, medians=None) -> Path:
+    """A run folder whose eval.csv has one evaluation per lap in ``laps`` (None: no lap); ``medians``:
+    a median_best_lap_s per evaluation, as a run with several eval starts writes."""
     folder.mkdir(parents=True, exist_ok=True)
     falls = falls or [0] * len(laps)
     mts = mts or list(range(10, 10 + len(laps)))
@@ -26,6 +27,8 @@ def write_run(folder: Path, laps, falls=None, mts=None, step=61440, track="oval"
     for i, (lap, f, m) in enumerate(zip(laps, falls, mts, strict=True)):
         rows.append({"update": 40 * (i + 1), "frames": step * (i + 1), "track": track, "best_lap_s": lap,
                      "mean_lap_s": lap, "laps": 3 if lap else 0, "falls": f, "mini_turbos": m, "return": 1.0})
+        if medians:
+            rows[-1]["median_best_lap_s"] = medians[i]
         if other:
             rows.append({**rows[-1], "track": other, "best_lap_s": 99.0, "falls": 1})
     RunLog(str(folder), tensorboard=False).table("eval.csv", rows)
@@ -63,6 +66,17 @@ def test_figures_of_two_runs_over_the_same_stretch(tmp_path):
     # the other track by name
     tw = json.loads(run_cli(a, "--track", "twisty", "--json").stdout.strip().splitlines()[-1])
     assert tw["runs"]["A"]["fell"] == 8 and tw["runs"]["A"]["best_lap_s"] == 99.0
+
+
+def test_the_median_of_several_starts_instead_of_the_best(tmp_path):
+    a = write_run(tmp_path / "A", [41.0, 39.0, 39.5], medians=[41.2, 40.1, 39.8])
+    res = json.loads(run_cli(a, "--lap", "median", "--json").stdout.strip().splitlines()[-1])
+    assert res["lap"] == "median" and res["runs"]["A"]["best_lap_s"] == 39.8  # not the lucky 39.0
+    assert res["runs"]["A"]["clone_lap_s"] == 41.2
+    old = write_run(tmp_path / "old", [41.0, 40.0])  # a log from before the column: told what to do
+    proc = run_cli(old, "--lap", "median")
+    assert proc.returncode == 2 and "eval.csv" in proc.stderr and "median_best_lap_s" in proc.stderr
+    assert "--lap best" in proc.stderr
 
 
 def test_table_for_people_and_the_png(tmp_path):

@@ -87,6 +87,12 @@ def test_compare_reads_a_real_runs_eval_csv(trained):
     assert run["best_lap_s"] == (min(laps) if laps else None)
     for row in (before, after):  # 4 starts an evaluation: the median of their best laps beside the best
         assert row["median_best_lap_s"] is None or row["median_best_lap_s"] >= row["best_lap_s"]
+    proc = subprocess.run([sys.executable, "-m", "train.finetune.compare", trainer.cfg.out, "--lap", "median",
+                           "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads(proc.stdout.strip().splitlines()[-1])["runs"][os.path.basename(trainer.cfg.out)]
+    medians = [r["median_best_lap_s"] for r in (before, after) if r["median_best_lap_s"]]
+    assert run["best_lap_s"] == (min(medians) if medians else None)
 
 
 def test_evaluation_over_several_starts_scores_by_their_median(files, tmp_path):

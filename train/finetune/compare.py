@@ -42,17 +42,26 @@ def eval_path(run: str) -> str:
     return path
 
 
-def read_evals(run: str, track: str | None) -> tuple[str, list[dict]]:
+LAP_COLUMNS = {"best": "best_lap_s", "median": "median_best_lap_s"}  # --lap: which lap of an evaluation
+
+
+def read_evals(run: str, track: str | None, lap: str = "best") -> tuple[str, list[dict]]:
     """``(track, rows)``: the run's evaluations on ``track`` (default: the first track its log names),
-    with numbers parsed. Raises ValueError naming the file and the row or field at fault."""
+    with numbers parsed; each row's ``best_lap_s`` is the column ``--lap`` names (``median``: the
+    median of the evaluation's starts' best laps). Raises ValueError naming the file and the row or
+    field at fault."""
     path = eval_path(run)
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    need = ("frames", "track", "best_lap_s", "falls", "mini_turbos")
+    column = LAP_COLUMNS[lap]
+    need = ("frames", "track", column, "falls", "mini_turbos")
     if not rows:
         raise ValueError(f"{path}: no evaluations yet")
     missing = [k for k in need if k not in rows[0]]
     if missing:
+        if missing == [LAP_COLUMNS["median"]]:
+            raise ValueError(f"{path}: no column {missing[0]} (written by train.finetune since --eval-envs "
+                             "scores by the median; use --lap best for this run)")
         raise ValueError(f"{path}: no column {', '.join(missing)} (not a train.finetune eval.csv?)")
     track = track or rows[0]["track"]
     out = []
@@ -60,7 +69,7 @@ def read_evals(run: str, track: str | None) -> tuple[str, list[dict]]:
         if r["track"] != track:
             continue
         try:
-            lap = float(r["best_lap_s"]) if r["best_lap_s"] not in ("", "None", "nan") else math.nan
+            lap = float(r[column]) if r[column] not in ("", "None", "nan") else math.nan
             out.append({"frames": int(r["frames"]), "best_lap_s": lap, "falls": int(r["falls"]),
                         "mini_turbos": int(r["mini_turbos"])})
         except (TypeError, ValueError) as exc:
@@ -177,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the track's cached planned lap, where there is one)")
     p.add_argument("--target-pct", type=float, default=3.0,
                    help="the target line in the PNG, this many percent above the reference (default: 3)")
+    p.add_argument("--lap", choices=tuple(LAP_COLUMNS), default="best",
+                   help="an evaluation's lap: best (its best lap: one start's with --eval-envs 1) or median "
+                   "(the median of its starts' best laps, median_best_lap_s: steadier, from runs with "
+                   "--eval-envs > 1) (default: %(default)s)")
     p.add_argument("--png", metavar="OUT.png", help="also draw the curves into this PNG")
     add_json(p)
     return p
@@ -188,7 +201,7 @@ def main(argv=None) -> int:
         track = args.track
         runs: dict[str, list[dict]] = {}
         for run in args.runs:
-            track, rows = read_evals(run, track)
+            track, rows = read_evals(run, track, args.lap)
             name = os.path.basename(os.path.dirname(os.path.abspath(eval_path(run))))  # the run folder's name
             while name in runs:
                 name += "'"
@@ -208,7 +221,8 @@ def main(argv=None) -> int:
             if empty:
                 fail(PROG, f"--to {to}: {', '.join(empty)} has no evaluation by then")
         reference, ref_from = reference_lap(args.reference, track)
-        result = {"track": track, "to_frames": to, "reference_s": reference, "reference_from": ref_from,
+        result = {"track": track, "lap": args.lap, "to_frames": to, "reference_s": reference,
+                  "reference_from": ref_from,
                   "runs": {k: summarise(v, reference) for k, v in runs.items()}}
         if args.png:
             result["png"] = plot(runs, track, reference, args.target_pct, args.png)
