@@ -87,6 +87,11 @@ class VecEnvBackend:
         """Backend figures for the run summary (Ray: actors, nodes, replacements); {} when none."""
         return {}
 
+    def watch_laps(self) -> list | None:
+        """From now on, describe every env's laps frame by frame (``envs.kartsim.splits.LapStyle``,
+        one per env, returned and fed by ``step``); None where the backend cannot (no kart state)."""
+        return None
+
     def get_state(self) -> dict | None:
         """The envs' numeric state for an exact resume, or None where the backend cannot give it
         (a resume then starts fresh episodes)."""

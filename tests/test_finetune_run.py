@@ -118,6 +118,22 @@ def test_evaluation_over_several_starts_scores_by_their_median(files, tmp_path):
     assert ev.score(files["track"], {**res, "falls": 1}) is None
 
 
+def test_evaluation_describes_its_best_lap_as_train_evaluate_does(files):
+    """The fine-tune's evaluation describes its best lap as `train evaluate` does the same race (the
+    expert, one env, the same start)."""
+    from train.evaluate import evaluate as drive_laps
+    from train.finetune.envs import KartSimBackend
+    from train.finetune.rollout import evaluate
+
+    res = evaluate(KartSimBackend(files["track"], 1, 1, seed=0), 2, 30 * 90, None, seed=7)
+    alone = drive_laps(None, track=files["track"], laps=2, render="model", seed=7, media=False)
+    assert [round(t, 3) for t in res["lap_times"]] == alone["lap_times"]
+    mine, theirs = res["style"], alone["style"]
+    assert mine is not None and mine["lap"] == theirs["lap"]
+    for key, value in theirs.items():
+        assert mine[key] == pytest.approx(value, abs=1e-3), key
+
+
 def test_checkpoint_resume_takes_the_same_next_update(files, tmp_path):
     cfg = config(files, tmp_path / "r", envs=4, rollout=8, warmup_frames=32 * 4)  # update 1 warm-up only
     a = Trainer(cfg)

@@ -61,6 +61,9 @@ def _info_array(info: dict, key: str, n: int, default=0.0) -> np.ndarray:
     return np.asarray(val, np.float64).reshape(n)
 
 
+LAP_STYLE_KEYS = ("surface", "speed", "boost", "drift", "charge", "lap", "mini_turbos")  # what LapStyle reads
+
+
 class KartSimBackend(VecEnvBackend):
     """``envs.kartsim.VecKartSim`` at 66x200 behind ``VecEnvBackend``, with action repeat.
     ``track`` may be a distribution, ``gen:FIRST-END[:STYLE]``: every env then drives its own
@@ -102,6 +105,18 @@ class KartSimBackend(VecEnvBackend):
         self._mts = np.zeros(num_envs)  # mini-turbos fired this episode
         self._pending = np.zeros(num_envs, bool)  # ended last frame: the next vec step resets it
         self._ended_state: tuple | None = None  # (ended envs, their last frame's state rows) of the last step
+        self._styles: list | None = None  # watch_laps(): one LapStyle per env, fed every game frame
+
+    def watch_laps(self) -> list:
+        from envs.kartsim.splits import LapStyle
+
+        self._styles = [LapStyle() for _ in range(self.num_envs)]
+        return self._styles
+
+    def _see_laps(self, info: dict) -> None:
+        pos, edge = self.vec.positions(), self.vec.inside_edges()
+        for i, style in enumerate(self._styles):
+            style.see({k: info[k][i] for k in LAP_STYLE_KEYS}, pos[i], edge[i])
 
     def set_shaping(self, shaping: RewardShaping) -> None:
         """The reward weights from the next step on (``--shaping-final``'s schedule)."""
@@ -148,6 +163,8 @@ class KartSimBackend(VecEnvBackend):
             # only the frame after the last repeat is seen by the policy: draw just that one
             obs, reward, te, tr, info = self.vec.step(actions, render=k == self.action_repeat - 1)
             te, tr = np.asarray(te, bool), np.asarray(tr, bool)
+            if self._styles is not None:
+                self._see_laps(info)
             laps = _info_array(info, "lap", n)
             falls = _info_array(info, "falls", n)
             mts = _info_array(info, "mini_turbos", n)

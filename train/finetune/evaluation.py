@@ -34,6 +34,7 @@ def median_best_lap(res: dict) -> float | None:
     return None if any(b is None for b in best) else float(np.median(best))
 
 
+STYLE_COLUMNS = ("path_u", "mean_speed_u_s", "boost_share", "charged_drift_share", "release_charge_median")
 EVAL_SEED_OFFSET = 777  # evaluation envs are seeded apart from the training envs
 NO_BOUND_LAP_S = 180.0  # evaluation cap per lap without a lower bound (the real game)
 
@@ -107,7 +108,9 @@ class Evaluator:
                    "best_lap_s": res["best_lap_s"], "median_best_lap_s": median_best_lap(res),
                    "mean_lap_s": res["mean_lap_s"],
                    "laps": res["laps"], "falls": res["falls"], "mini_turbos": res["mini_turbos"],
-                   "return": res["return"]}
+                   "return": res["return"],
+                   # how the best lap was driven (kartsim): line, pace, boosting, drifts let go late
+                   **{k: (res.get("style") or {}).get(k) for k in STYLE_COLUMNS}}
             rows.append(row)
             self.log.scalars(f"eval_{track}", row, frames)
             if track == c.select_track:

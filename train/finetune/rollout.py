@@ -166,6 +166,13 @@ class Collector:
             self.scaler.set_state(s["scaler"])
 
 
+def _best_style(styles: list | None, per_env: list[list[float]]) -> dict | None:
+    if styles is None or not any(per_env):
+        return None
+    i = min((i for i, t in enumerate(per_env) if t), key=lambda i: min(per_env[i]))
+    return styles[i].best(per_env[i])
+
+
 def evaluate(env: VecEnvBackend, laps: int, max_frames: int, net: ag.ActorCritic | None = None,
              seed: int = 12345) -> dict:
     """Deterministic laps: the actor's mean action (``net``) or the scripted expert (``net=None``).
@@ -177,6 +184,7 @@ def evaluate(env: VecEnvBackend, laps: int, max_frames: int, net: ag.ActorCritic
     its best lap and its falls.
     """
     obs = env.reset(seed=seed)
+    styles = env.watch_laps()  # how each env's laps were driven, where the backend can say
     n = env.num_envs
     stack = FeatureStack(n, net.frame_stack, net.feature_dim) if net is not None else None
     lap_times: list[float] = []
@@ -210,6 +218,8 @@ def evaluate(env: VecEnvBackend, laps: int, max_frames: int, net: ag.ActorCritic
         "mean_lap_s": float(np.mean(lap_times)) if lap_times else None,
         "lap_times": lap_times, "laps": len(lap_times), "falls": int(falls.sum()),
         "best_laps": [min(t) if t else None for t in per_env],  # each env's (start's) best lap
+        # the style of the best lap of all (LapStyle.best of its env); None without a lap or a watcher
+        "style": _best_style(styles, per_env),
         "falls_per_env": falls.astype(int).tolist(),
         "mini_turbos": int(mts.sum()) if counts_mts else None, "frames": frames,
         "return": float(ret.mean()),
