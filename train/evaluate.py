@@ -8,9 +8,11 @@ is back on the road (``takeover=True``, the default); time spent falling or
 under takeover is intervention time, and autonomy = 1 - that / race time.
 ``autonomy_pilotnet`` is NVIDIA's formula too: 1 - interventions x 6 s / time.
 
-Style: ``style`` describes the best lap: the driven line's length, the mean speed, and the
-shares of its frames boosting and drifting (``envs.kartsim.splits.LapStyle``); with
-``against`` the reference's best lap gets the same (``against.style``).
+Style: ``style`` describes the best lap (``envs.kartsim.splits.LapStyle``): the driven line's
+length, the mean speed, the shares of its frames boosting and drifting, its drifts and
+mini-turbos, how long it drifted on a full charge and what charge its drifts ended with, and
+how close it came to the road edge; with ``against`` the reference's best lap gets the same
+(``against.style``). ``starts=N`` races from N starts and adds the spread of their best laps.
 
 Split times: ``sectors`` gives the best lap's time over each of N equal
 stretches of the lap (``envs.kartsim.splits``). ``against=MOVIE`` (a kartsim

@@ -140,19 +140,19 @@ def _drive(fs, ist, n, act, dt, steer, tex, class_of, tox, toy, inv_cell, defaul
                 ist[n, DDIR] = 1 if steer > 0 else -1
                 fs[n, CHARGE] = 0.0
     airborne = fs[n, HOP] > 0.0
-    r_abort = 0.0
+    r_drift = 0.0
     if ist[n, DDIR] != 0:
         if (not rbtn) or v < K.DRIFT_MIN_V or offroad:
             if (not rbtn) and fs[n, CHARGE] >= K.MT_CHARGE and not offroad:
                 fs[n, BOOST] = K.BOOST_TIME
                 ist[n, MINITURBOS] += 1
             else:  # a drift given up short of its mini-turbo: shaping scales with the charge missing
-                r_abort = rw[RW_DRIFT_ABORT] * max(0.0, 1.0 - fs[n, CHARGE] / K.MT_CHARGE)
+                r_drift = rw[RW_DRIFT_ABORT] * max(0.0, 1.0 - fs[n, CHARGE] / K.MT_CHARGE)
             ist[n, DDIR] = 0
             fs[n, CHARGE] = 0.0
         else:
             if fs[n, CHARGE] >= K.MT_CHARGE:  # held on a charge already full: the boost waits
-                r_abort += rw[RW_DRIFT_HOLD]
+                r_drift += rw[RW_DRIFT_HOLD]
             fs[n, CHARGE] += dt * (0.7 + 0.6 * abs(steer))
     cap = K.VMAX
     acc = K.ACCEL
@@ -192,7 +192,7 @@ def _drive(fs, ist, n, act, dt, steer, tex, class_of, tox, toy, inv_cell, defaul
     fs[n, X] += v * np.cos(th) * dt
     fs[n, Y] += v * np.sin(th) * dt
     cls = surface_class(fs[n, X], fs[n, Y], tex, class_of, tox, toy, inv_cell, default_cls)
-    r = rw[RW_SPEED] * v / K.VMAX + (rw[RW_BOOST] if boosting else 0.0) + r_abort
+    r = rw[RW_SPEED] * v / K.VMAX + (rw[RW_BOOST] if boosting else 0.0) + r_drift
     if cls == VOID and fs[n, HOP] <= 0.0:
         fs[n, FALL] = K.FALL_TIME
         ist[n, FALLS] += 1

@@ -87,6 +87,8 @@ class LapStyle:
     frames drifting on a full charge (``MT_CHARGE`` reached: holding on only delays the boost, unless
     the turn needs the drift) and the median charge the lap's drifts ended with."""
 
+    KEYS = ("surface", "speed", "boost", "drift", "charge", "lap", "mini_turbos")  # what ``see`` reads of an info
+
     def __init__(self):
         self.laps: list[dict] = []
         self.lap = 0

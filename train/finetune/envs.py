@@ -61,9 +61,6 @@ def _info_array(info: dict, key: str, n: int, default=0.0) -> np.ndarray:
     return np.asarray(val, np.float64).reshape(n)
 
 
-LAP_STYLE_KEYS = ("surface", "speed", "boost", "drift", "charge", "lap", "mini_turbos")  # what LapStyle reads
-
-
 class KartSimBackend(VecEnvBackend):
     """``envs.kartsim.VecKartSim`` at 66x200 behind ``VecEnvBackend``, with action repeat.
     ``track`` may be a distribution, ``gen:FIRST-END[:STYLE]``: every env then drives its own
@@ -116,7 +113,7 @@ class KartSimBackend(VecEnvBackend):
     def _see_laps(self, info: dict) -> None:
         pos, edge = self.vec.positions(), self.vec.inside_edges()
         for i, style in enumerate(self._styles):
-            style.see({k: info[k][i] for k in LAP_STYLE_KEYS}, pos[i], edge[i])
+            style.see({k: info[k][i] for k in style.KEYS}, pos[i], edge[i])
 
     def set_shaping(self, shaping: RewardShaping) -> None:
         """The reward weights from the next step on (``--shaping-final``'s schedule)."""
