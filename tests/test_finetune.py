@@ -190,6 +190,32 @@ def test_update_moves_policy_toward_positive_advantage():
     assert gain[pos].mean() > gain[~pos].mean()
 
 
+def r_entropy(net, feats) -> float:
+    p = 1.0 / (1.0 + np.exp(-ag.np_params(net.heads(feats)[0])[1][:, ag.R_BUTTON]))
+    return float(np.mean(-(p * np.log(p) + (1 - p) * np.log(1 - p))))
+
+
+def test_drift_entropy_bonus_raises_r_entropy_alone_and_leaves_the_steering_noise():
+    assert ag.BUTTONS[ag.R_BUTTON] == 4  # rb in the action vector
+    obs = frames_batch(32)
+    for coefs in ({"drift_ent_coef": 0.5}, {"ent_coef": 0.5}):
+        net = ag.ActorCritic(tiny_pilotnet(), init_log_std=-1.0)
+        learner = ppo.Learner(net, ppo.PPOConfig(minibatch=32, epochs=10, lr=3e-3, **coefs))
+        batch = fake_batch(net, obs)
+        batch["adv"][:] = 0.0  # no policy gradient: only the bonus moves the actor
+        feats = batch["feats"]
+        h0 = r_entropy(net, feats)
+        out = learner.losses({k: tf.constant(v) for k, v in batch.items()}, tf.constant(0.0))
+        assert float(out["entropy_r"]) == pytest.approx(h0, rel=1e-4)
+        learner.update(batch, kl_coef=0.0)
+        assert r_entropy(net, feats) > h0 + 1e-3
+        log_std = float(net.log_std.numpy()[0])
+        if "drift_ent_coef" in coefs:
+            assert log_std == -1.0  # the R bonus has no gradient on the steering noise
+        else:
+            assert log_std > -1.0 + 1e-3  # the full bonus widens the steering too
+
+
 def test_widened_head_starts_as_the_clone_learns_through_its_new_units_and_exports_wider(tmp_path):
     from common import state as kstate
     from train.model import load_model

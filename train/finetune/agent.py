@@ -46,6 +46,7 @@ from train.model import state_fields
 FEATURE_LAYER = "flatten"
 STATE_FEATURE_LAYER = "features"  # a state model's flattened frame features joined with its state input
 BUTTONS = (2, 3, 4)  # a, b, rb indices in the action vector
+R_BUTTON = BUTTONS.index(act.FIELDS.index("rb"))  # R (hop / drift) among the button logits
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -131,10 +132,14 @@ def log_prob(mean, log_std, logits, x, buttons):
     return gauss + tf.reduce_sum(bern, axis=1)
 
 
-def entropy(log_std, logits):
+def button_entropy(logits):
+    """Each button's Bernoulli entropy (N, 3), in nats."""
     p = tf.sigmoid(logits)
-    bern = -(p * tf.math.log_sigmoid(logits) + (1.0 - p) * tf.math.log_sigmoid(-logits))
-    return 0.5 + 0.5 * LOG_2PI + log_std + tf.reduce_sum(bern, axis=1)
+    return -(p * tf.math.log_sigmoid(logits) + (1.0 - p) * tf.math.log_sigmoid(-logits))
+
+
+def entropy(log_std, logits):
+    return 0.5 + 0.5 * LOG_2PI + log_std + tf.reduce_sum(button_entropy(logits), axis=1)
 
 
 def kl_divergence(mean, log_std, logits, ref_mean, ref_log_std, ref_logits):

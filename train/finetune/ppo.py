@@ -4,7 +4,7 @@ One ``Learner.update(batch)`` = ``epochs`` passes over the rollout in shuffled
 minibatches; each step minimises
 
     L = -min(r A, clip(r, 1-eps, 1+eps) A) + vf_coef (V - R)^2 / 2
-        - ent_coef H(pi) + kl_coef KL(pi || pi_cloned)
+        - ent_coef H(pi) - drift_ent_coef H(R) + kl_coef KL(pi || pi_cloned)
 
 with global gradient-norm clipping. The learning rate and ``kl_coef`` are set
 by the trainer before each update (annealed over the frame budget). During the
@@ -103,12 +103,14 @@ class Learner:
         v = net.critic(b["feats"], training=True)[:, 0]
         vloss = 0.5 * tf.reduce_sum(tf.square(v - b["ret"]) * mask) / n
         ent = tf.reduce_sum(ag.entropy(log_std, logits) * mask) / n
+        ent_r = tf.reduce_sum(ag.button_entropy(logits)[:, ag.R_BUTTON] * mask) / n
         ref_mean, ref_logits, _ = ag.dist_params(b["ref_z"])
         kl = ag.kl_divergence(mean, log_std, logits, ref_mean, tf.constant(net.init_log_std), ref_logits)
         kl = tf.reduce_sum(kl * mask) / n
         approx_kl = tf.reduce_sum(((ratio - 1.0) - (logp - b["logp"])) * mask) / n
-        return {"pg": pg, "vloss": vloss, "entropy": ent, "kl_ref": kl, "approx_kl": approx_kl,
-                "clipfrac": clipfrac, "actor": pg - cfg.ent_coef * ent + kl_coef * kl}
+        actor = pg - cfg.ent_coef * ent - cfg.drift_ent_coef * ent_r + kl_coef * kl
+        return {"pg": pg, "vloss": vloss, "entropy": ent, "entropy_r": ent_r, "kl_ref": kl,
+                "approx_kl": approx_kl, "clipfrac": clipfrac, "actor": actor}
 
     def _train_step(self, b, kl_coef, actor: bool):
         net, cfg = self.net, self.cfg

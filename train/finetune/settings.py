@@ -67,7 +67,9 @@ class PPOConfig:
     epochs: int = option(4, "passes over each rollout")
     minibatch: int = option(256, "minibatch size (decisions)")
     vf_coef: float = option(0.5, "value loss weight")
-    ent_coef: float = option(0.0, "entropy bonus weight")
+    ent_coef: float = option(0.0, "entropy bonus weight (steering and the three buttons)")
+    drift_ent_coef: float = option(0.0, "entropy bonus on R alone: exploration over when to hop and when to let "
+                                   "go of a drift, leaving the steering noise and the A and B buttons as they are")
     max_grad_norm: float = option(0.5, "global gradient-norm clip")
     lr: float = option(3e-4, "actor learning rate (annealed linearly to 0)")
     critic_lr: float = option(5e-4, "critic learning rate (annealed linearly to 0)")
