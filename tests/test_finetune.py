@@ -216,6 +216,21 @@ def test_drift_entropy_bonus_raises_r_entropy_alone_and_leaves_the_steering_nois
             assert log_std > -1.0 + 1e-3  # the full bonus widens the steering too
 
 
+def test_drift_entropy_bonus_given_per_update_overrides_the_config():
+    """--drift-ent-final: the trainer hands each update the bonus of its frame count; at 0 the R bonus
+    configured is off (no advantage, no KL: nothing moves), at 0.5 it raises R's entropy."""
+    obs = frames_batch(32)
+    net = ag.ActorCritic(tiny_pilotnet(), init_log_std=-1.0)
+    learner = ppo.Learner(net, ppo.PPOConfig(minibatch=32, epochs=10, lr=3e-3, drift_ent_coef=0.5))
+    batch = fake_batch(net, obs)
+    batch["adv"][:] = 0.0
+    h0 = r_entropy(net, batch["feats"])
+    learner.update(batch, kl_coef=0.0, drift_ent_coef=0.0)
+    assert r_entropy(net, batch["feats"]) == pytest.approx(h0, abs=1e-7)
+    learner.update(batch, kl_coef=0.0, drift_ent_coef=0.5)
+    assert r_entropy(net, batch["feats"]) > h0 + 1e-3
+
+
 def test_widened_head_starts_as_the_clone_learns_through_its_new_units_and_exports_wider(tmp_path):
     from common import state as kstate
     from train.model import load_model

@@ -213,12 +213,17 @@ def test_shaping_schedule_changes_what_the_envs_pay(files, tmp_path):
     per_update = 8 * 4 * 4
     shaping = RewardShaping(speed=0.5, boost=0.2, drift_abort=-2.0)
     t = Trainer(config(files, tmp_path / "s", envs=4, rollout=8, shaping=shaping, shaping_final=0.0,
-                       shaping_decay_start=per_update, shaping_decay_frames=2 * per_update))
-    factors = []
+                       shaping_decay_start=per_update, shaping_decay_frames=2 * per_update,
+                       ppo=PPOConfig(epochs=1, minibatch=64, drift_ent_coef=0.02), drift_ent_final=0.0,
+                       drift_ent_decay_frames=2 * per_update))
+    factors, bonus = [], []
     for _ in range(4):
-        factors.append(t.train_update()["shaping"])
+        row = t.train_update()
+        factors.append(row["shaping"])
+        bonus.append(row["drift_ent_weight"])  # --drift-ent-final: the R bonus of the row's frame count
         want = RewardConfig.from_dict(t.cfg.shaping_at(t.frames - per_update).as_dict()).weights()
         np.testing.assert_array_equal(t.env.vec.sim.rw, want)
+    assert bonus == pytest.approx([0.02, 0.01, 0.0, 0.0])
     assert factors == pytest.approx([1.0, 1.0, 0.5, 0.0])
     rw = t.env.vec.sim.rw
     assert rw[KP.RW_SPEED] == rw[KP.RW_BOOST] == rw[KP.RW_DRIFT_ABORT] == 0.0

@@ -80,6 +80,24 @@ def test_every_setting_is_an_option_with_help_and_round_trips():
     assert "--frames-per-step" not in parser.format_help() and "--action-repeat" in parser.format_help()
 
 
+def test_drift_ent_final_decays_the_r_bonus_over_the_kl_window_by_default():
+    from train.finetune.__main__ import build_parser, config_from
+
+    cfg = config_from(build_parser().parse_args(
+        ["--warmup-frames", "100", "--kl-decay-frames", "400", "--drift-ent-coef", "0.02",
+         "--drift-ent-final", "0"]))
+    assert cfg.ppo.drift_ent_coef == 0.02 and cfg.drift_ent_final == 0.0
+    assert [cfg.drift_ent_weight(f) for f in (0, 100, 300, 500, 10**6)] == pytest.approx([0.02, 0.02, 0.01, 0, 0])
+    own = Config(warmup_frames=0, drift_ent_final=0.01, drift_ent_decay_frames=1000,
+                 ppo=PPOConfig(drift_ent_coef=0.03))
+    assert [own.drift_ent_weight(f) for f in (0, 500, 1000, 2000)] == pytest.approx([0.03, 0.02, 0.01, 0.01])
+    assert Config(ppo=PPOConfig(drift_ent_coef=0.02)).drift_ent_weight(10**7) == 0.02  # no final: constant
+    with pytest.raises(ValueError, match="--drift-ent-final must be >= 0"):
+        Config(drift_ent_final=-0.1)
+    with pytest.raises(ValueError, match="--drift-ent-decay-frames must be >= 1"):
+        Config(drift_ent_final=0.0, drift_ent_decay_frames=0)
+
+
 def test_shaping_final_decays_the_shaping_terms_only():
     """--shaping-final: boost, drift-abort, speed and offroad go linearly from their --r-* weights to that
     factor of them over the decay window; progress and fall never change; without it nothing does."""

@@ -7,7 +7,8 @@ minibatches; each step minimises
         - ent_coef H(pi) - drift_ent_coef H(R) + kl_coef KL(pi || pi_cloned)
 
 with global gradient-norm clipping. The learning rate and ``kl_coef`` are set
-by the trainer before each update (annealed over the frame budget). During the
+by the trainer before each update (annealed over the frame budget), and so is
+``drift_ent_coef`` when it follows a schedule (``--drift-ent-final``). During the
 critic warm-up (``actor=False``) only the value term is minimised.
 """
 
@@ -81,12 +82,14 @@ class Learner:
             "mask": tf.TensorSpec((None,), tf.float32),
         }
         scalar = tf.TensorSpec((), tf.float32)
-        self._step_both = tf.function(lambda b, k: self._train_step(b, k, True), input_signature=[spec, scalar])
-        self._step_critic = tf.function(lambda b, k: self._train_step(b, k, False),
-                                        input_signature=[spec, scalar])
+        self._step_both = tf.function(lambda b, k, d: self._train_step(b, k, d, True),
+                                      input_signature=[spec, scalar, scalar])
+        self._step_critic = tf.function(lambda b, k, d: self._train_step(b, k, d, False),
+                                        input_signature=[spec, scalar, scalar])
 
-    def losses(self, b, kl_coef):
-        """All loss terms on one minibatch (dict of scalars); masked samples count for nothing."""
+    def losses(self, b, kl_coef, drift_ent_coef=None):
+        """All loss terms on one minibatch (dict of scalars); masked samples count for nothing.
+        ``drift_ent_coef``: the R entropy bonus now (default: the config's)."""
         net, cfg = self.net, self.cfg
         mask = b["mask"]
         n = tf.maximum(tf.reduce_sum(mask), 1.0)
@@ -108,14 +111,16 @@ class Learner:
         kl = ag.kl_divergence(mean, log_std, logits, ref_mean, tf.constant(net.init_log_std), ref_logits)
         kl = tf.reduce_sum(kl * mask) / n
         approx_kl = tf.reduce_sum(((ratio - 1.0) - (logp - b["logp"])) * mask) / n
-        actor = pg - cfg.ent_coef * ent - cfg.drift_ent_coef * ent_r + kl_coef * kl
+        if drift_ent_coef is None:
+            drift_ent_coef = cfg.drift_ent_coef
+        actor = pg - cfg.ent_coef * ent - drift_ent_coef * ent_r + kl_coef * kl
         return {"pg": pg, "vloss": vloss, "entropy": ent, "entropy_r": ent_r, "kl_ref": kl,
                 "approx_kl": approx_kl, "clipfrac": clipfrac, "actor": actor}
 
-    def _train_step(self, b, kl_coef, actor: bool):
+    def _train_step(self, b, kl_coef, drift_ent_coef, actor: bool):
         net, cfg = self.net, self.cfg
         with tf.GradientTape(persistent=True) as tape:
-            out = self.losses(b, kl_coef)
+            out = self.losses(b, kl_coef, drift_ent_coef)
             critic_loss = cfg.vf_coef * out["vloss"]
         pairs = [(self.critic_opt, net.critic_weights, critic_loss)]
         if actor:
@@ -128,9 +133,13 @@ class Learner:
         del tape
         return out
 
-    def update(self, batch: dict, *, lr_frac: float = 1.0, kl_coef: float = 0.0, actor: bool = True) -> dict:
-        """``epochs`` x shuffled minibatches over a flat batch (dict of arrays). Mean stats back."""
+    def update(self, batch: dict, *, lr_frac: float = 1.0, kl_coef: float = 0.0, drift_ent_coef: float | None = None,
+               actor: bool = True) -> dict:
+        """``epochs`` x shuffled minibatches over a flat batch (dict of arrays). Mean stats back.
+        ``drift_ent_coef``: the R entropy bonus for this update (default: the config's)."""
         cfg = self.cfg
+        coefs = (tf.constant(kl_coef, tf.float32),
+                 tf.constant(cfg.drift_ent_coef if drift_ent_coef is None else drift_ent_coef, tf.float32))
         self.actor_opt.learning_rate.assign(cfg.lr * lr_frac)
         self.critic_opt.learning_rate.assign(cfg.critic_lr * lr_frac)
         n = len(batch["adv"])
@@ -141,7 +150,7 @@ class Learner:
             for start in range(0, n, cfg.minibatch):
                 idx = order[start : start + cfg.minibatch]
                 mb = {k: tf.convert_to_tensor(v[idx]) for k, v in batch.items()}
-                for k, v in step(mb, tf.constant(kl_coef, tf.float32)).items():
+                for k, v in step(mb, *coefs).items():
                     stats.setdefault(k, []).append(float(v))
         return {k: float(np.mean(v)) for k, v in stats.items()}
 

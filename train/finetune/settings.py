@@ -162,6 +162,12 @@ class Config:
     kl_coef: float = option(0.2, "KL(pi || cloned) weight after warm-up", group=PPO)
     kl_final: float = option(0.01, "KL weight at the end of the decay", group=PPO)
     kl_decay_frames: int = option(800_000, "frames over which the KL weight decays", group=PPO)
+    drift_ent_final: float | None = option(
+        None, "decay --drift-ent-coef linearly from the end of warm-up to this weight over "
+        "--drift-ent-decay-frames (none: constant)", group=PPO)
+    drift_ent_decay_frames: int | None = option(
+        None, "game frames over which --drift-ent-coef decays to --drift-ent-final (default: "
+        "--kl-decay-frames, so R explores while the KL term holds the rest near the clone)", group=PPO)
     scale_rewards: bool = option(True, "use raw rewards as value targets", flag="--no-reward-scaling", group=PPO)
     ppo: PPOConfig = option(default_factory=PPOConfig, group=PPO, nested="")
     shaping: RewardShaping = option(default_factory=RewardShaping, group=SHAPING, nested="r-")
@@ -207,6 +213,10 @@ class Config:
             if self.env != "kartsim" or self.ray:
                 raise ValueError("--shaping-final changes the reward during the run, which only the kartsim "
                                  "envs in this process can do (not --env emulators, not --ray)")
+        if self.drift_ent_final is not None and self.drift_ent_final < 0:
+            raise ValueError(f"--drift-ent-final must be >= 0 (an entropy bonus), got {self.drift_ent_final}")
+        if self.drift_ent_decay_frames is not None and self.drift_ent_decay_frames < 1:
+            raise ValueError(f"--drift-ent-decay-frames must be >= 1, got {self.drift_ent_decay_frames}")
         if self.shaping_decay_frames is not None and self.shaping_decay_frames < 1:
             raise ValueError(f"--shaping-decay-frames must be >= 1, got {self.shaping_decay_frames}")
         spread = None
@@ -240,6 +250,15 @@ class Config:
         start = self.warmup_frames if self.shaping_decay_start is None else self.shaping_decay_start
         span = self.shaping_decay_frames if self.shaping_decay_frames is not None else self.frames - start
         return 1.0 + (self.shaping_final - 1.0) * ramp(frames, start, span)
+
+    def drift_ent_weight(self, frames: int) -> float:
+        """The R entropy bonus after ``frames`` training frames: --drift-ent-coef, decaying to
+        --drift-ent-final from the end of warm-up when that is set."""
+        c0 = self.ppo.drift_ent_coef
+        if self.drift_ent_final is None:
+            return c0
+        span = self.kl_decay_frames if self.drift_ent_decay_frames is None else self.drift_ent_decay_frames
+        return c0 + (self.drift_ent_final - c0) * ramp(frames, self.warmup_frames, span)
 
     def shaping_at(self, frames: int) -> RewardShaping:
         """The reward shaping in force after ``frames`` training frames (see --shaping-final)."""

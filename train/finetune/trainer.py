@@ -5,7 +5,8 @@ Schedule (all in game frames, ``envs.kartsim.FPS`` per game second, counted over
 with the learning rate annealed linearly to 0 at ``frames`` and the KL weight
 toward the cloned policy decaying linearly from ``kl_coef`` to ``kl_final`` over
 ``kl_decay_frames``; with ``shaping_final`` the reward's shaping terms decay
-linearly too (``Config.shaping_at``). Every ``eval_every`` updates: deterministic laps on the
+linearly too (``Config.shaping_at``), and with ``drift_ent_final`` the R entropy bonus
+(``Config.drift_ent_weight``). Every ``eval_every`` updates: deterministic laps on the
 training track and the held-out track -> ``eval.csv`` + TensorBoard; the best
 0-fall lap on the training track keeps ``best.keras`` (``evaluation.py``).
 ``ckpt/state.npz`` holds everything a resume needs (weights, optimizer slots,
@@ -139,7 +140,7 @@ class Trainer:
         buf = self.collector.collect(self.cfg.rollout)
         t1 = time.perf_counter()
         stats = self.learner.update(self.batch_from(buf), lr_frac=self.lr_frac(), kl_coef=self.kl_weight(),
-                                    actor=actor)
+                                    drift_ent_coef=self.cfg.drift_ent_weight(self.frames), actor=actor)
         if actor and self.ema is not None:
             self.average_actor()
         return self.record(buf, stats, actor, t0, t1, time.perf_counter())
@@ -162,6 +163,8 @@ class Trainer:
             "reward_per_s": buf["reward_per_s"],
             "std": self.net.std(), "kl_weight": self.kl_weight(), "lr": c.ppo.lr * self.lr_frac(), **stats,
         }
+        if c.drift_ent_final is not None:  # the R entropy bonus this update learned with
+            row["drift_ent_weight"] = c.drift_ent_weight(self.frames - step_frames)
         if c.shaping_final is not None:  # the factor this update's rollout was rewarded with
             row["shaping"] = c.shaping_factor(self.frames - step_frames)
         self.history.append(row)
