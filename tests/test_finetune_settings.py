@@ -57,7 +57,8 @@ def test_every_setting_is_an_option_with_help_and_round_trips():
             action = by_dest[dest]
             assert action.help and len(action.help) > 8, f"--{dest} has no help"
             if f.name in ("eval_tracks", "eval_max_s", "rom", "state", "ray", "ray_resource", "final_log_std",
-                          "shaping_final", "shaping_decay_start", "shaping_decay_frames"):
+                          "shaping_final", "shaping_decay_start", "shaping_decay_frames", "drift_ent_final",
+                          "drift_ent_decay_frames"):
                 continue  # None defaults: set below
             new = _changed(f.default)
             if isinstance(new, bool):
@@ -66,13 +67,14 @@ def test_every_setting_is_an_option_with_help_and_round_trips():
                 argv += [action.option_strings[0], str(new)]
             want[(into, f.name)] = new
     argv += ["--eval-tracks", "luigi,twisty", "--eval-max-s", "12.5", "--rom", "r.z64", "--state", "s.st",
-             "--ray", "auto", "--ray-resource", "gpu", "--final-log-std", "-2.5"]
+             "--ray", "auto", "--ray-resource", "gpu", "--final-log-std", "-2.5", "--drift-ent-final", "0.005",
+             "--drift-ent-decay-frames", "123"]
     cfg = config_from(parser.parse_args(argv))
     for (into, name), value in want.items():
         got = getattr(getattr(cfg, into) if into else cfg, name)
         assert got == pytest.approx(value) if isinstance(value, float) else got == value, (into, name, got)
     assert cfg.eval_tracks == ("luigi", "twisty") and cfg.eval_max_s == 12.5 and cfg.ray == "auto"
-    assert cfg.final_log_std == -2.5
+    assert cfg.final_log_std == -2.5 and cfg.drift_ent_final == 0.005 and cfg.drift_ent_decay_frames == 123
     assert cfg.rom == os.path.abspath("r.z64") and cfg.state == os.path.abspath("s.st")
     assert cfg.env_options() == {"rom": cfg.rom, "state": cfg.state}
     # defaults: the CLI without options is Config()
