@@ -86,7 +86,7 @@ train: setup
 # (STATE=file.st: start from that savestate); DRIVE_ARGS="...": more python -m drive options.
 drive: setup $(if $(ROM),plugin)
 	$(PY) -m drive --model $(MODEL) $(if $(SIM),--sim --track $(TRACK)) $(if $(LAPS),--laps $(LAPS)) $(if $(ROM),--rom $(ROM)) \
-	  $(if $(and $(ROM),$(STATE)),--mupen-arg=--savestate --mupen-arg=$(abspath $(STATE))) $(DRIVE_ARGS)
+	  $(if $(and $(ROM),$(STATE)),--state $(abspath $(STATE))) $(DRIVE_ARGS)
 
 # make finetune: kartsim's rainbow, from a rainbow clone (built first when missing: 1,000 s of DART
 # expert demos + 15 epochs; MODEL=... on the command line uses yours). ENV=mk64 ROM=... STATE=...:

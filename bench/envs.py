@@ -202,7 +202,7 @@ def bench_emu_alone(seconds: float, instances: int = 2, boot_polls: int = 60, pi
             procs.append(xvfb)
             procs.append(Emulator(env.rom, xvfb.display, server.port, work / f"run{i}", plugin=env.plugin,
                                   profile=env.profile.plugin_profile(), savestate=str(work / f"run{i}.st"),
-                                  load_state=False, resolution=env.resolution, frame_size=env.frame_size,
+                                  resolution=env.resolution, frame_size=env.frame_size,
                                   timeout_ms=env.timeout_ms, cpus=spread_cpus(i, instances) if pin else None))
         deadline = time.monotonic() + 120
         while server.requests < boot_polls * instances:  # both booted and polling

@@ -11,6 +11,11 @@ and start it with :func:`launch`; :func:`common.proc.stop` stops it.
   ``plugin_c/build/mupen64plus-input-kartpilot.so`` (``make plugin``).
 - Plugin settings go on the command line as ``--set Input-KartPilot-ControlN[key]=value``
   (keys in plugin_c/README.md); :func:`plugin_sets` spells them.
+- Savestates: the core writes one (gzip) from a thread after the VI that takes it, so a file
+  read right after the save command can be part-written; :func:`savestate_whole` tells.
+  ``--savestate`` at boot hangs the cached interpreter and the dynamic recompiler on some ROMs
+  (mupen64plus-core issue 1089; the GPL test ROM is one): with our plugin, :func:`emulator_command`
+  has the plugin load ``load_state`` at its first poll instead (``load_savestate``).
 - ROMs come in three byte orders (.z64 big-endian, .v64 16-bit swapped, .n64
   32-bit little-endian); :func:`to_big_endian` turns any of them into the N64's own order.
 """
@@ -18,10 +23,12 @@ and start it with :func:`launch`; :func:`common.proc.stop` stops it.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import shutil
 import struct
 import subprocess
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -139,6 +146,27 @@ def read_rom(path: str | os.PathLike) -> bytes:
 
 
 # ----------------------------------------------------------------------------- the command line
+def file_stamp(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(mtime_ns, size) of ``path``, None when it is missing: tells a file written anew."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def savestate_whole(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a whole mupen64plus savestate: a gzip stream that ends with its
+    trailer (a part-written one ends early). Decompresses it (16 MB for a .st, about 0.1 s)."""
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(1 << 20):
+                pass
+    except (OSError, EOFError, zlib.error):  # missing, not gzip (BadGzipFile is an OSError), cut short
+        return False
+    return True
+
+
 def emulator_command(rom: str | os.PathLike, *, plugin: str | os.PathLike | None = None,
                      settings: Mapping[str, object] | None = None, sets: Mapping[str, object] | None = None,
                      config_dir: str | os.PathLike | None = None, headless: bool = True,
@@ -155,7 +183,9 @@ def emulator_command(rom: str | os.PathLike, *, plugin: str | os.PathLike | None
     screenshots, savestates and SRAM then go to its ``shots/``, ``states/``, ``sram/`` (created here).
     ``headless``: no on-screen display, dummy audio, HLE RSP, Rice video unless ``gfx`` says
     otherwise, the dynamic recompiler (``emumode`` 2); False leaves all of it to the user's config.
-    ``speed_limit``: False adds ``--nospeedlimit``. ``load_state``: a savestate loaded at boot.
+    ``speed_limit``: False adds ``--nospeedlimit``. ``load_state``: the savestate to start from; our
+    plugin loads it at its first poll (its ``savestate``, ``load_savestate``), the other input
+    plugins get the core's ``--savestate`` (which can hang the recompilers: see the module doc).
     ``testshots``: frame numbers to screenshot (the core quits after the last).
     """
     if not Path(rom).is_file():
@@ -182,14 +212,17 @@ def emulator_command(rom: str | os.PathLike, *, plugin: str | os.PathLike | None
         cmd += ["--input", DUMMY]
     elif plugin != USER_INPUT:
         cmd += ["--input", str(find_plugin(plugin))]
+    ours = plugin not in (DUMMY, USER_INPUT)
+    if load_state is not None and ours:
+        settings = {**(settings or {}), "savestate": str(load_state), "load_savestate": True}
     if settings:
-        if plugin in (DUMMY, USER_INPUT):
+        if not ours:
             raise ValueError(f"plugin settings {sorted(settings)} need our plugin, not --input {plugin}")
         all_sets.update(plugin_sets(settings))
     all_sets.update(sets or {})
     for key, value in all_sets.items():
         cmd += ["--set", f"{key}={value}"]
-    if load_state is not None:
+    if load_state is not None and not ours:
         cmd += ["--savestate", str(load_state)]
     if testshots is not None:
         cmd += ["--testshots", str(testshots)]

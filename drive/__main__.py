@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--headless", action="store_true", help="no window even if DISPLAY is set")
     emu = p.add_argument_group("real game (--rom)")
     emu.add_argument("--rom", help="launch mupen64plus on this ROM with plugin_c's input plugin")
+    emu.add_argument("--state", metavar="FILE",
+                     help="savestate to start from (e.g. Time Trials at the start line: python -m envs.mupen "
+                     "savestate); the plugin loads it at its first poll")
     emu.add_argument("--plugin", help="input plugin .so (default: $KARTPILOT_PLUGIN, else plugin_c/build/mupen64plus-input-kartpilot.so)")
     emu.add_argument("--get", action="store_true", help="plugin polls with GET (server captures) instead of POSTing frames")
     emu.add_argument("--frame-size", type=size_arg(), default=POST_FRAME_HW, metavar="HxW",
@@ -131,6 +134,10 @@ def run(args) -> dict:
 
     if args.sim and args.rom:
         raise DriveError("--sim and --rom are exclusive: drive the simulator or the real game")
+    if args.state and not args.rom:
+        raise DriveError("--state needs --rom: it is a mupen64plus savestate")
+    if args.state and not os.path.isfile(args.state):
+        raise DriveError(f"--state {args.state}: no such file (make one: python -m envs.mupen savestate)")
     if args.rom and args.get and not os.environ.get("DISPLAY"):
         raise DriveError("--get makes the server capture the screen: it needs a DISPLAY (or drop --get: "
                          "the plugin then posts its frames)")
@@ -259,7 +266,8 @@ def _run_rom(args, server) -> dict:
 
     fh, fw = args.frame_size
     cmd = mupen_command(args.rom, server.port, server.host, post_frames=not args.get, plugin=args.plugin,
-                        frame_size=(fw, fh), extra=tuple(args.mupen_arg))
+                        frame_size=(fw, fh), load_state=args.state and os.path.abspath(args.state),
+                        extra=tuple(args.mupen_arg))
     server.start()
     display = os.environ.get("DISPLAY")
     xvfb = None

@@ -20,15 +20,17 @@ from drive.runner import DriveError
 
 def mupen_command(rom: str | os.PathLike, port: int, host: str = "127.0.0.1", *, post_frames: bool = True,
                   frame_size: tuple[int, int] | None = POST_FRAME_HW[::-1], timeout_ms: int = 50,
-                  plugin: str | os.PathLike | None = None, extra: tuple[str, ...] = ()) -> list[str]:
-    """The mupen64plus command line (DriveError names what is missing); ``frame_size`` is (width, height)."""
+                  plugin: str | os.PathLike | None = None, load_state: str | os.PathLike | None = None,
+                  extra: tuple[str, ...] = ()) -> list[str]:
+    """The mupen64plus command line (DriveError names what is missing); ``frame_size`` is (width, height);
+    ``load_state``: the savestate to start from (the plugin loads it at its first poll)."""
     settings: dict[str, object] = {"plugged": True, "host": host, "port": port, "timeout_ms": timeout_ms,
                                    "frame": int(post_frames)}
     if post_frames and frame_size:
         settings["frame_width"], settings["frame_height"] = frame_size
     try:
         return emulator_command(rom, plugin=plugin, settings=settings, headless=False, speed_limit=True,
-                                extra=extra)
+                                load_state=load_state, extra=extra)
     except EmulatorError as exc:
         raise DriveError(str(exc)) from exc
 

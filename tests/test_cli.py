@@ -231,3 +231,12 @@ def test_virtual_screens_are_sized_rows_by_columns():
         info = subprocess.run(["xwininfo", "-root", "-display", display], capture_output=True, text=True,
                               timeout=30).stdout
     assert "Width: 500" in info and "Height: 300" in info, info
+
+
+def test_drive_state_errors_name_the_option(tmp_path):
+    """``python -m drive --state``: a missing file, or a state without a ROM, fails before anything runs."""
+    model = f"{MISSING}.keras"
+    _check_error(_run(["drive", "--rom", "game.z64", "--state", f"{MISSING}.st", "--model", model], tmp_path),
+                 "python -m drive", f"--state {MISSING}.st: no such file")
+    _check_error(_run(["drive", "--sim", "--state", f"{MISSING}.st", "--model", model], tmp_path),
+                 "python -m drive", "--state needs --rom")

@@ -78,6 +78,44 @@ def test_two_instances_frames_and_telemetry(emu_ready):
         vec.close()
 
 
+def test_saved_state_is_whole_starts_a_new_instance_and_a_cut_one_is_refused(emu_ready, tmp_path):
+    """save_state() returns once the core has written the whole file (it writes from a thread:
+    a copy made at once used to be cut short, and a cut state silently booted the ROM afresh);
+    a new instance starts from it with the same picture as a reload in the old one (the core's
+    own --savestate at boot hung its recompilers on the test ROM); a cut state is an error
+    naming the file."""
+    from common.mupen import EmulatorError, savestate_whole
+    from envs.mupen import MupenEnv
+
+    whole, cut = tmp_path / "whole.st", tmp_path / "cut.st"
+    env = MupenEnv(emu_ready)
+    try:
+        env.reset()
+        for _ in range(30):
+            env.step(NEUTRAL)
+        env.save_state()
+        assert savestate_whole(env.state_path)
+        whole.write_bytes(env.state_path.read_bytes())
+        reloaded, _ = env.reset()
+    finally:
+        env.close()
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    assert not savestate_whole(cut)
+
+    env = MupenEnv(emu_ready, state=whole)
+    try:
+        started, _ = env.reset()
+        assert np.array_equal(started, reloaded)
+    finally:
+        env.close()
+    env = MupenEnv(emu_ready, state=cut)
+    try:
+        with pytest.raises(EmulatorError, match=r"did not load the savestate .*cut\.st"):
+            env.reset()
+    finally:
+        env.close()
+
+
 def test_reset_reloads_the_savestate(emu_ready):
     from envs.mupen import MupenEnv
 

@@ -21,11 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.emulator
 
 
-def _run(cmd, timeout=300, **kw) -> dict:
+def _run(cmd, timeout=300, said: list | None = None, **kw) -> dict:
+    """Run ``cmd`` headless; its JSON result (``said`` gets its whole stdout + stderr)."""
     env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}  # headless: the commands use Xvfb
     res = subprocess.run([str(c) for c in cmd], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=timeout, **kw)
     assert res.returncode == 0, f"{cmd}\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
+    if said is not None:
+        said.append(res.stdout + res.stderr)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -52,10 +55,13 @@ def test_walkthrough_commands_run_on_the_test_rom(emulator_rom, tmp_path):
     #    one of them for validation
     starter = save_model(build_pilotnet(), tmp_path / "starter.keras")
     sessions = tmp_path / "sessions"
+    said: list[str] = []
     for _ in range(2):
         _run([py, "-m", "drive", "--model", starter, "--rom", rom, "--mode", "human", "--record",
               "--gamepad", "none", "--port", "0", "--sessions", sessions, "--seconds", "6",
-              "--mupen-arg=--savestate", f"--mupen-arg={state}", *mupen_args, "--json"])
+              "--state", state, *mupen_args, "--json"], said=said)
+    for text in said:  # the plugin loaded the state at its first poll, and the core took it
+        assert "load state" in text and "State loaded from: state.st" in text, text[-3000:]
     recorded = sorted(p for p in sessions.iterdir() if (p / "meta.json").is_file())
     assert len(recorded) == 2
     for rec in recorded:

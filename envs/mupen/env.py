@@ -9,7 +9,12 @@ profile's tracker, so the reward is summed frame by frame and no short event
 (a fall, a mini-turbo) falls between two steps; the info is the last poll's. ``reset()``
 answers with ``"CMD": "reset"`` (the plugin loads the savestate) until the
 plugin confirms it, lets ``settle_polls`` polls pass while the core loads it,
-and holds the next.
+checks the core's log for its word that it did (a state it cannot read is an
+EmulatorError naming the file), and holds the next poll. A new instance boots
+the ROM and loads the state the same way at its first poll: the core's own
+``--savestate`` at boot hangs its recompilers on some ROMs (the GPL test ROM
+is one; mupen64plus-core issue 1089). ``save_state()`` returns once the core
+has written the whole file (it writes from a thread after the VI).
 
 A crashed or frozen emulator (process gone, or no poll for
 ``poll_timeout_s``) is restarted on a fresh display; the step that saw it
@@ -29,12 +34,14 @@ import gymnasium as gym
 import numpy as np
 
 from common.action import HIGH, LOW, to_n64
-from common.mupen import EmulatorError, find_plugin
+from common.mupen import EmulatorError, file_stamp, find_plugin, savestate_whole
 from envs.mupen.bridge import Bridge, Poll
 from envs.mupen.process import Emulator, Xvfb
 from envs.mupen.profiles import GameProfile, get_profile, profile_for_rom
 
 log = logging.getLogger(__name__)
+
+LOADED = "State loaded from"  # the core's log line once a savestate is in (savestates.c)
 
 
 class EmulatorCrashed(RuntimeError):
@@ -111,11 +118,13 @@ class MupenEnv(gym.Env):
         self._emu = Emulator(
             self.rom, self._xvfb.display, self._bridge.port, self._workdir, plugin=self.plugin,
             profile=self.profile.plugin_profile(), savestate=str(state),
-            load_state=state.is_file(), resolution=self.resolution, frame_size=self.frame_size,
+            resolution=self.resolution, frame_size=self.frame_size,
             timeout_ms=self.timeout_ms, cpus=self.cpus,
         )
         try:
             self._held = self._next(self.boot_timeout_s, "boot")
+            if state.is_file():
+                self._load_state()
         except EmulatorCrashed as exc:
             tail = self._emu.log_tail(8)
             self._shutdown()
@@ -186,6 +195,22 @@ class MupenEnv(gym.Env):
             self._next(self.poll_timeout_s, cmd).answer()
         self._held = self._next(self.poll_timeout_s, cmd)
 
+    def _load_state(self, extra_polls: int = 120) -> None:
+        """CMD reset, then the core's log line that the state is in; up to ``extra_polls`` more
+        polls pass when it is late. EmulatorError (with what the core said) when it never comes."""
+        offset = self._emu.log_size()
+        self._command("reset")
+        for _ in range(extra_polls):
+            if LOADED in self._emu.log_since(offset):
+                return
+            self._answer_held(to_n64(np.zeros(5)), None, "reset")
+            self._held = self._next(self.poll_timeout_s, "reset")
+        said = self._emu.log_since(offset).strip()
+        if LOADED in said:
+            return
+        raise EmulatorError(f"mupen64plus did not load the savestate {self.state_path} (cut short, or made "
+                            f"with another ROM or core version?); it said:\n{said[-1500:]}")
+
     # ----------------------------------------------------------------- gym API
     def _observe(self, poll: Poll) -> np.ndarray:
         if poll.frame is not None:
@@ -206,7 +231,7 @@ class MupenEnv(gym.Env):
                 if self._emu is None:
                     self._launch()
                 elif self.state_path.is_file():
-                    self._command("reset")
+                    self._load_state()
                 break
             except EmulatorCrashed as exc:
                 self._restart(str(exc))
@@ -267,12 +292,25 @@ class MupenEnv(gym.Env):
         info = {**self._base_info(poll), **game_info}
         return self._observe(poll), reward, bool(terminated), truncated, info
 
-    def save_state(self) -> None:
-        """Answer the held poll with ``"CMD": "save"``: the plugin writes the
-        savestate file (or the core's current slot) at the next VI."""
+    def save_state(self, timeout_s: float = 60.0) -> None:
+        """Answer the held poll with ``"CMD": "save"``: the core takes the state at the next VI
+        and writes the file from a thread; this returns once the file is whole (polls pass,
+        neutral, only while it is not after a second). EmulatorError after ``timeout_s``."""
         if self._held is None:
             raise RuntimeError("call reset() before save_state()")
+        path = self.state_path
+        before = file_stamp(path)
         self._command("save")
+        t0 = time.monotonic()
+        while not (file_stamp(path) not in (None, before) and savestate_whole(path)):
+            if time.monotonic() - t0 > timeout_s:
+                raise EmulatorError(f"mupen64plus did not write the savestate {path} within {timeout_s:.0f} s; "
+                                    f"it said:\n{self._emu.log_tail(8)}")
+            if time.monotonic() - t0 < 1.0:
+                time.sleep(0.05)
+            else:  # the VI that takes it may wait for the emulator to run on
+                self._answer_held(to_n64(np.zeros(5)), None, "save")
+                self._held = self._next(self.poll_timeout_s, "save")
 
     def render(self):
         return self._obs

@@ -31,7 +31,7 @@ class Emulator:
     """One mupen64plus process bound to a display and a bridge port."""
 
     def __init__(self, rom: str | os.PathLike, display: str, port: int, workdir: Path, *,
-                 plugin: Path, profile: str = "", savestate: str | None = None, load_state: bool = False,
+                 plugin: Path, profile: str = "", savestate: str | None = None,
                  resolution: str = "320x240", frame_size: tuple[int, int] | None = None,
                  timeout_ms: int = 10000, gfx: str = "mupen64plus-video-rice", extra_args: tuple = (),
                  cpus: set[int] | None = None):
@@ -48,7 +48,7 @@ class Emulator:
         if savestate:
             settings["savestate"] = savestate
         self.cmd = emulator_command(rom, plugin=plugin, settings=settings, config_dir=workdir, gfx=gfx,
-                                    resolution=resolution, load_state=savestate if load_state else None,
+                                    resolution=resolution,
                                     extra=extra_args)
         self.log_path = workdir / "mupen64plus.log"
         self.proc = launch(self.cmd, display=display, log=self.log_path, cwd=workdir, cpus=cpus)
@@ -59,6 +59,21 @@ class Emulator:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def log_since(self, offset: int) -> str:
+        """What it logged after byte ``offset`` (:meth:`log_size` before)."""
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(offset)
+                return fh.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def log_tail(self, n: int = 15) -> str:
         try:

@@ -58,6 +58,8 @@ void kp_config_defaults(void)
         p_def_str(h, "profile", "", "Telemetry: 'name:address:type;...' (types u8 s8 u16 s16 u32 s32 f32)");
         p_def_str(h, "profile_file", "", "Telemetry profile file (same format, one entry per line)");
         p_def_str(h, "savestate", "", "Savestate file for CMD reset/save (empty = the core's current slot)");
+        p_def_bool(h, "load_savestate", 0, "True loads savestate at the first poll after the ROM starts (the core's "
+                   "--savestate at boot can hang its recompilers)");
         p_def_bool(h, "speed_limiter", 1, "False turns the core's speed limiter off (training)");
         p_def_int(h, "reconnect_ms", 100, "First delay before connecting again after a failure or unusable answer (doubles)");
         p_def_int(h, "reconnect_max_ms", 2000, "Longest delay between reconnect attempts");
@@ -99,6 +101,7 @@ void kp_config_read(int n, kp_settings *s)
     s->frame_width = clampi(p_get_int(h, "frame_width"), 0, 4096);
     s->frame_height = clampi(p_get_int(h, "frame_height"), 0, 4096);
     copy_str(s->savestate, sizeof s->savestate, p_get_str(h, "savestate"));
+    s->load_savestate = p_get_bool(h, "load_savestate");
     s->speed_limiter = p_get_bool(h, "speed_limiter");
     s->reconnect_ms = clampi(p_get_int(h, "reconnect_ms"), 1, 60000);
     s->reconnect_max_ms = clampi(p_get_int(h, "reconnect_max_ms"), s->reconnect_ms, 600000);

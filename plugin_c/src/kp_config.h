@@ -15,6 +15,7 @@ typedef struct {
     int frame_width;    /* 0 = native */
     int frame_height;
     char savestate[1024]; /* "" = the core's current slot */
+    int load_savestate; /* 1 = load savestate at the first poll after the ROM starts */
     int speed_limiter;  /* 0 = turn the core's speed limiter off */
     int reconnect_ms;   /* first reconnect delay, doubles up to reconnect_max_ms */
     int reconnect_max_ms;

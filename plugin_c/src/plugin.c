@@ -42,7 +42,11 @@ typedef struct {
     int64_t done_id;       /* CMD_ID of the last command carried out (0 = none yet) */
     int64_t warned_id;     /* CMD_ID last warned about (refused, unknown), to warn once */
     uint64_t cmd_warn_ms;  /* last warning about an ignored CMD without a usable CMD_ID */
+    int start_tries;       /* load_savestate: polls that tried to load it; -1 = done */
 } kp_controller;
+
+/* Polls that may try load_savestate before it is given up (the core refuses while not running). */
+#define KP_START_STATE_TRIES 120
 
 static int g_started;
 static int g_rom_open;
@@ -182,6 +186,7 @@ EXPORT int CALL RomOpen(void)
         c->out_index = 0;
         c->done_id = c->warned_id = 0;
         c->cmd_warn_ms = 0;
+        c->start_tries = 0;
         if (c->cfg.plugged)
             kp_http_init(&c->http, c->cfg.host, c->cfg.port, c->cfg.reconnect_ms, c->cfg.reconnect_max_ms);
     }
@@ -346,6 +351,22 @@ static void handle_command(int n, kp_controller *c, kp_cmd cmd, int64_t id)
         c->done_id = id;
 }
 
+/* load_savestate: the start state is loaded from the first poll, where the core runs and the
+ * load is queued for the next VI like CMD reset's, instead of by the core's --savestate at boot
+ * (which hangs the cached interpreter and the dynamic recompiler on some ROMs). */
+static void load_start_state(int n, kp_controller *c)
+{
+    if (run_command(n, c, KP_CMD_RESET, 0)) {
+        c->start_tries = -1;
+        return;
+    }
+    if (++c->start_tries >= KP_START_STATE_TRIES) {
+        kp_log(KP_LOG_ERROR, "controller %d: the core refused to load the start savestate %s %d times; "
+               "running on without it", n, c->cfg.savestate, c->start_tries);
+        c->start_tries = -1;
+    }
+}
+
 static void apply_speed_limiter(void)
 {
     int i, off = 0, zero = 0;
@@ -409,6 +430,8 @@ EXPORT void CALL GetKeys(int Control, BUTTONS *Keys)
     t0 = kp_now_us();
     if (!g_limiter_applied)
         apply_speed_limiter();
+    if (c->start_tries >= 0 && c->cfg.load_savestate && c->cfg.savestate[0])
+        load_start_state(Control, c);
 
     headers[0] = '\0';
     if (c->done_id > 0)
