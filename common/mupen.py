@@ -157,14 +157,19 @@ def file_stamp(path: str | os.PathLike) -> tuple[int, int] | None:
 
 def savestate_whole(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a whole mupen64plus savestate: a gzip stream that ends with its
-    trailer (a part-written one ends early). Decompresses it (16 MB for a .st, about 0.1 s)."""
+    trailer (a part-written one ends early; the core creates it empty first, and gzip reads
+    an empty file as nothing, without error). Decompresses it (16 MB for a .st, about 0.1 s)."""
+    size = 0
     try:
+        with open(path, "rb") as raw:
+            if raw.read(2) != b"\x1f\x8b":
+                return False
         with gzip.open(path, "rb") as fh:
-            while fh.read(1 << 20):
-                pass
+            while chunk := fh.read(1 << 20):
+                size += len(chunk)
     except (OSError, EOFError, zlib.error):  # missing, not gzip (BadGzipFile is an OSError), cut short
         return False
-    return True
+    return size > 0
 
 
 def emulator_command(rom: str | os.PathLike, *, plugin: str | os.PathLike | None = None,

@@ -191,3 +191,22 @@ def test_spread_cpus_gives_each_instance_its_own_cpu_or_pins_none():
     assert [c for s in mine for c in s] == cpus  # one instance per CPU, each CPU once
     # more instances than CPUs: a round-robin would load some CPUs twice; none is pinned
     assert all(spread_cpus(i, len(cpus) + 1) is None for i in range(len(cpus) + 1))
+
+
+def test_savestate_whole_tells_a_part_written_state(tmp_path):
+    """The core creates a savestate empty, then writes its gzip stream from a thread: only a stream
+    that ends with its trailer is whole (an empty file reads as nothing in gzip, without error)."""
+    import gzip
+
+    from common.mupen import savestate_whole
+
+    whole = tmp_path / "whole.st"
+    whole.write_bytes(gzip.compress(b"M64+SAVE" + bytes(range(256)) * 4096))
+    data = whole.read_bytes()
+    cases = {"whole": (data, True), "empty": (b"", False), "header only": (data[:10], False),
+             "cut": (data[: len(data) // 2], False), "not gzip": (b"M64+SAVE" * 100, False)}
+    for name, (content, expected) in cases.items():
+        path = tmp_path / f"{name}.st"
+        path.write_bytes(content)
+        assert savestate_whole(path) is expected, name
+    assert not savestate_whole(tmp_path / "missing.st")
