@@ -112,6 +112,7 @@ def test_saved_state_is_whole_starts_a_new_instance_and_a_cut_one_is_refused(emu
     try:
         with pytest.raises(EmulatorError, match=r"did not load the savestate .*cut\.st"):
             env.reset()
+        assert env.emulator_pid is None and env.display is None  # nothing left running
     finally:
         env.close()
 

@@ -129,6 +129,9 @@ class MupenEnv(gym.Env):
             tail = self._emu.log_tail(8)
             self._shutdown()
             raise EmulatorError(f"{exc}; mupen64plus said:\n{tail}") from None
+        except EmulatorError:  # the state did not load: no processes left behind
+            self._shutdown()
+            raise
 
     def _shutdown(self) -> None:
         if self._emu:
