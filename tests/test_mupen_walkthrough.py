@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from envs.mupen.env import LOADED
 from envs.mupen.rom import read_big_endian
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +62,7 @@ def test_walkthrough_commands_run_on_the_test_rom(emulator_rom, tmp_path):
               "--gamepad", "none", "--port", "0", "--sessions", sessions, "--seconds", "6",
               "--state", state, *mupen_args, "--json"], said=said)
     for text in said:  # the plugin loaded the state at its first poll, and the core took it
-        assert "load state" in text and "State loaded from: state.st" in text, text[-3000:]
+        assert "load state" in text and f"{LOADED}: state.st" in text, text[-3000:]
     recorded = sorted(p for p in sessions.iterdir() if (p / "meta.json").is_file())
     assert len(recorded) == 2
     for rec in recorded:

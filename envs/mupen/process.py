@@ -48,8 +48,7 @@ class Emulator:
         if savestate:
             settings["savestate"] = savestate
         self.cmd = emulator_command(rom, plugin=plugin, settings=settings, config_dir=workdir, gfx=gfx,
-                                    resolution=resolution,
-                                    extra=extra_args)
+                                    resolution=resolution, extra=extra_args)
         self.log_path = workdir / "mupen64plus.log"
         self.proc = launch(self.cmd, display=display, log=self.log_path, cwd=workdir, cpus=cpus)
 
