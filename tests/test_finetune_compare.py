@@ -17,9 +17,11 @@ from train.finetune.logs import RunLog
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_run(folder: Path, laps, falls=None, mts=None, step=61440, track="oval", other=None, medians=None) -> Path:
+def write_run(folder: Path, laps, falls=None, mts=None, step=61440, track="oval", other=None, medians=None,
+              firsts=None) -> Path:
     """A run folder whose eval.csv has one evaluation per lap in ``laps`` (None: no lap); ``medians``:
-    a median_best_lap_s per evaluation, as a run with several eval starts writes."""
+    a median_best_lap_s per evaluation, as a run with several eval starts writes; ``firsts``: the first
+    start's (lap, falls) per evaluation, as that run writes them too."""
     folder.mkdir(parents=True, exist_ok=True)
     falls = falls or [0] * len(laps)
     mts = mts or list(range(10, 10 + len(laps)))
@@ -29,6 +31,8 @@ def write_run(folder: Path, laps, falls=None, mts=None, step=61440, track="oval"
                      "mean_lap_s": lap, "laps": 3 if lap else 0, "falls": f, "mini_turbos": m, "return": 1.0})
         if medians:
             rows[-1]["median_best_lap_s"] = medians[i]
+        if firsts:
+            rows[-1]["first_start_lap_s"], rows[-1]["first_start_falls"] = firsts[i]
         if other:
             rows.append({**rows[-1], "track": other, "best_lap_s": 99.0, "falls": 1})
     RunLog(str(folder), tensorboard=False).table("eval.csv", rows)
@@ -77,6 +81,23 @@ def test_the_median_of_several_starts_instead_of_the_best(tmp_path):
     proc = run_cli(old, "--lap", "median")
     assert proc.returncode == 2 and "eval.csv" in proc.stderr and "median_best_lap_s" in proc.stderr
     assert "--lap best" in proc.stderr
+
+
+def test_the_first_start_alone_reads_as_a_one_start_run(tmp_path):
+    # 4 starts: the best lap is the luckiest start's, falls count on any start; the first start alone
+    a = write_run(tmp_path / "A", [41.0, 39.0, 39.5, 38.9], falls=[0, 1, 0, 2], medians=[41.2, 40.1, 39.8, 39.6],
+                  firsts=[(41.1, 0), (41.3, 0), (None, 1), (39.2, 0)])
+    res = json.loads(run_cli(a, "--lap", "first", "--json").stdout.strip().splitlines()[-1])
+    run = res["runs"]["A"]
+    assert res["lap"] == "first" and run["clone_lap_s"] == 41.1 and run["best_lap_s"] == 39.2
+    assert run["fell"] == 1 and run["fell_at_frames"] == [3 * 61440]  # that start's fall, not the others'
+    assert run["slower_than_clone"] == 2  # 41.3 s, and the evaluation without a lap
+    every = json.loads(run_cli(a, "--json").stdout.strip().splitlines()[-1])["runs"]["A"]
+    assert every["fell"] == 2 and every["best_lap_s"] == 38.9
+    old = write_run(tmp_path / "old", [41.0, 40.0], medians=[41.0, 40.0])  # from before the columns
+    proc = run_cli(old, "--lap", "first")
+    assert proc.returncode == 2 and "eval.csv" in proc.stderr and "first_start_lap_s" in proc.stderr
+    assert "first_start_falls" in proc.stderr and "--lap best" in proc.stderr
 
 
 def test_table_for_people_and_the_png(tmp_path):

@@ -93,6 +93,17 @@ def test_compare_reads_a_real_runs_eval_csv(trained):
     run = json.loads(proc.stdout.strip().splitlines()[-1])["runs"][os.path.basename(trainer.cfg.out)]
     medians = [r["median_best_lap_s"] for r in (before, after) if r["median_best_lap_s"]]
     assert run["best_lap_s"] == (min(medians) if medians else None)
+    # the first start alone, as a 1-start run (the same seed) would have scored it: its lap and its falls
+    for row in (before, after):
+        assert row["first_start_lap_s"] is None or row["first_start_lap_s"] >= row["best_lap_s"]
+        assert 0 <= row["first_start_falls"] <= row["falls"]
+    proc = subprocess.run([sys.executable, "-m", "train.finetune.compare", trainer.cfg.out, "--lap", "first",
+                           "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads(proc.stdout.strip().splitlines()[-1])["runs"][os.path.basename(trainer.cfg.out)]
+    firsts = [r["first_start_lap_s"] for r in (before, after) if r["first_start_lap_s"]]
+    assert run["best_lap_s"] == (min(firsts) if firsts else None)
+    assert run["fell"] == sum(r["first_start_falls"] > 0 for r in (before, after))
 
 
 def test_evaluation_over_several_starts_scores_by_their_median(files, tmp_path):

@@ -42,19 +42,23 @@ def eval_path(run: str) -> str:
     return path
 
 
-LAP_COLUMNS = {"best": "best_lap_s", "median": "median_best_lap_s"}  # --lap: which lap of an evaluation
+# --lap: which lap of an evaluation (and which falls column goes with it)
+LAP_COLUMNS = {"best": "best_lap_s", "median": "median_best_lap_s", "first": "first_start_lap_s"}
+FALL_COLUMNS = {"first": "first_start_falls"}  # the others: falls on any start
 
 
 def read_evals(run: str, track: str | None, lap: str = "best") -> tuple[str, list[dict]]:
     """``(track, rows)``: the run's evaluations on ``track`` (default: the first track its log names),
     with numbers parsed; each row's ``best_lap_s`` is the column ``--lap`` names (``median``: the
-    median of the evaluation's starts' best laps). Raises ValueError naming the file and the row or
-    field at fault."""
+    median of the evaluation's starts' best laps; ``first``: the first start's, with that start's falls:
+    the run read as an --eval-envs 1 run). Raises ValueError naming the file and the row or field at
+    fault."""
     path = eval_path(run)
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     column = LAP_COLUMNS[lap]
-    need = ("frames", "track", column, "falls", "mini_turbos")
+    fall_column = FALL_COLUMNS.get(lap, "falls")
+    need = ("frames", "track", column, fall_column, "mini_turbos")
     if not rows:
         raise ValueError(f"{path}: no evaluations yet")
     missing = [k for k in need if k not in rows[0]]
@@ -62,6 +66,9 @@ def read_evals(run: str, track: str | None, lap: str = "best") -> tuple[str, lis
         if missing == [LAP_COLUMNS["median"]]:
             raise ValueError(f"{path}: no column {missing[0]} (written by train.finetune since --eval-envs "
                              "scores by the median; use --lap best for this run)")
+        if lap == "first" and set(missing) <= {column, fall_column}:
+            raise ValueError(f"{path}: no column {', '.join(missing)} (written by train.finetune since "
+                             "eval.csv keeps the first start apart; use --lap best for this run)")
         raise ValueError(f"{path}: no column {', '.join(missing)} (not a train.finetune eval.csv?)")
     track = track or rows[0]["track"]
     out = []
@@ -70,7 +77,7 @@ def read_evals(run: str, track: str | None, lap: str = "best") -> tuple[str, lis
             continue
         try:
             lap = float(r[column]) if r[column] not in ("", "None", "nan") else math.nan
-            out.append({"frames": int(r["frames"]), "best_lap_s": lap, "falls": int(r["falls"]),
+            out.append({"frames": int(r["frames"]), "best_lap_s": lap, "falls": int(r[fall_column]),
                         "mini_turbos": int(r["mini_turbos"])})
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}, line {i}: {exc}") from None
@@ -189,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lap", choices=tuple(LAP_COLUMNS), default="best",
                    help="an evaluation's lap: best (its best lap: one start's with --eval-envs 1) or median "
                    "(the median of its starts' best laps, median_best_lap_s: steadier, from runs with "
-                   "--eval-envs > 1) (default: %(default)s)")
+                   "--eval-envs > 1), or first (the first start's lap and falls alone: a several-start run read as "
+                   "an --eval-envs 1 run, whose one start is seeded as that first start) (default: %(default)s)")
     p.add_argument("--png", metavar="OUT.png", help="also draw the curves into this PNG")
     add_json(p)
     return p

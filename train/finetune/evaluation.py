@@ -106,6 +106,10 @@ class Evaluator:
             res = self._laps(track, c.action_repeat, self.net)
             row = {"update": updates, "frames": frames, "track": track,
                    "best_lap_s": res["best_lap_s"], "median_best_lap_s": median_best_lap(res),
+                   # the first start alone (seeded as --eval-envs 1 seeds its one start): a several-start
+                   # run's evaluations read as a one-start run's, side by side with their median
+                   "first_start_lap_s": (res.get("best_laps") or [res["best_lap_s"]])[0],
+                   "first_start_falls": (res.get("falls_per_env") or [res["falls"]])[0],
                    "mean_lap_s": res["mean_lap_s"],
                    "laps": res["laps"], "falls": res["falls"], "mini_turbos": res["mini_turbos"],
                    "return": res["return"],
