@@ -197,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an evaluation's lap: best (its best lap: one start's with --eval-envs 1) or median "
                    "(the median of its starts' best laps, median_best_lap_s: steadier, from runs with "
                    "--eval-envs > 1), or first (the first start's lap and falls alone: a several-start run read as "
-                   "an --eval-envs 1 run, whose one start is seeded as that first start) (default: %(default)s)")
+                   "an --eval-envs 1 run, whose one start is that first start; batched inference can still move its lap "
+                   "by a frame) (default: %(default)s)")
     p.add_argument("--png", metavar="OUT.png", help="also draw the curves into this PNG")
     add_json(p)
     return p

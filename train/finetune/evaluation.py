@@ -106,8 +106,9 @@ class Evaluator:
             res = self._laps(track, c.action_repeat, self.net)
             row = {"update": updates, "frames": frames, "track": track,
                    "best_lap_s": res["best_lap_s"], "median_best_lap_s": median_best_lap(res),
-                   # the first start alone (seeded as --eval-envs 1 seeds its one start): a several-start
-                   # run's evaluations read as a one-start run's, side by side with their median
+                   # the first start alone (the start --eval-envs 1 drives from): a several-start run's
+                   # evaluations read as a one-start run's, beside their median (the actions come from a
+                   # batch of N, whose round-off alone can move a closed-loop lap by a frame)
                    "first_start_lap_s": (res.get("best_laps") or [res["best_lap_s"]])[0],
                    "first_start_falls": (res.get("falls_per_env") or [res["falls"]])[0],
                    "mean_lap_s": res["mean_lap_s"],
