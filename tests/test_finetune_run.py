@@ -168,6 +168,30 @@ def test_checkpoint_resume_takes_the_same_next_update(files, tmp_path):
         Trainer(config(files, tmp_path / "r", envs=2, rollout=8, warmup_frames=32 * 4, resume=True))
 
 
+def test_actor_learning_rate_rises_after_warm_up(files, tmp_path):
+    """--actor-lr-ramp-frames: the first update after warm-up learns at an actor rate of 0 (the head stays
+    the clone, the critic learns on), the next at its share of the ramp; the critic is never ramped."""
+    step = 8 * 4 * 4  # rollout x envs x action repeat
+    t = Trainer(config(files, tmp_path / "lr", envs=4, rollout=8, warmup_frames=step, actor_lr_ramp_frames=2 * step,
+                       frames=100 * step, actor_ema=0.0))
+    lr, critic_lr = t.cfg.ppo.lr, t.cfg.ppo.critic_lr
+    t.train_update()  # warm-up
+    head, critic = t.net.head_weights(), t.net.get_weights()["critic"]
+    row = t.train_update()  # frames == warm-up: the ramp's start
+    assert row["phase"] == "ppo"
+    assert float(t.learner.actor_opt.learning_rate.numpy()) == 0.0
+    assert float(t.learner.critic_opt.learning_rate.numpy()) == pytest.approx(critic_lr * (1 - 1 / 100), rel=1e-6)
+    for a, b in zip(head, t.net.head_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(critic[0], t.net.get_weights()["critic"][0])
+    t.train_update()  # halfway up the ramp
+    assert float(t.learner.actor_opt.learning_rate.numpy()) == pytest.approx(lr * (1 - 2 / 100) * 0.5, rel=1e-6)
+    assert not all(np.array_equal(a, b) for a, b in zip(head, t.net.head_weights(), strict=True))
+    t.train_update()
+    assert float(t.learner.actor_opt.learning_rate.numpy()) == pytest.approx(lr * (1 - 3 / 100), rel=1e-6)
+    t.close()
+
+
 def test_averaged_actor_is_evaluated_and_scheduled_std_is_set_not_learned(files, tmp_path):
     """--actor-ema: the running average of the head is what an evaluation drives and best.keras holds,
     the trained head is put back after it, and a resume keeps the average; --final-log-std: log-std

@@ -133,14 +133,16 @@ class Learner:
         del tape
         return out
 
-    def update(self, batch: dict, *, lr_frac: float = 1.0, kl_coef: float = 0.0, drift_ent_coef: float | None = None,
-               actor: bool = True) -> dict:
+    def update(self, batch: dict, *, lr_frac: float = 1.0, actor_lr_frac: float | None = None, kl_coef: float = 0.0,
+               drift_ent_coef: float | None = None, actor: bool = True) -> dict:
         """``epochs`` x shuffled minibatches over a flat batch (dict of arrays). Mean stats back.
-        ``drift_ent_coef``: the R entropy bonus for this update (default: the config's)."""
+        ``lr_frac``: both learning rates' share of their config values; ``actor_lr_frac``: the actor's
+        alone (default: ``lr_frac``). ``drift_ent_coef``: the R entropy bonus for this update (default:
+        the config's)."""
         cfg = self.cfg
         coefs = (tf.constant(kl_coef, tf.float32),
                  tf.constant(cfg.drift_ent_coef if drift_ent_coef is None else drift_ent_coef, tf.float32))
-        self.actor_opt.learning_rate.assign(cfg.lr * lr_frac)
+        self.actor_opt.learning_rate.assign(cfg.lr * (lr_frac if actor_lr_frac is None else actor_lr_frac))
         self.critic_opt.learning_rate.assign(cfg.critic_lr * lr_frac)
         n = len(batch["adv"])
         step = self._step_both if actor else self._step_critic

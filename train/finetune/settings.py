@@ -159,6 +159,10 @@ class Config:
                         "PilotNet that much wider there", group=POLICY)
     rollout: int = option(64, "decisions per env per update", group=PPO)
     warmup_frames: int = option(60_000, "frames of frozen-cloned rollouts that train only the critic", group=PPO)
+    actor_lr_ramp_frames: int = option(
+        0, "game frames after warm-up over which the actor's learning rate rises linearly from 0 to its "
+        "annealed value, so the actor's fresh Adam does not take full-size steps at once (0: no ramp; the "
+        "critic's rate is not ramped)", group=PPO)
     kl_coef: float = option(0.2, "KL(pi || cloned) weight after warm-up", group=PPO)
     kl_final: float = option(0.01, "KL weight at the end of the decay", group=PPO)
     kl_decay_frames: int = option(800_000, "frames over which the KL weight decays", group=PPO)

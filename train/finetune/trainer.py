@@ -101,6 +101,12 @@ class Trainer:
     def lr_frac(self) -> float:
         return max(1.0 - self.frames / max(self.cfg.frames, 1), 0.0)
 
+    def actor_lr_frac(self) -> float:
+        """The actor's share of --lr now: the linear anneal, times --actor-lr-ramp-frames' rise after warm-up."""
+        c = self.cfg
+        rise = ramp(self.frames, c.warmup_frames, c.actor_lr_ramp_frames) if c.actor_lr_ramp_frames > 0 else 1.0
+        return self.lr_frac() * rise
+
     def log_std_now(self) -> float | None:
         """--final-log-std: the steering log-std for the next rollout, linear from --init-log-std at the end
         of warm-up to --final-log-std at --frames; None when log-std is learned."""
@@ -139,7 +145,8 @@ class Trainer:
             self.env.set_shaping(self.cfg.shaping_at(self.frames))
         buf = self.collector.collect(self.cfg.rollout)
         t1 = time.perf_counter()
-        stats = self.learner.update(self.batch_from(buf), lr_frac=self.lr_frac(), kl_coef=self.kl_weight(),
+        stats = self.learner.update(self.batch_from(buf), lr_frac=self.lr_frac(), actor_lr_frac=self.actor_lr_frac(),
+                                    kl_coef=self.kl_weight(),
                                     drift_ent_coef=self.cfg.drift_ent_weight(self.frames), actor=actor)
         if actor and self.ema is not None:
             self.average_actor()
@@ -161,7 +168,7 @@ class Trainer:
             "episodes": len(self.collector.episodes),
             "return_mean": float(np.mean([e["return"] for e in recent])) if recent else None,
             "reward_per_s": buf["reward_per_s"],
-            "std": self.net.std(), "kl_weight": self.kl_weight(), "lr": c.ppo.lr * self.lr_frac(), **stats,
+            "std": self.net.std(), "kl_weight": self.kl_weight(), "lr": c.ppo.lr * self.actor_lr_frac(), **stats,
         }
         if c.drift_ent_final is not None:  # the R entropy bonus this update learned with
             row["drift_ent_weight"] = c.drift_ent_weight(self.frames - step_frames)
