@@ -83,6 +83,14 @@ def test_the_median_of_several_starts_instead_of_the_best(tmp_path):
     assert "--lap best" in proc.stderr
 
 
+def test_a_lap_of_the_clone_s_frame_count_is_not_slower_for_float_noise(tmp_path):
+    # 1199 frames summed two ways in floating point: the same lap, 1e-12 s apart; one frame more is slower
+    lap = 1199 / 30
+    a = write_run(tmp_path / "A", [lap, lap + 2e-12, lap + 1 / 30, lap - 1 / 30])
+    run = json.loads(run_cli(a, "--json").stdout.strip().splitlines()[-1])["runs"]["A"]
+    assert run["slower_than_clone"] == 1 and run["worst_after_warmup_s"] == pytest.approx(lap + 1 / 30)
+
+
 def test_the_first_start_alone_reads_as_a_one_start_run(tmp_path):
     # 4 starts: the best lap is the luckiest start's, falls count on any start; the first start alone
     a = write_run(tmp_path / "A", [41.0, 39.0, 39.5, 38.9], falls=[0, 1, 0, 2], medians=[41.2, 40.1, 39.8, 39.6],

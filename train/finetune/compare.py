@@ -103,6 +103,11 @@ def reference_lap(ref: str | None, track: str) -> tuple[float | None, str | None
     return (None, None) if lap is None else (lap, "the planned-lap cache")
 
 
+# Lap times are whole game frames summed in floating point: two laps of the same frame count can differ
+# by ~1e-12 s. A lap counts as slower than the clone's only when it is longer by more than this.
+TIE_S = 1e-6
+
+
 def summarise(rows: list[dict], reference: float | None) -> dict:
     """The figures of one run's evaluations (see the module doc)."""
     clone = rows[0]
@@ -112,7 +117,7 @@ def summarise(rows: list[dict], reference: float | None) -> dict:
     best_lap, best_row = min(finite, key=lambda t: t[0]) if finite else (None, None)
     clone_lap = None if math.isnan(clone["best_lap_s"]) else clone["best_lap_s"]
     slower = [r for r in after if clone_lap is not None and (math.isnan(r["best_lap_s"])
-                                                             or r["best_lap_s"] > clone_lap)]
+                                                             or r["best_lap_s"] > clone_lap + TIE_S)]
     last = rows[-LAST:]
     last_laps = [r["best_lap_s"] for r in last if not math.isnan(r["best_lap_s"])]
     out = {
