@@ -75,10 +75,14 @@ def test_short_run_raises_the_return(trained):
 def test_compare_reads_a_real_runs_eval_csv(trained):
     """`python -m train.finetune.compare` on the folder the trainer wrote: its figures are the run's."""
     trainer, _, before, after = trained
-    proc = subprocess.run([sys.executable, "-m", "train.finetune.compare", trainer.cfg.out, "--json"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    def compare_json(*args) -> dict:
+        proc = subprocess.run([sys.executable, "-m", "train.finetune.compare", trainer.cfg.out, *args, "--json"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    res = compare_json()
     run = res["runs"][os.path.basename(trainer.cfg.out)]
     assert res["track"] == trainer.cfg.eval_tracks[0]
     assert run["evaluations"] == 2 and run["to_frames"] == after["frames"]
@@ -87,20 +91,14 @@ def test_compare_reads_a_real_runs_eval_csv(trained):
     assert run["best_lap_s"] == (min(laps) if laps else None)
     for row in (before, after):  # 4 starts an evaluation: the median of their best laps beside the best
         assert row["median_best_lap_s"] is None or row["median_best_lap_s"] >= row["best_lap_s"]
-    proc = subprocess.run([sys.executable, "-m", "train.finetune.compare", trainer.cfg.out, "--lap", "median",
-                           "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    run = json.loads(proc.stdout.strip().splitlines()[-1])["runs"][os.path.basename(trainer.cfg.out)]
+    run = compare_json("--lap", "median")["runs"][os.path.basename(trainer.cfg.out)]
     medians = [r["median_best_lap_s"] for r in (before, after) if r["median_best_lap_s"]]
     assert run["best_lap_s"] == (min(medians) if medians else None)
     # the first start alone, as a 1-start run (the same seed) would have scored it: its lap and its falls
     for row in (before, after):
         assert row["first_start_lap_s"] is None or row["first_start_lap_s"] >= row["best_lap_s"]
         assert 0 <= row["first_start_falls"] <= row["falls"]
-    proc = subprocess.run([sys.executable, "-m", "train.finetune.compare", trainer.cfg.out, "--lap", "first",
-                           "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    run = json.loads(proc.stdout.strip().splitlines()[-1])["runs"][os.path.basename(trainer.cfg.out)]
+    run = compare_json("--lap", "first")["runs"][os.path.basename(trainer.cfg.out)]
     firsts = [r["first_start_lap_s"] for r in (before, after) if r["first_start_lap_s"]]
     assert run["best_lap_s"] == (min(firsts) if firsts else None)
     assert run["fell"] == sum(r["first_start_falls"] > 0 for r in (before, after))
