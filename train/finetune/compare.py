@@ -199,9 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-pct", type=float, default=3.0,
                    help="the target line in the PNG, this many percent above the reference (default: 3)")
     p.add_argument("--lap", choices=tuple(LAP_COLUMNS), default="best",
-                   help="an evaluation's lap: best (its best lap: one start's with --eval-envs 1) or median "
+                   help="an evaluation's lap: best (its best lap: one start's with --eval-envs 1), median "
                    "(the median of its starts' best laps, median_best_lap_s: steadier, from runs with "
-                   "--eval-envs > 1), or first (the first start's lap and falls alone: a several-start run read as "
+                   "--eval-envs > 1) or first (the first start's lap and falls alone: a several-start run read as "
                    "an --eval-envs 1 run, whose one start is that first start; batched inference can still move its lap "
                    "by a frame) (default: %(default)s)")
     p.add_argument("--png", metavar="OUT.png", help="also draw the curves into this PNG")

@@ -221,6 +221,8 @@ class Config:
             raise ValueError(f"--drift-ent-final must be >= 0 (an entropy bonus), got {self.drift_ent_final}")
         if self.drift_ent_decay_frames is not None and self.drift_ent_decay_frames < 1:
             raise ValueError(f"--drift-ent-decay-frames must be >= 1, got {self.drift_ent_decay_frames}")
+        if self.actor_lr_ramp_frames < 0:
+            raise ValueError(f"--actor-lr-ramp-frames must be >= 0 (0: no ramp), got {self.actor_lr_ramp_frames}")
         if self.shaping_decay_frames is not None and self.shaping_decay_frames < 1:
             raise ValueError(f"--shaping-decay-frames must be >= 1, got {self.shaping_decay_frames}")
         spread = None
