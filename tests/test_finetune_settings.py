@@ -100,6 +100,8 @@ def test_drift_ent_final_decays_the_r_bonus_over_the_kl_window_by_default():
         Config(drift_ent_final=0.0, drift_ent_decay_frames=0)
     with pytest.raises(ValueError, match="--actor-lr-ramp-frames must be >= 0"):
         Config(actor_lr_ramp_frames=-1)
+    with pytest.raises(ValueError, match="--r-edge-margin must be > 0"):
+        Config(shaping=RewardShaping(edge=-0.1, edge_margin=0.0))
 
 
 def test_shaping_final_decays_the_shaping_terms_only():

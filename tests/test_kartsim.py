@@ -397,6 +397,41 @@ def test_drift_hold_shaping_charges_each_frame_held_on_a_full_charge():
     np.testing.assert_allclose(shaped - base, np.where(held, -0.5, 0.0), atol=1e-12)
 
 
+def test_edge_shaping_costs_frames_near_a_void_edge_and_nothing_on_grass():
+    """The same drive off the road with and without ``edge``: on rainbow (void) each step differs by
+    the weight x the closeness (0 at the margin, 1 at the edge), nothing while falling; on luigi
+    (grass run-off) nothing differs even though the kart crosses the edge."""
+    out = np.array([0.3, 0, 1, 0, 0], np.float32)  # gas with the stick to the right: off the road
+
+    def drive(track, weight):
+        env = ks.make(track, size=(66, 200), seed=0, reward={"edge": weight, "edge_margin": 1.5})
+        env.reset(seed=0)
+        sim = env.unwrapped.sim
+        rewards, close, inside, surface = [], [], [], []
+        for t in range(int(5 * K.FPS)):
+            _, r, _, _, info = env.step(GAS if t < 2 * K.FPS else out)
+            rewards.append(r)
+            close.append(sim.edge_closeness()[0])
+            inside.append(env.unwrapped.inside_edge())
+            surface.append(info["surface"])
+        return np.array(rewards), np.array(close), np.array(inside), np.array(surface), info
+
+    base, close, inside, surface, info = drive("rainbow", 0.0)
+    shaped, close2, _, _, _ = drive("rainbow", -0.5)
+    assert info["falls"] == 1 and (surface == "falling").any()
+    np.testing.assert_array_equal(close, close2)
+    on_road = surface != "falling"
+    # closeness is the share of the 1.5-unit margin used up, measured by inside_edge()
+    np.testing.assert_allclose(close[on_road], np.clip((1.5 - inside[on_road]) / 1.5, 0, 1), atol=1e-12)
+    assert (close[~on_road] == 0).all() and close[0] == 0 and (close > 0).sum() >= 3
+    np.testing.assert_allclose(shaped - base, -0.5 * close, atol=1e-12)
+    grass, gclose, ginside, gsurface, _ = drive("luigi", 0.0)
+    assert (gsurface == "offroad").any() and (gclose > 0).any() and ginside.min() < 0
+    np.testing.assert_array_equal(drive("luigi", -0.5)[0], grass)
+    with pytest.raises(ValueError, match="edge_margin must be > 0"):
+        ks.make("rainbow", reward={"edge": -0.5, "edge_margin": 0.0})
+
+
 def test_drift_abort_shaping_charges_only_a_drift_given_up_short():
     """The same drive with and without ``drift_abort``: only the uncharged release differs, by the
     weight x the share of the charge missing; a drift held to its mini-turbo costs nothing."""

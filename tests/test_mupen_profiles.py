@@ -313,6 +313,20 @@ def test_reward_terms_a_profile_lacks_are_refused(monkeypatch):
     assert nofall.check_reward({"progress": 1.0, "speed": 0.1, "fall": 0.0}) == []
 
 
+def test_the_default_reward_shaping_builds_an_mk64_tracker():
+    """The learner's default shaping carries kartsim-only terms weighted 0 (drift_hold, edge) and the
+    edge term's margin: the MK64 tracker gets only the terms it computes, and a kartsim-only term with a
+    weight is refused by name."""
+    from envs.mupen.backend import MupenBackend, _weights
+    from train.finetune.envs import RewardShaping
+
+    weights = _weights(RewardShaping())
+    assert set(weights) == set(pf.REWARD_TERMS) and weights["fall"] == -10.0
+    assert pf.MK64.tracker(reward=weights).weights == weights
+    with pytest.raises(ValueError, match=r"cannot compute reward term\(s\) \['edge'\].*--r-edge 0"):
+        MupenBackend(profile="mk64", rom="never-opened.z64", num_envs=1, shaping=RewardShaping(edge=-0.1))
+
+
 def test_mk64_floats_survive_the_plugin_text_format():
     """The plugin prints f32 with %.9g: that text parses back to the same float32."""
     ram = SyntheticMK64()

@@ -59,10 +59,7 @@ class KartSimEnv(gym.Env):
     def inside_edge(self) -> float:
         """How far the kart's centre is inside the road edge, in track units (negative: off the road);
         the measure of ``plan``'s ``closest_to_edge_u``."""
-        from .planner import inside_edge
-
-        t = self.sim.track
-        return float(inside_edge(self.sim.fs, self.sim.ist, 0, t.xy, t.nrm, t.width / 2.0))
+        return float(self.sim.inside_edges()[0])
 
     def expert_action(self) -> np.ndarray:
         """The scripted expert's action (5,) for the current state."""

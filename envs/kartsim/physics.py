@@ -55,6 +55,15 @@ def place(fs, ist, n, idx, xy, heading):
 
 
 @nb.njit(cache=True)
+def inside_edge(fs, ist, n, xy, cnrm, half):
+    """How far kart ``n``'s centre is inside the road edge (units; negative: off the road), measured from
+    its centreline sample (``xy``, ``cnrm``: the centreline's points and normals, ``half``: half widths)."""
+    i = ist[n, IDX]
+    lat = (fs[n, X] - xy[i, 0]) * cnrm[i, 0] + (fs[n, Y] - xy[i, 1]) * cnrm[i, 1]
+    return half[i] - abs(lat)
+
+
+@nb.njit(cache=True)
 def step_batch(fs, ist, lapt, act, rew, fin_now, xy, heading, s_arr, tex, class_of, tox, toy, inv_cell,
                near, nox, noy, near_cell, cp_s, cp_idx, length, offroad_speed, void, laps, rw):
     n_karts = fs.shape[0]

@@ -43,6 +43,7 @@ from . import kart as K
 from . import physics as P
 from .expert import Expert, _wrap, drift_stick, expert_batch, line_steer
 from .line import racing_line
+from .physics import inside_edge
 from .sim import KartBatch
 from .splits import NEAR_EDGE_U
 from .track import Track
@@ -106,15 +107,6 @@ def _track_cmd(fs, ist, n, off, pedal, rb, dsign, out, lxy, lhead, lkap, lnrm, o
     elif pedal == PEDAL_B:
         out[n, 3] = 1.0
     out[n, 4] = 1.0 if rb != 0 else 0.0
-
-
-@nb.njit(cache=True)
-def inside_edge(fs, ist, n, xy, cnrm, half):
-    """How far kart ``n``'s centre is inside the road edge (units; negative: off the road), measured from
-    its centreline sample (``xy``, ``cnrm``: the centreline's points and normals, ``half``: half widths)."""
-    i = ist[n, P.IDX]
-    lat = (fs[n, P.X] - xy[i, 0]) * cnrm[i, 0] + (fs[n, P.Y] - xy[i, 1]) * cnrm[i, 1]
-    return half[i] - abs(lat)
 
 
 @nb.njit(cache=True)
@@ -373,13 +365,11 @@ def edge_clearance(track: str, actions: np.ndarray, laps: int, seed: int = 0) ->
     inside the road edge (units, negative: off the road) and the share of frames on the road within 0.5 units
     of its edge (falls and respawns not counted)."""
     sim = start_state(track, laps, seed)
-    t = sim.track
-    half = np.ascontiguousarray(t.width / 2.0)
     least, near, n = np.inf, 0, 0
     for a in np.asarray(actions, np.float32).reshape(-1, 5):
         _, term, trunc = sim.step(a[None])
         if sim.fs[0, P.FALL] <= 0.0 and sim.fs[0, P.HOLD] <= 0.0:
-            d = float(inside_edge(sim.fs, sim.ist, 0, t.xy, t.nrm, half))
+            d = float(sim.inside_edges()[0])
             least = min(least, d)
             near += int(0.0 <= d < NEAR_EDGE_U)
             n += 1

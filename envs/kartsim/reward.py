@@ -12,6 +12,9 @@ Per step::
                                    scaled by the charge missing; off by default)
            + drift_hold           (per step a drift is held on a charge that was already
                                    full: the mini-turbo waits; off by default)
+           + edge * closeness     (per step on a void track: closeness is 0 at ``edge_margin``
+                                   units or more inside the road edge and rises linearly
+                                   to 1 at the edge; a margin to the void; off by default)
 
 So with the defaults one full lap is worth 100, reversing earns it back
 negatively, and a fall costs ``fall`` plus the ground lost back to the last
@@ -35,9 +38,15 @@ class RewardConfig:
     offroad: float = 0.0  # per step off-road (use a negative value)
     drift_abort: float = 0.0  # per drift ended uncharged, x the charge missing (use a negative value)
     drift_hold: float = 0.0  # per step holding a drift on a full charge (use a negative value)
+    edge: float = 0.0  # per step near a void edge, x closeness (use a negative value; KartBatch.edge_closeness)
+    edge_margin: float = 1.0  # units inside a void edge where the edge term starts (a distance, not a weight)
+
+    def __post_init__(self):
+        if not self.edge_margin > 0:
+            raise ValueError(f"reward edge_margin must be > 0 (units inside the road edge), got {self.edge_margin}")
 
     def weights(self) -> np.ndarray:
-        # order = physics.RW_* indices
+        # order = physics.RW_* indices (the edge term is added by KartBatch.step, outside the physics)
         return np.array([self.progress, self.fall, self.speed, self.boost, self.offroad, self.drift_abort,
                          self.drift_hold], np.float64)
 

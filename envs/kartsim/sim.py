@@ -52,6 +52,7 @@ class KartBatch:
         _state_arrays(self)
         self.renderer = Renderer(self.track, self.size) if render else None
         t = self.track
+        self._half = np.ascontiguousarray(t.width / 2.0)
         self._args = (t.xy, t.heading, t.s, t.tex, CLASS_OF, t.origin[0], t.origin[1], 1.0 / CELL,
                       t.near, t.near_origin[0], t.near_origin[1], NEAR_CELL, t.cp_s, t.cp_idx,
                       t.length, t.offroad_speed, t.void, self.laps, self.rw)
@@ -80,9 +81,24 @@ class KartBatch:
         """Advance every kart one logic step; returns (reward, terminated, truncated)."""
         act = clip_batch(np.nan_to_num(np.asarray(actions, np.float32).reshape(self.n, 5)))  # NaN -> neutral
         P.step_batch(self.fs, self.ist, self.lapt, act, self.rew, self.fin_now, *self._args)
+        if self.reward.edge and self.track.void:
+            self.rew += self.reward.edge * self.edge_closeness()
         term = self.fin_now.astype(bool)
         trunc = (self.fs[:, P.T] >= self.max_time_s - 1e-9) & (self.ist[:, P.FIN] == 0)
         return self.rew.copy(), term, trunc
+
+    def inside_edges(self) -> np.ndarray:
+        """How far each kart's centre is inside the road edge, in track units (negative: off the road):
+        the measure of ``plan``'s ``closest_to_edge_u`` and of the ``edge`` reward term."""
+        t = self.track
+        return np.array([P.inside_edge(self.fs, self.ist, i, t.xy, t.nrm, self._half) for i in range(self.n)])
+
+    def edge_closeness(self) -> np.ndarray:
+        """Per kart, what the ``edge`` reward term is paid times: 0 at ``edge_margin`` or more inside the
+        road edge, rising linearly to 1 at the edge itself; 0 while the kart falls or waits for Lakitu."""
+        m = self.reward.edge_margin
+        near = np.clip((m - self.inside_edges()) / m, 0.0, 1.0)
+        return np.where(self.ist[:, P.SURF] != P.SURF_FALLING, near, 0.0)
 
     def render(self) -> np.ndarray:
         if self.renderer is not None:
@@ -170,6 +186,9 @@ class MultiTrackBatch:
             r, te, tr = k.step(act[i:i + 1])
             rew[i], term[i], trunc[i] = r[0], te[0], tr[0]
         return rew, term, trunc
+
+    def inside_edges(self) -> np.ndarray:
+        return np.concatenate([k.inside_edges() for k in self.karts])
 
     def render(self) -> np.ndarray:
         for k in self.karts:

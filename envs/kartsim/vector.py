@@ -115,10 +115,7 @@ class VecKartSim(VectorEnv):
 
     def inside_edges(self) -> np.ndarray:
         """How far each kart's centre is inside its road's edge, in track units (negative: off the road)."""
-        from .planner import inside_edge
-
-        fs, ist = self.sim.fs, self.sim.ist
-        return np.array([inside_edge(fs, ist, i, t.xy, t.nrm, t.width / 2.0) for i, t in enumerate(self.tracks)])
+        return self.sim.inside_edges()
 
     def observe(self) -> np.ndarray:
         """Draw and return the current observations (after ``step(..., render=False)``)."""

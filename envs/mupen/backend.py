@@ -32,11 +32,15 @@ log = logging.getLogger(__name__)
 
 
 def _weights(shaping) -> dict[str, float]:
-    """RewardShaping (or a mapping) -> term weights; None -> progress only."""
+    """RewardShaping (or a mapping) -> term weights; None -> progress only. Settings that weigh no term
+    (``edge_margin``) are left out, and so are terms weighted 0 that no game profile computes (kartsim's
+    ``drift_hold`` and ``edge``): a term the game lacks is refused only when it would count."""
+    from envs.mupen.profiles import NOT_WEIGHTS, REWARD_TERMS
+
     if shaping is None:
         return {"progress": 1.0}
     d = shaping.as_dict() if hasattr(shaping, "as_dict") else asdict(shaping) if is_dataclass(shaping) else shaping
-    return {k: float(v) for k, v in dict(d).items()}
+    return {k: float(v) for k, v in dict(d).items() if k not in NOT_WEIGHTS and (v or k in REWARD_TERMS)}
 
 
 class MupenBackend(VecEnvBackend):

@@ -87,7 +87,7 @@ class GameProfile:
         """Refuse reward terms this profile cannot compute: ValueError naming them when a game
         profile lacks a term with a non-zero weight. For a profile that is not a game
         (``reward_terms`` None) the non-zero terms are returned, for the caller to warn about."""
-        asked = sorted(k for k, w in weights.items() if w)
+        asked = sorted(k for k, w in weights.items() if w and k not in NOT_WEIGHTS)
         if self.reward_terms is None:
             return asked
         missing = [k for k in asked if k not in self.reward_terms]
@@ -173,6 +173,8 @@ RACE_IN_PROGRESS = 3
 
 # Reward terms every profile may support (train.finetune.envs.RewardShaping / kartsim RewardConfig).
 REWARD_TERMS = ("progress", "fall", "speed", "boost", "offroad", "drift_abort")
+# Settings that travel with the reward weights but weigh no term (kartsim's edge term's margin, in units).
+NOT_WEIGHTS = frozenset({"edge_margin"})
 
 
 def _player(offset: int) -> int:

@@ -34,7 +34,8 @@ def median_best_lap(res: dict) -> float | None:
     return None if any(b is None for b in best) else float(np.median(best))
 
 
-STYLE_COLUMNS = ("path_u", "mean_speed_u_s", "boost_share", "charged_drift_share", "release_charge_median")
+STYLE_COLUMNS = ("path_u", "mean_speed_u_s", "boost_share", "charged_drift_share", "release_charge_median",
+                 "closest_to_edge_u")
 EVAL_SEED_OFFSET = 777  # evaluation envs are seeded apart from the training envs
 NO_BOUND_LAP_S = 180.0  # evaluation cap per lap without a lower bound (the real game)
 

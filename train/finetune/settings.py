@@ -99,6 +99,12 @@ class RewardShaping:
     frame, ~2.4 per boost) pays for the boost itself. A drift held to its boost
     costs nothing. The real-game backend reads only ``progress``.
 
+    ``edge`` (off by default; kartsim only) costs each frame the kart's centre is
+    within ``edge_margin`` units of a void edge, scaled from 0 at the margin to 1 at
+    the edge: the cloned policy passes within 0.12 units of rainbow's void on its
+    best lap and falls from 2 of 4 starts (README), so a fall-free policy needs
+    room, not luck. Like ``fall`` it is not scaled by ``--shaping-final``.
+
     ``drift_hold`` (off by default) costs each frame a drift is held after its
     charge was full: the fine-tuned policy held its drifts on a full charge for 15%
     of the lap where the planned race holds for 7-8% (README), and a frame held
@@ -114,6 +120,10 @@ class RewardShaping:
                                 "(negative)")
     drift_hold: float = option(0.0, "per frame a drift is held on a mini-turbo charge already full (negative; "
                                "kartsim only): letting go fires the boost, and a new drift can follow")
+    edge: float = option(0.0, "per frame within --r-edge-margin of a void edge, x (1 - distance inside the "
+                         "edge / margin): 0 at the margin, the full weight at the edge (negative; kartsim only)")
+    edge_margin: float = option(1.0, "units inside a void edge where --r-edge starts to cost (a distance, not a "
+                                "weight)")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -221,6 +231,9 @@ class Config:
             raise ValueError(f"--drift-ent-final must be >= 0 (an entropy bonus), got {self.drift_ent_final}")
         if self.drift_ent_decay_frames is not None and self.drift_ent_decay_frames < 1:
             raise ValueError(f"--drift-ent-decay-frames must be >= 1, got {self.drift_ent_decay_frames}")
+        if not self.shaping.edge_margin > 0:
+            raise ValueError(f"--r-edge-margin must be > 0 (units inside the road edge), got "
+                             f"{self.shaping.edge_margin}")
         if self.actor_lr_ramp_frames < 0:
             raise ValueError(f"--actor-lr-ramp-frames must be >= 0 (0: no ramp), got {self.actor_lr_ramp_frames}")
         if self.shaping_decay_frames is not None and self.shaping_decay_frames < 1:
