@@ -215,6 +215,37 @@ def test_evaluate_starts_are_the_seeds_races_and_their_spread():
         evaluate(None, track="luigi", laps=1, starts=0, media=False)
 
 
+def test_evaluate_perturb_races_the_same_starts_with_noisy_copies_of_the_model(tmp_path):
+    """perturbed_weights is relative and seeded; evaluate(perturb=, draws=) races each draw from the
+    starts the model raced: with no noise every draw drives those races exactly, with noise they differ,
+    and the model's own races are the same either way (the draws drive a copy)."""
+    from testing.models import constant_pilotnet
+    from train.evaluate import evaluate, perturbed_weights
+    from train.model import save_model
+
+    w = [np.array([0.0, 1.0, -2.0], np.float32), np.full((100, 100), 3.0, np.float32)]
+    a, b = (perturbed_weights(w, 1e-3, np.random.default_rng(0)) for _ in range(2))
+    assert all(np.array_equal(x, y) and x.dtype == np.float32 for x, y in zip(a, b, strict=True))
+    assert a[0][0] == 0.0 and a[0][1] != 1.0
+    assert 0.8e-3 < float(np.std(a[1] / 3.0 - 1.0)) < 1.2e-3
+    assert not np.array_equal(a[1], perturbed_weights(w, 1e-3, np.random.default_rng(1))[1])
+
+    path = save_model(constant_pilotnet([0.5, 0, 1, 0, 0]), tmp_path / "circle.keras")  # circles off-road
+    kw = dict(track="luigi", laps=1, max_seconds=8, seed=2, starts=2, media=False, draws=2)
+    same, noisy = evaluate(path, perturb=0.0, **kw), evaluate(path, perturb=0.3, **kw)
+    assert same["starts"] == noisy["starts"] and [r["seed"] for r in same["starts"]] == [2, 3]
+    for res in (same, noisy):
+        p = res["perturbed"]
+        assert [d["draw"] for d in p["draws"]] == [0, 1] and p["races"] == 4
+        assert p["races_with_a_fall"] == sum(d["starts_with_a_fall"] for d in p["draws"])
+        assert all([r["seed"] for r in d["per_start"]] == [2, 3] for d in p["draws"])
+    assert all(d["per_start"] == same["starts"] for d in same["perturbed"]["draws"])
+    autonomy = [[r["autonomy"] for r in d["per_start"]] for d in noisy["perturbed"]["draws"]]
+    assert all(a != [r["autonomy"] for r in same["starts"]] for a in autonomy)  # the noise changed the drive
+    with pytest.raises(ValueError, match="perturb needs a model"):
+        evaluate(None, track="luigi", laps=1, media=False, perturb=1e-6, draws=1)
+
+
 def test_evaluate_counts_offroad_interventions(tmp_path):
     from train.evaluate import evaluate
 
@@ -233,7 +264,7 @@ def test_evaluate_cli_with_model(tmp_path):
     path = save_model(build_pilotnet(), tmp_path / "untrained.keras")
     proc = subprocess.run(
         [sys.executable, "-m", "train", "evaluate", "--model", path, "--track", "luigi", "--laps", "1",
-         "--max-seconds", "2", "--json"],
+         "--max-seconds", "2", "--perturb", "1e-6", "--draws", "1", "--json"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -241,6 +272,7 @@ def test_evaluate_cli_with_model(tmp_path):
     for key in ("laps", "lap_times", "best_lap_s", "falls", "autonomy"):
         assert key in res
     assert res["laps"] == 0 and res["best_lap_s"] is None and res["inference_ms"] > 0
+    assert res["perturbed"]["relative_noise"] == 1e-6 and res["perturbed"]["races"] == 1
     assert os.path.exists(res["media"]["trace"]) and os.path.exists(res["media"]["gif"])
 
 

@@ -102,6 +102,14 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
                    "heading are jittered), and add each start's laps and the spread of their best laps "
                    "(min, median, worst): one start's best lap is one draw, as the README's fine-tune "
                    "section measures; media and --against are the first start's (default: %(default)s)")
+    p.add_argument("--perturb", type=float, default=0.0, metavar="REL",
+                   help="also race --draws copies of the model with every weight multiplied by (1 + REL x "
+                   "N(0,1)) (draw k seeded k), from the same --starts, and report each draw's laps and falls "
+                   "under 'perturbed': at REL 1e-6, a change the size of float round-off, it shows whether "
+                   "the laps and falls are the policy's or a draw of round-off (README, fine-tuning) "
+                   "(default: off)")
+    p.add_argument("--draws", type=int_at_least(1), default=4, metavar="K",
+                   help="perturbed copies raced with --perturb (default: %(default)s)")
     add_json(p)
 
 
@@ -222,7 +230,7 @@ def cmd_evaluate(args) -> dict:
     return evaluate(None if args.expert else args.model, track=args.track, laps=args.laps, render=args.render,
                     max_seconds=args.max_seconds, seed=args.seed, out_dir=args.out_dir, media=not args.no_media,
                     takeover=not args.no_takeover, progress=True, sectors=args.sectors, against=args.against,
-                    starts=args.starts)
+                    starts=args.starts, perturb=args.perturb, draws=args.draws if args.perturb else 0)
 
 
 def cmd_demos(args) -> dict:

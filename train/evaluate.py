@@ -14,6 +14,11 @@ mini-turbos, how long it drifted on a full charge and what charge its drifts end
 how close it came to the road edge; with ``against`` the reference's best lap gets the same
 (``against.style``). ``starts=N`` races from N starts and adds the spread of their best laps.
 
+Robustness: ``perturb=REL, draws=K`` also races K copies of the model whose every weight is
+multiplied by (1 + REL x N(0, 1)) (draw k seeded k), from the same starts. At REL = 1e-6, a
+change of the size of float round-off, it shows whether the laps and falls are the policy's or
+a draw of round-off (README, fine-tuning).
+
 Split times: ``sectors`` gives the best lap's time over each of N equal
 stretches of the lap (``envs.kartsim.splits``). ``against=MOVIE`` (a kartsim
 movie, such as the planner's race) replays it and lines its best lap up with
@@ -112,17 +117,25 @@ def evaluate(
     sectors: int = SECTORS,
     against: str | os.PathLike | None = None,
     starts: int = 1,
+    perturb: float = 0.0,
+    draws: int = 0,
 ) -> dict:
     """Drive ``model`` (path, keras model, or None for the expert) for ``laps`` laps; return figures.
     ``against``: a kartsim movie whose best lap the split times are compared with (it must be of ``track``).
     ``starts`` > 1: race again from the starts of seeds ``seed+1 ..``; the result is the first start's,
-    with ``starts`` (each start's laps and falls) and ``over_starts`` (their spread) added."""
+    with ``starts`` (each start's laps and falls) and ``over_starts`` (their spread) added.
+    ``draws`` > 0: add ``perturbed``, the same starts raced by ``draws`` copies of the model with
+    relative weight noise ``perturb`` (see ``perturbed_weights``)."""
     if render not in ("model", "full"):
         raise ValueError(f"render must be 'model' or 'full', got {render!r}")
     if laps < 1:
         raise ValueError(f"laps must be >= 1, got {laps}")
     if starts < 1:
         raise ValueError(f"starts must be >= 1, got {starts}")
+    if perturb < 0 or draws < 0:
+        raise ValueError(f"perturb and draws must be >= 0, got perturb={perturb}, draws={draws}")
+    if draws and model is None:
+        raise ValueError("perturb needs a model (the expert has no weights)")
     if policy is None and model is not None:
         from train.policy import Policy
 
@@ -134,7 +147,40 @@ def evaluate(
         runs = [result] + [_evaluate_one(model, seed=seed + k, media=False, **kw) for k in range(1, starts)]
         result["starts"] = [{"seed": seed + k, **{f: r[f] for f in START_FIELDS}} for k, r in enumerate(runs)]
         result["over_starts"] = over_starts(result["starts"])
+    if draws:
+        result["perturbed"] = _perturbed(model, perturb, draws, seed, starts,
+                                         {k: v for k, v in kw.items() if k != "policy"})
     return result
+
+
+def perturbed_weights(weights: list[np.ndarray], rel: float, rng: np.random.Generator) -> list[np.ndarray]:
+    """Each weight times (1 + rel x N(0, 1)), in its own dtype: relative noise, so a weight of 0 stays 0
+    and each layer is changed in proportion to its own scale."""
+    return [(w * (1.0 + rel * rng.standard_normal(np.shape(w)))).astype(np.asarray(w).dtype) for w in weights]
+
+
+def _perturbed(model, rel: float, draws: int, seed: int, starts: int, kw: dict) -> dict:
+    """Race ``starts`` starts (seeds ``seed..``) with each of ``draws`` perturbed copies of ``model``."""
+    import keras
+
+    from train.model import load_model
+    from train.policy import Policy
+
+    if isinstance(model, (str, os.PathLike)):
+        copy = load_model(model)
+    else:
+        copy = keras.models.clone_model(model)
+    base = model.get_weights() if not isinstance(model, (str, os.PathLike)) else copy.get_weights()
+    policy = Policy(copy)  # its traced function reads the copy's variables: set_weights changes what it drives
+    rows = []
+    for k in range(draws):
+        copy.set_weights(perturbed_weights(base, rel, np.random.default_rng(k)))
+        races = [_evaluate_one(model, seed=seed + j, media=False, policy=policy, **kw) for j in range(starts)]
+        per_start = [{"seed": seed + j, **{f: r[f] for f in START_FIELDS}} for j, r in enumerate(races)]
+        rows.append({"draw": k, **over_starts(per_start), "per_start": per_start})
+    return {"relative_noise": rel, "draws": rows,
+            "races": draws * starts, "races_with_a_fall": sum(r["starts_with_a_fall"] for r in rows),
+            "draws_with_a_fall": sum(1 for r in rows if r["starts_with_a_fall"])}
 
 
 START_FIELDS = ("lap_times", "best_lap_s", "laps", "falls", "mini_turbos", "autonomy")
