@@ -18,10 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_run(folder: Path, laps, falls=None, mts=None, step=61440, track="oval", other=None, medians=None,
-              firsts=None) -> Path:
+              firsts=None, edges=None) -> Path:
     """A run folder whose eval.csv has one evaluation per lap in ``laps`` (None: no lap); ``medians``:
     a median_best_lap_s per evaluation, as a run with several eval starts writes; ``firsts``: the first
-    start's (lap, falls) per evaluation, as that run writes them too."""
+    start's (lap, falls) per evaluation, as that run writes them too; ``edges``: closest_to_edge_u per
+    evaluation."""
     folder.mkdir(parents=True, exist_ok=True)
     falls = falls or [0] * len(laps)
     mts = mts or list(range(10, 10 + len(laps)))
@@ -33,6 +34,8 @@ def write_run(folder: Path, laps, falls=None, mts=None, step=61440, track="oval"
             rows[-1]["median_best_lap_s"] = medians[i]
         if firsts:
             rows[-1]["first_start_lap_s"], rows[-1]["first_start_falls"] = firsts[i]
+        if edges:
+            rows[-1]["closest_to_edge_u"] = edges[i]
         if other:
             rows.append({**rows[-1], "track": other, "best_lap_s": 99.0, "falls": 1})
     RunLog(str(folder), tensorboard=False).table("eval.csv", rows)
@@ -62,6 +65,7 @@ def test_figures_of_two_runs_over_the_same_stretch(tmp_path):
     assert ra["mini_turbos_last5"] == [11, 12, 13, 14, 15]
     assert ra["best_vs_reference_pct"] == pytest.approx((39.8 / 38 - 1) * 100, abs=0.01)
     assert rb["fell"] == 0 and rb["slower_than_clone"] == 0 and rb["best_lap_s"] == 40.5
+    assert ra["closest_to_edge_last5_u"] is None  # a log without the column
     # the whole logs, and a stretch given in frames
     whole = json.loads(run_cli(a, b, "--to", "all", "--json").stdout.strip().splitlines()[-1])
     assert whole["to_frames"] is None and whole["runs"]["A"]["best_lap_s"] == 39.5
@@ -70,6 +74,18 @@ def test_figures_of_two_runs_over_the_same_stretch(tmp_path):
     # the other track by name
     tw = json.loads(run_cli(a, "--track", "twisty", "--json").stdout.strip().splitlines()[-1])
     assert tw["runs"]["A"]["fell"] == 8 and tw["runs"]["A"]["best_lap_s"] == 99.0
+
+
+def test_the_closest_approach_to_the_edge_of_the_last_evaluations(tmp_path):
+    """eval.csv's closest_to_edge_u: the closest of the last 5 evaluations' best laps, in the JSON and
+    the table; an evaluation with no lap (no value) is left out."""
+    run = write_run(tmp_path / "E", [40.0, 39.9, 39.8, 39.7, 39.6, None, 39.5],
+                    edges=[0.12, 0.05, 0.6, 0.45, 0.7, None, 0.5])
+    proc = run_cli(run, "--to", "all", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["runs"]["E"]["closest_to_edge_last5_u"] == 0.45
+    table = run_cli(run, "--to", "all")
+    assert "edge, last 5" in table.stdout and "0.45 u" in table.stdout
 
 
 def test_the_median_of_several_starts_instead_of_the_best(tmp_path):

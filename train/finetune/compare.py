@@ -10,6 +10,7 @@ same stretch; ``--to all`` for each run's whole log):
 - the clone's lap (the first evaluation: at the end of warm-up the actor is still the clone),
 - the best evaluation lap and where it came, and its gap to the reference,
 - the mean of the last 5 evaluations and their mini-turbos,
+- the closest their best laps came to the road edge (``closest_to_edge_u``, where the log has it),
 - the evaluations that fell (and at which frames),
 - the evaluations after warm-up slower than the clone, and the worst of them.
 
@@ -77,8 +78,10 @@ def read_evals(run: str, track: str | None, lap: str = "best") -> tuple[str, lis
             continue
         try:
             lap = float(r[column]) if r[column] not in ("", "None", "nan") else math.nan
+            edge = r.get("closest_to_edge_u")  # a column since eval.csv keeps it (kartsim); None before
             out.append({"frames": int(r["frames"]), "best_lap_s": lap, "falls": int(r[fall_column]),
-                        "mini_turbos": int(r["mini_turbos"])})
+                        "mini_turbos": int(r["mini_turbos"]),
+                        "closest_to_edge_u": float(edge) if edge not in (None, "", "None", "nan") else math.nan})
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}, line {i}: {exc}") from None
     if not out:
@@ -120,6 +123,7 @@ def summarise(rows: list[dict], reference: float | None) -> dict:
                                                              or r["best_lap_s"] > clone_lap + TIE_S)]
     last = rows[-LAST:]
     last_laps = [r["best_lap_s"] for r in last if not math.isnan(r["best_lap_s"])]
+    last_edges = [r["closest_to_edge_u"] for r in last if not math.isnan(r.get("closest_to_edge_u", math.nan))]
     out = {
         "evaluations": len(rows),
         "to_frames": rows[-1]["frames"],
@@ -128,6 +132,9 @@ def summarise(rows: list[dict], reference: float | None) -> dict:
         "best_at_frames": None if best_row is None else best_row["frames"],
         f"mean_last{LAST}_s": round(sum(last_laps) / len(last_laps), 3) if last_laps else None,
         f"mini_turbos_last{LAST}": [r["mini_turbos"] for r in last],
+        # how close the best lap came to the road edge, the closest of the last evaluations (eval.csv's
+        # closest_to_edge_u): a policy's margin from the void; None where the log lacks the column
+        f"closest_to_edge_last{LAST}_u": min(last_edges) if last_edges else None,
         "fell": len([r for r in rows if r["falls"]]),
         "fell_at_frames": [r["frames"] for r in rows if r["falls"]],
         "slower_than_clone": len(slower),
@@ -253,7 +260,7 @@ def print_table(result: dict) -> None:
     where = "none" if ref is None else f"{ref:.2f} s ({result['reference_from']})"
     print(f"track {result['track']}, {stretch}; reference: {where}")
     cols = ("run", "evals", "clone", "best", "at", "vs ref", f"last {LAST}", f"mini-turbos, last {LAST}",
-            "fell", "slower than clone")
+            f"edge, last {LAST}", "fell", "slower than clone")
     lines = [cols]
     for name, s in result["runs"].items():
         mts = s[f"mini_turbos_last{LAST}"]
@@ -261,6 +268,7 @@ def print_table(result: dict) -> None:
                       "-" if s["best_at_frames"] is None else f"{s['best_at_frames'] / 1e6:.2f}M",
                       "-" if "best_vs_reference_pct" not in s else f"{s['best_vs_reference_pct']:+.2f}%",
                       _s(s[f"mean_last{LAST}_s"]), f"{min(mts)}-{max(mts)}",
+                      "-" if s[f"closest_to_edge_last{LAST}_u"] is None else f"{s[f'closest_to_edge_last{LAST}_u']:.2f} u",
                       f"{s['fell']}" + (f" (at {', '.join(f'{f / 1e6:.2f}M' for f in s['fell_at_frames'])})"
                                         if s["fell"] else ""),
                       str(s["slower_than_clone"])))
