@@ -230,9 +230,12 @@ def test_evaluate_perturb_races_the_same_starts_with_noisy_copies_of_the_model(t
     assert 0.8e-3 < float(np.std(a[1] / 3.0 - 1.0)) < 1.2e-3
     assert not np.array_equal(a[1], perturbed_weights(w, 1e-3, np.random.default_rng(1))[1])
 
-    path = save_model(constant_pilotnet([0.5, 0, 1, 0, 0]), tmp_path / "circle.keras")  # circles off-road
+    model = constant_pilotnet([0.5, 0, 1, 0, 0])  # circles off-road
+    weights = [w.copy() for w in model.get_weights()]
+    path = save_model(model, tmp_path / "circle.keras")
     kw = dict(track="luigi", laps=1, max_seconds=8, seed=2, starts=2, media=False, draws=2)
-    same, noisy = evaluate(path, perturb=0.0, **kw), evaluate(path, perturb=0.3, **kw)
+    same, noisy = evaluate(path, perturb=0.0, **kw), evaluate(model, perturb=0.3, **kw)  # a file, a keras model
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights(), strict=True))  # left as it was
     assert same["starts"] == noisy["starts"] and [r["seed"] for r in same["starts"]] == [2, 3]
     for res in (same, noisy):
         p = res["perturbed"]

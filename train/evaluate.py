@@ -168,9 +168,10 @@ def _perturbed(model, rel: float, draws: int, seed: int, starts: int, kw: dict) 
 
     if isinstance(model, (str, os.PathLike)):
         copy = load_model(model)
-    else:
+        base = copy.get_weights()
+    else:  # a keras model: drive a clone of it, so the caller's weights are never touched
         copy = keras.models.clone_model(model)
-    base = model.get_weights() if not isinstance(model, (str, os.PathLike)) else copy.get_weights()
+        base = model.get_weights()
     policy = Policy(copy)  # its traced function reads the copy's variables: set_weights changes what it drives
     rows = []
     for k in range(draws):
