@@ -237,6 +237,29 @@ def test_averaged_actor_is_evaluated_and_scheduled_std_is_set_not_learned(files,
     r2.close()
 
 
+def test_actor_ema_start_holds_the_clone_until_its_frame(files, tmp_path):
+    """--actor-ema-start: the average stays the clone's head, exactly, through the updates whose rollouts
+    start before that frame, while the trained head moves; from it on, each update folds in the latest."""
+    step = 8 * 4 * 4  # frames per update: rollout x envs x action repeat
+    t = Trainer(config(files, tmp_path / "s", envs=4, rollout=8, actor_ema=0.5, actor_ema_start=2 * step))
+    clone = t.net.head_weights()
+    for _ in range(2):
+        t.train_update()
+        for a, b in zip(t.ema, clone, strict=True):
+            np.testing.assert_array_equal(a, b)
+    moved = t.net.head_weights()
+    assert any(not np.allclose(a, b) for a, b in zip(moved, clone, strict=True))  # the actor did learn
+    t.train_update()
+    for got, a, w in zip(t.ema, clone, t.net.head_weights(), strict=True):
+        np.testing.assert_allclose(got, 0.5 * a + 0.5 * w, rtol=1e-6)
+    assert any(not np.allclose(a, b) for a, b in zip(t.ema, clone, strict=True))
+    t.close()
+    with pytest.raises(ValueError, match="--actor-ema-start must be >= 0"):
+        config(files, tmp_path / "x", actor_ema=0.5, actor_ema_start=-1)
+    with pytest.raises(ValueError, match="--actor-ema-start needs --actor-ema"):
+        config(files, tmp_path / "x", actor_ema=0.0, actor_ema_start=100)
+
+
 def test_shaping_schedule_changes_what_the_envs_pay(files, tmp_path):
     """--shaping-final: each update's rollout is paid with the shaping of its frame count (the row says
     which factor), the training envs step with those weights, and progress and fall keep theirs."""

@@ -164,6 +164,11 @@ class Config:
     actor_ema: float = option(0.98, "keep a running average of the actor head, updated after each update with "
                               "this decay (0.98: about the last 50 updates), and evaluate and export that "
                               "average instead of the latest weights (0: the latest weights)", group=POLICY)
+    actor_ema_start: int = option(
+        0, "with --actor-ema: the game frame from which each update folds the latest actor into the average; "
+        "until then the average, the policy evaluated and exported, is the clone exactly, so the first "
+        "updates' noise (before the actor has learned anything from the critic) is never evaluated "
+        "(0: from the end of warm-up)", group=POLICY)
     widen: int = option(0, "add this many units to each hidden layer of the actor head after its first "
                         "(PilotNet's 100, 50 and 10), starting as the clone exactly; best.keras is then a "
                         "PilotNet that much wider there", group=POLICY)
@@ -234,6 +239,11 @@ class Config:
         if not self.shaping.edge_margin > 0:
             raise ValueError(f"--r-edge-margin must be > 0 (units inside the road edge), got "
                              f"{self.shaping.edge_margin}")
+        if self.actor_ema_start < 0:
+            raise ValueError(f"--actor-ema-start must be >= 0 (a game frame; 0: the end of warm-up), got "
+                             f"{self.actor_ema_start}")
+        if self.actor_ema_start > 0 and self.actor_ema == 0:
+            raise ValueError("--actor-ema-start needs --actor-ema > 0 (it delays the running average)")
         if self.actor_lr_ramp_frames < 0:
             raise ValueError(f"--actor-lr-ramp-frames must be >= 0 (0: no ramp), got {self.actor_lr_ramp_frames}")
         if self.shaping_decay_frames is not None and self.shaping_decay_frames < 1:

@@ -148,7 +148,7 @@ class Trainer:
         stats = self.learner.update(self.batch_from(buf), lr_frac=self.lr_frac(), actor_lr_frac=self.actor_lr_frac(),
                                     kl_coef=self.kl_weight(),
                                     drift_ent_coef=self.cfg.drift_ent_weight(self.frames), actor=actor)
-        if actor and self.ema is not None:
+        if actor and self.ema is not None and self.frames >= self.cfg.actor_ema_start:
             self.average_actor()
         return self.record(buf, stats, actor, t0, t1, time.perf_counter())
 
