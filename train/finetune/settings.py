@@ -167,8 +167,8 @@ class Config:
     actor_ema_start: int = option(
         0, "with --actor-ema: the game frame from which each update folds the latest actor into the average; "
         "until then the average, the policy evaluated and exported, is the clone exactly, so the first "
-        "updates' noise (before the actor has learned anything from the critic) is never evaluated "
-        "(0: from the end of warm-up)", group=POLICY)
+        "updates after warm-up are not what is evaluated; on rainbow this did not stop the first "
+        "evaluation off the clone from falling (README) (0: from the end of warm-up)", group=POLICY)
     widen: int = option(0, "add this many units to each hidden layer of the actor head after its first "
                         "(PilotNet's 100, 50 and 10), starting as the clone exactly; best.keras is then a "
                         "PilotNet that much wider there", group=POLICY)
