@@ -260,6 +260,41 @@ def test_actor_ema_start_holds_the_clone_until_its_frame(files, tmp_path):
         config(files, tmp_path / "x", actor_ema=0.0, actor_ema_start=100)
 
 
+def test_actor_ema_restart_jumps_from_the_clone_to_the_latest_weights(files, tmp_path):
+    """--actor-ema-restart: the average is the clone exactly before --actor-ema-start, the latest weights
+    exactly on the first update from it (no share of the clone), and folds as usual after that, also
+    when the run is resumed past that frame."""
+    step = 8 * 4 * 4  # frames per update: rollout x envs x action repeat
+    kw = dict(envs=4, rollout=8, actor_ema=0.5, actor_ema_start=2 * step, actor_ema_restart=True)
+    t = Trainer(config(files, tmp_path / "r", **kw))
+    clone = t.net.head_weights()
+    for _ in range(2):
+        t.train_update()
+        for a, b in zip(t.ema, clone, strict=True):
+            np.testing.assert_array_equal(a, b)
+    t.train_update()
+    for got, w in zip(t.ema, t.net.head_weights(), strict=True):
+        np.testing.assert_array_equal(got, w)
+    assert any(not np.allclose(a, b) for a, b in zip(t.ema, clone, strict=True))  # it left the clone
+    t.save()
+    before = [np.array(a) for a in t.ema]
+    t.train_update()
+    for got, a, w in zip(t.ema, before, t.net.head_weights(), strict=True):
+        np.testing.assert_allclose(got, 0.5 * a + 0.5 * w, rtol=1e-6)
+    t.close()
+    # resumed after the restart: the next update folds in, it does not restart again
+    r = Trainer(config(files, tmp_path / "r", resume=True, **kw))
+    for a, b in zip(r.ema, before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    r.train_update()
+    for got, a, w in zip(r.ema, before, r.net.head_weights(), strict=True):
+        np.testing.assert_allclose(got, 0.5 * a + 0.5 * w, rtol=1e-6)
+    assert any(not np.allclose(g, w) for g, w in zip(r.ema, r.net.head_weights(), strict=True))
+    r.close()
+    with pytest.raises(ValueError, match="--actor-ema-restart needs --actor-ema-start"):
+        config(files, tmp_path / "x", actor_ema=0.5, actor_ema_restart=True)
+
+
 def test_shaping_schedule_changes_what_the_envs_pay(files, tmp_path):
     """--shaping-final: each update's rollout is paid with the shaping of its frame count (the row says
     which factor), the training envs step with those weights, and progress and fall keep theirs."""

@@ -169,6 +169,10 @@ class Config:
         "until then the average, the policy evaluated and exported, is the clone exactly, so the first "
         "updates after warm-up are not what is evaluated; on rainbow this did not stop the first "
         "evaluation off the clone from falling (README) (0: from the end of warm-up)", group=POLICY)
+    actor_ema_restart: bool = option(
+        False, "with --actor-ema-start: at that frame the average restarts from the latest actor weights "
+        "instead of folding them into the clone, so the evaluated policy goes from the clone straight to "
+        "what PPO has learned by then, never through small perturbations of the clone", group=POLICY)
     widen: int = option(0, "add this many units to each hidden layer of the actor head after its first "
                         "(PilotNet's 100, 50 and 10), starting as the clone exactly; best.keras is then a "
                         "PilotNet that much wider there", group=POLICY)
@@ -244,6 +248,9 @@ class Config:
                              f"{self.actor_ema_start}")
         if self.actor_ema_start > 0 and self.actor_ema == 0:
             raise ValueError("--actor-ema-start needs --actor-ema > 0 (it delays the running average)")
+        if self.actor_ema_restart and self.actor_ema_start == 0:
+            raise ValueError("--actor-ema-restart needs --actor-ema-start > 0 (the frame at which the average "
+                             "restarts from the latest weights)")
         if self.actor_lr_ramp_frames < 0:
             raise ValueError(f"--actor-lr-ramp-frames must be >= 0 (0: no ramp), got {self.actor_lr_ramp_frames}")
         if self.shaping_decay_frames is not None and self.shaping_decay_frames < 1:

@@ -121,6 +121,13 @@ class Trainer:
         d = self.cfg.actor_ema
         self.ema = [d * a + (1.0 - d) * w for a, w in zip(self.ema, self.net.head_weights(), strict=True)]
 
+    def first_fold(self) -> bool:
+        """Whether this update (its rollout started at self.frames) is the first to fold into the average:
+        the one before it started before --actor-ema-start or in warm-up (frames alone say it, on resume too)."""
+        c = self.cfg
+        before = self.frames - c.rollout * self.env.num_envs * self.env.action_repeat
+        return before < max(c.actor_ema_start, c.warmup_frames)
+
     # ---- one update ----
     def batch_from(self, buf: dict) -> dict:
         """GAE over the rollout (truncations bootstrapped from the last frame's value), flattened."""
@@ -149,7 +156,10 @@ class Trainer:
                                     kl_coef=self.kl_weight(),
                                     drift_ent_coef=self.cfg.drift_ent_weight(self.frames), actor=actor)
         if actor and self.ema is not None and self.frames >= self.cfg.actor_ema_start:
-            self.average_actor()
+            if self.cfg.actor_ema_restart and self.first_fold():
+                self.ema = self.net.head_weights()  # --actor-ema-restart: the average starts afresh here
+            else:
+                self.average_actor()
         return self.record(buf, stats, actor, t0, t1, time.perf_counter())
 
     def record(self, buf: dict, stats: dict, actor: bool, t0: float, t1: float, t2: float) -> dict:
