@@ -121,12 +121,16 @@ class Trainer:
         d = self.cfg.actor_ema
         self.ema = [d * a + (1.0 - d) * w for a, w in zip(self.ema, self.net.head_weights(), strict=True)]
 
+    @property
+    def update_frames(self) -> int:
+        """Game frames one update's rollout drives: --rollout decisions x envs x action repeat."""
+        return self.cfg.rollout * self.env.num_envs * self.env.action_repeat
+
     def first_fold(self) -> bool:
         """Whether this update (its rollout started at self.frames) is the first to fold into the average:
         the one before it started before --actor-ema-start or in warm-up (frames alone say it, on resume too)."""
         c = self.cfg
-        before = self.frames - c.rollout * self.env.num_envs * self.env.action_repeat
-        return before < max(c.actor_ema_start, c.warmup_frames)
+        return self.frames - self.update_frames < max(c.actor_ema_start, c.warmup_frames)
 
     # ---- one update ----
     def batch_from(self, buf: dict) -> dict:
@@ -165,7 +169,7 @@ class Trainer:
     def record(self, buf: dict, stats: dict, actor: bool, t0: float, t1: float, t2: float) -> dict:
         """Count the update's frames and time, and log its row (history, TensorBoard)."""
         c = self.cfg
-        step_frames = c.rollout * self.env.num_envs * self.env.action_repeat
+        step_frames = self.update_frames
         self.frames += step_frames
         self.updates += 1
         self.wall_s += t2 - t0
